@@ -1,0 +1,162 @@
+"""Run configuration: one dataclass per stage, three presets, recorded whole in every manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PresetName = Literal["preview", "balanced", "full"]
+PRESETS: tuple[PresetName, ...] = ("preview", "balanced", "full")
+
+
+@dataclass
+class CaptureConfig:
+    """Photo checks and the working copies made for reconstruction."""
+
+    working_max_side: int = 1024
+    """Photos are downscaled so their longer side is at most this many pixels."""
+    min_side: int = 200
+    """Photos whose shorter side is smaller than this are rejected."""
+    max_pixels: int = 100_000_000
+    """Declared pixel count above which a file is refused before decoding (decompression bombs)."""
+    max_file_bytes: int = 60_000_000
+    """Files larger than this are refused."""
+    min_photos: int = 3
+    """A multi-view run needs at least this many usable photos."""
+    blur_threshold: float = 60.0
+    """Variance of the Laplacian (on a 512 px copy) below which a photo is called blurry."""
+    dark_fraction: float = 0.5
+    """Warn when more than this share of pixels is near black."""
+    bright_fraction: float = 0.35
+    """Warn when more than this share of pixels is clipped white."""
+
+
+@dataclass
+class SfmConfig:
+    """COLMAP structure-from-motion through pycolmap."""
+
+    max_num_features: int = 8192
+    """SIFT keypoints per photo."""
+    exhaustive_max_images: int = 60
+    """Exhaustive matching up to this many photos; sequential matching with wide overlap above."""
+    sequential_overlap: int = 12
+    """Neighbours matched on each side in sequential mode (photos in capture order)."""
+    min_num_matches: int = 15
+    """Two-view geometries with fewer inlier matches are ignored."""
+    camera_model: str = "SIMPLE_RADIAL"
+    """COLMAP camera model for the photos."""
+    seed: int = 0
+    """Random seed for COLMAP (RANSAC, mapping)."""
+    num_threads: int = -1
+    """Threads for COLMAP; -1 uses all cores."""
+
+
+@dataclass
+class DenseConfig:
+    """Per-view depth, fusion, product isolation."""
+
+    max_side: int = 640
+    """Longer side of the images used for dense depth."""
+    num_source_views: int = 4
+    """Source photos per reference photo."""
+    num_depth_planes: int = 96
+    """Depth hypotheses in the plane sweep."""
+    min_consistent_views: int = 2
+    """A depth is kept only when this many other views agree with it."""
+    isolate_product: bool = True
+    """Remove the support plane and background, keep the object the cameras look at."""
+
+
+@dataclass
+class DepthPriorConfig:
+    """Monocular depth prior (transformers) or depth maps supplied with the photos."""
+
+    enabled: bool = True
+    """Use a depth prior when one can be found."""
+    model: str = "depth-anything/Depth-Anything-V2-Small-hf"
+    """Hugging Face checkpoint name, or a local folder."""
+    model_path: str | None = None
+    """Explicit local model folder (overrides everything else)."""
+    allow_download: bool = False
+    """Download the model when it is not found locally and the network is there."""
+    input_size: int = 518
+    """Longer side fed to the model."""
+    depth_dir: str | None = None
+    """Folder of per-photo depth maps (.npy float32 or 16-bit PNG in millimetres), same base names as the photos."""
+
+
+@dataclass
+class MeshConfig:
+    """Meshing, cleanup, decimation, exports."""
+
+    target_faces: int = 100_000
+    """Face budget after decimation."""
+    poisson_depth: int = 9
+    """Octree depth of screened Poisson reconstruction."""
+
+
+@dataclass
+class PipelineConfig:
+    """Everything a run needs, recorded in its manifest."""
+
+    preset: PresetName = "balanced"
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    sfm: SfmConfig = field(default_factory=SfmConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in sections:
+                continue
+            if isinstance(value, dict):
+                section_cls = type(getattr(cls(), name))
+                kwargs[name] = section_cls(**value)
+            else:
+                kwargs[name] = value
+        return cls(**kwargs)
+
+
+# Working resolution, dense effort and face budget per preset, in the spirit of Object Capture detail levels.
+_PRESET_OVERRIDES: dict[PresetName, dict[str, dict[str, Any]]] = {
+    "preview": {
+        "capture": {"working_max_side": 800},
+        "sfm": {"max_num_features": 4096},
+        "dense": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64},
+        "depth_prior": {"input_size": 364},
+        "mesh": {"target_faces": 25_000, "poisson_depth": 8},
+    },
+    "balanced": {},
+    "full": {
+        "capture": {"working_max_side": 1600},
+        "sfm": {"max_num_features": 12000},
+        "dense": {"max_side": 960, "num_source_views": 6, "num_depth_planes": 128},
+        "mesh": {"target_faces": 250_000, "poisson_depth": 10},
+    },
+}
+
+PRESET_DESCRIPTIONS: dict[PresetName, str] = {
+    "preview": "fast check of a capture (about 1 minute for 24 photos); ~25k faces",
+    "balanced": "the default for the shop (a few minutes for 24 photos); ~100k faces",
+    "full": "highest detail (several times longer); ~250k faces",
+}
+
+
+def preset_config(name: PresetName = "balanced") -> PipelineConfig:
+    """The configuration of a named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    config = PipelineConfig(preset=name)
+    for section, values in _PRESET_OVERRIDES[name].items():
+        target = getattr(config, section)
+        for key, value in values.items():
+            setattr(target, key, value)
+    return config

@@ -1,0 +1,166 @@
+"""Geometry conventions, written once and used everywhere.
+
+Conventions (the same as COLMAP and OpenCV):
+
+* A camera pose is ``cam_from_world``: a rotation ``R`` (3x3) and translation ``t`` (3,)
+  with ``x_cam = R @ x_world + t``.
+* Camera axes: x right, y down, z forward (the camera looks along +z).
+* Pixel coordinates are continuous with the origin at the top-left corner of the
+  top-left pixel, so the centre of pixel (col, row) is (col + 0.5, row + 0.5).
+  Depth maps store the z coordinate in the camera frame (not the ray length).
+* World units are whatever the reconstruction has: SfM results have an arbitrary
+  scale; synthetic captures and product scans are in metres.
+
+Anything coming in with another convention (Bundler, Strecha, OpenGL/glTF) is
+converted at the boundary where it is read or written, with a comment there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PinholeCamera:
+    """An undistorted pinhole camera with its pose (cam_from_world)."""
+
+    K: np.ndarray
+    """3x3 intrinsics in pixels."""
+    R: np.ndarray
+    """3x3 rotation, cam_from_world."""
+    t: np.ndarray
+    """(3,) translation, cam_from_world."""
+    width: int
+    height: int
+
+    @property
+    def center(self) -> np.ndarray:
+        """Camera centre in world coordinates."""
+        return -self.R.T @ self.t
+
+    @property
+    def viewing_direction(self) -> np.ndarray:
+        """Unit optical axis (+z of the camera) in world coordinates."""
+        return self.R[2].copy()
+
+    def world_to_cam(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.R.T + self.t
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Project (N,3) world points; returns (N,2) pixels and (N,) depths (z in camera)."""
+        cam = self.world_to_cam(points)
+        z = cam[:, 2]
+        safe_z = np.where(np.abs(z) < 1e-12, 1e-12, z)
+        uv = (cam[:, :2] / safe_z[:, None]) @ self.K[:2, :2].T + self.K[:2, 2]
+        return uv, z
+
+    def scaled(self, factor: float) -> PinholeCamera:
+        """The same camera for an image resized by ``factor`` (pixel-corner convention)."""
+        K = self.K.copy()
+        K[:2] *= factor
+        return PinholeCamera(K, self.R, self.t, round(self.width * factor), round(self.height * factor))
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> tuple[np.ndarray, np.ndarray]:
+    """cam_from_world (R, t) for a camera at ``eye`` looking at ``target``; image y points down, world ``up`` up."""
+    forward = target - eye
+    forward = forward / np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    if np.linalg.norm(right) < 1e-9:  # looking straight along up: any right vector will do
+        right = np.cross(forward, np.array([1.0, 0.0, 0.0]))
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    R = np.stack([right, down, forward])
+    return R, -R @ eye
+
+
+def intrinsics_from_fov(width: int, height: int, horizontal_fov_deg: float) -> np.ndarray:
+    """Pinhole K with the principal point at the image centre."""
+    f = 0.5 * width / np.tan(np.deg2rad(horizontal_fov_deg) / 2)
+    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+
+
+def pixel_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (u, v), each (height, width)."""
+    return np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+
+
+def backproject_depth(depth: np.ndarray, camera: PinholeCamera, mask: np.ndarray | None = None) -> np.ndarray:
+    """World points (N,3) of the pixels with finite positive depth (and ``mask`` if given), row-major order."""
+    valid = np.isfinite(depth) & (depth > 0)
+    if mask is not None:
+        valid &= mask
+    u, v = pixel_grid(depth.shape[1], depth.shape[0])
+    z = depth[valid]
+    K = camera.K
+    x = (u[valid] - K[0, 2]) / K[0, 0] * z
+    y = (v[valid] - K[1, 2]) / K[1, 1] * z
+    cam = np.stack([x, y, z], axis=1)
+    return (cam - camera.t) @ camera.R
+
+
+def rotation_angle_deg(R: np.ndarray) -> float:
+    """Angle of a rotation matrix in degrees."""
+    cos = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)))
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """x' = scale * R @ x + t."""
+
+    scale: float
+    R: np.ndarray
+    t: np.ndarray
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        return self.scale * points @ self.R.T + self.t
+
+    def apply_to_camera(self, camera: PinholeCamera) -> PinholeCamera:
+        """Move a camera with the world: x_cam = R_c x + t_c becomes x_cam' = R_c R^T x' + s t_c - R_c R^T t (rescaled)."""
+        R_new = camera.R @ self.R.T
+        t_new = self.scale * camera.t - R_new @ self.t
+        return PinholeCamera(camera.K, R_new, t_new, camera.width, camera.height)
+
+
+def umeyama_similarity(source: np.ndarray, target: np.ndarray) -> Similarity:
+    """Least-squares similarity mapping ``source`` (N,3) onto ``target`` (N,3) (Umeyama 1991)."""
+    if len(source) < 3:
+        raise ValueError("need at least 3 point pairs for a similarity")
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    src, tgt = source - mu_s, target - mu_t
+    cov = tgt.T @ src / len(source)
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    var_s = (src**2).sum() / len(source)
+    scale = float(np.trace(np.diag(D) @ S) / var_s)
+    t = mu_t - scale * R @ mu_s
+    return Similarity(scale, R, t)
+
+
+@dataclass(frozen=True)
+class PoseErrors:
+    """Camera errors of an estimate against ground truth after similarity alignment."""
+
+    rotation_deg: np.ndarray
+    center_error: np.ndarray
+    """Camera centre errors in ground-truth units."""
+    alignment: Similarity
+
+
+def compare_poses(estimated: list[PinholeCamera], truth: list[PinholeCamera]) -> PoseErrors:
+    """Align estimated camera centres to ground truth (7 DoF) and measure rotation and centre errors per camera."""
+    est_centers = np.array([c.center for c in estimated])
+    gt_centers = np.array([c.center for c in truth])
+    sim = umeyama_similarity(est_centers, gt_centers)
+    rot_err = []
+    for est, gt in zip(estimated, truth, strict=True):
+        aligned = sim.apply_to_camera(est)
+        rot_err.append(rotation_angle_deg(aligned.R @ gt.R.T))
+    center_err = np.linalg.norm(sim.apply(est_centers) - gt_centers, axis=1)
+    return PoseErrors(np.array(rot_err), center_err, sim)
