@@ -44,6 +44,12 @@ class SfmConfig:
     """Neighbours matched on each side in sequential mode (photos in capture order)."""
     min_num_matches: int = 15
     """Two-view geometries with fewer inlier matches are ignored."""
+    init_min_inliers: int = 50
+    """Inlier matches the first image pair needs (COLMAP's 100 leaves sparse rings unstarted)."""
+    register_min_inliers: int = 15
+    """2D-3D inliers a photo needs to be placed (COLMAP's 30 drops 3 of 16 Middlebury templeSparseRing photos)."""
+    register_min_inlier_ratio: float = 0.15
+    """Inlier ratio a photo needs to be placed."""
     camera_model: str = "SIMPLE_RADIAL"
     """COLMAP camera model for the photos."""
     seed: int = 0

@@ -1,0 +1,480 @@
+"""Depth priors: a monocular depth model (transformers) or depth maps supplied with the photos, aligned to the
+reconstruction and merged with stereo where stereo is weak.
+
+Kinds of prior values (``PriorKind``):
+
+* ``relative``: affine-invariant inverse depth ("disparity-like", larger = nearer), what Depth Anything's relative
+  checkpoints predict. Aligned with a scale and shift in inverse depth: ``1 / z = s * prior + b``.
+* ``metric``: depth along the camera z axis (phone LiDAR/ToF, metric models, depth from another pipeline). Aligned
+  with a scale and shift in depth: ``z = s * prior + b`` (SfM worlds have their own scale, so even metric maps are
+  rescaled; the fitted scale says how many world units one metre is).
+
+The model is found locally only (explicit path > PRODUCT_STUDIO_DEPTH_MODEL > ``models/`` > Hugging Face cache) and
+downloaded only when ``DepthPriorConfig.allow_download`` is set. Without weights the stage says how to enable them and
+the run goes on without a prior.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from core.config import DepthPriorConfig
+from core.manifest import Finding
+from core.stage import ProgressFn, no_progress
+
+logger = logging.getLogger(__name__)
+
+PriorKind = Literal["relative", "metric"]
+ModelSource = Literal["explicit", "env", "project", "hf_cache", "download"]
+
+ENV_VAR = "PRODUCT_STUDIO_DEPTH_MODEL"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = PROJECT_ROOT / "models"
+"""Project folder searched for model folders (tests point it elsewhere)."""
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+DEPTH_SUFFIXES = (".npy", ".png")
+
+# ImageNet statistics: what DINOv2-based depth models were trained with, used when the folder has no processor config.
+_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Finding the model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """A local folder holding depth model weights, and how it was found."""
+
+    path: Path
+    source: ModelSource
+    name: str
+    """Checkpoint name for display (the Hugging Face repo id, or the folder name)."""
+
+
+@dataclass
+class ModelLookup:
+    """The outcome of searching for the model: a location, or a message saying how to enable it."""
+
+    location: ModelLocation | None
+    message: str
+    tried: list[str] = field(default_factory=list)
+    """Each place looked at, with why it did not hold a model."""
+
+
+def is_model_folder(path: Path) -> bool:
+    """A folder with a transformers config and weights."""
+    return path.is_dir() and (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES)
+
+
+def _repo_id(config: DepthPriorConfig) -> str | None:
+    """The Hugging Face repo id in ``config.model`` (None when it names a local folder)."""
+    name = config.model.strip()
+    if not name or Path(name).expanduser().is_dir() or name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
+    return name
+
+
+def _hf_cache_dir() -> Path:
+    # Read at call time (huggingface_hub reads its constants at import, which tests and users may change after).
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    hf_home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface")
+    return Path(hf_home).expanduser() / "hub"
+
+
+def _from_hf_cache(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(_hf_cache_dir()))
+    if isinstance(found, str) and is_model_folder(Path(found).parent):
+        return Path(found).parent
+    return None
+
+
+def _download(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, cache_dir=str(_hf_cache_dir()),
+                                        allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    except Exception as exc:  # noqa: BLE001 - no network, no such repo, proxy errors: all mean "not available"
+        logger.warning("could not download %s: %s", repo_id, exc)
+        return None
+    return folder if is_model_folder(folder) else None
+
+
+def find_model(config: DepthPriorConfig) -> ModelLookup:
+    """Search explicit path > environment variable > ``models/`` > Hugging Face cache > download (if allowed)."""
+    tried: list[str] = []
+    repo_id = _repo_id(config)
+    display = repo_id or Path(config.model).name
+
+    explicit: list[str] = [p for p in (config.model_path,) if p]
+    if repo_id is None and config.model.strip():
+        explicit.append(config.model)  # config.model may itself be a local folder
+    for raw in explicit:
+        path = Path(raw).expanduser()
+        if is_model_folder(path):
+            return ModelLookup(ModelLocation(path.resolve(), "explicit", display), f"depth model from {path}", tried)
+        tried.append(f"{path} (given explicitly): not a model folder (needs config.json and model.safetensors)")
+
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        path = Path(env).expanduser()
+        if is_model_folder(path):
+            return ModelLookup(ModelLocation(path.resolve(), "env", display), f"depth model from ${ENV_VAR}", tried)
+        tried.append(f"{path} (from ${ENV_VAR}): not a model folder (needs config.json and model.safetensors)")
+
+    basename = display.split("/")[-1]
+    candidates = [MODELS_DIR / basename]
+    if repo_id:
+        candidates += [MODELS_DIR / repo_id, MODELS_DIR / repo_id.replace("/", "--")]
+    for path in candidates:
+        if is_model_folder(path):
+            return ModelLookup(ModelLocation(path.resolve(), "project", display), f"depth model from {path}", tried)
+    tried.append(f"{MODELS_DIR / basename}: missing")
+
+    if repo_id:
+        cached = _from_hf_cache(repo_id)
+        if cached is not None:
+            return ModelLookup(ModelLocation(cached, "hf_cache", repo_id), "depth model from the Hugging Face cache",
+                               tried)
+        tried.append(f"Hugging Face cache {_hf_cache_dir()}: no {repo_id}")
+        if config.allow_download:
+            downloaded = _download(repo_id)
+            if downloaded is not None:
+                return ModelLookup(ModelLocation(downloaded, "download", repo_id), f"downloaded {repo_id}", tried)
+            tried.append(f"download of {repo_id}: failed (no network?)")
+
+    message = (f"no depth prior: the model {display} was not found ({'; '.join(tried)}). To enable it put the model "
+               f"folder in {MODELS_DIR / basename} (on a machine with network: `hf download {repo_id or display} "
+               f"--local-dir models/{basename}`), or set {ENV_VAR}=/path/to/folder, or supply per-photo depth maps "
+               f"with --depth-prior-dir.")
+    return ModelLookup(None, message, tried)
+
+
+def resolve_model(config: DepthPriorConfig) -> ModelLocation | None:
+    """The model folder to use, or None when no weights can be found (see ``find_model`` for the reason)."""
+    lookup = find_model(config)
+    if lookup.location is None:
+        logger.info(lookup.message)
+    return lookup.location
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading and inference
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DepthModel:
+    """A loaded depth model with what inference needs to know about it."""
+
+    model: Any
+    """The transformers model (AutoModelForDepthEstimation), in eval mode on ``device``."""
+    device: str
+    kind: PriorKind
+    """What the model predicts: relative inverse depth or metric depth."""
+    location: ModelLocation
+    mean: tuple[float, float, float] = _DEFAULT_MEAN
+    std: tuple[float, float, float] = _DEFAULT_STD
+    patch_size: int = 14
+    """Input sides are rounded to a multiple of this (the ViT patch size)."""
+
+
+_MODEL_CACHE: dict[tuple[str, str], DepthModel] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_depth_model(location: ModelLocation, device: str | None = None) -> DepthModel:
+    """Load the model once per process and device (later calls return the same object)."""
+    device = device or default_device()
+    key = (str(location.path.resolve()), device)
+    with _MODEL_LOCK:
+        if key in _MODEL_CACHE:
+            return _MODEL_CACHE[key]
+        from transformers import AutoModelForDepthEstimation
+
+        model = AutoModelForDepthEstimation.from_pretrained(str(location.path), local_files_only=True)
+        model.eval().to(device)
+        config = model.config
+        kind: PriorKind = "metric" if getattr(config, "depth_estimation_type", "relative") == "metric" else "relative"
+        backbone = getattr(config, "backbone_config", None)
+        patch = int(getattr(backbone, "patch_size", 14) or 14)
+        mean, std = _DEFAULT_MEAN, _DEFAULT_STD
+        processor_file = location.path / "preprocessor_config.json"
+        if processor_file.is_file():  # read the normalisation directly: the processor classes may need torchvision
+            data = json.loads(processor_file.read_text(encoding="utf-8"))
+            mean = tuple(data.get("image_mean", mean))  # type: ignore[assignment]
+            std = tuple(data.get("image_std", std))  # type: ignore[assignment]
+        loaded = DepthModel(model, device, kind, location, mean, std, patch)
+        _MODEL_CACHE[key] = loaded
+        logger.info("loaded depth model %s (%s, %s) on %s", location.name, location.source, kind, device)
+        return loaded
+
+
+def model_input_shape(height: int, width: int, input_size: int, multiple: int = 14) -> tuple[int, int]:
+    """(h, w) fed to the model: the longer side about ``input_size``, both sides multiples of the patch size."""
+    scale = input_size / max(height, width)
+    h = max(multiple, int(round(height * scale / multiple)) * multiple)
+    w = max(multiple, int(round(width * scale / multiple)) * multiple)
+    return h, w
+
+
+def predict_relative_depth(model: DepthModel, images: list[np.ndarray], input_size: int,
+                           batch_size: int | None = None) -> list[np.ndarray]:
+    """Per image (H, W, 3 uint8 RGB), the model's prediction at the image's own size (float32, H x W).
+
+    For relative models this is inverse depth up to scale and shift; for metric models, depth in metres
+    (``model.kind`` says which). Images of the same shape are batched together.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if batch_size is None:
+        batch_size = 16 if model.device.startswith("cuda") else 4
+    mean = np.asarray(model.mean, dtype=np.float32)
+    std = np.asarray(model.std, dtype=np.float32)
+    results: list[np.ndarray | None] = [None] * len(images)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image {i} has shape {image.shape}; expected H x W x 3 RGB")
+        groups.setdefault(image.shape[:2], []).append(i)
+    for (height, width), indices in groups.items():
+        in_h, in_w = model_input_shape(height, width, input_size, model.patch_size)
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            batch = np.stack([
+                (cv2.resize(images[i], (in_w, in_h), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
+                 - mean) / std for i in chunk])
+            pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(model.device)
+            with torch.inference_mode():
+                predicted = model.model(pixel_values=pixels).predicted_depth
+                # Back to the photo's size; align_corners=False keeps the pixel-centre convention of geometry.py.
+                predicted = F.interpolate(predicted[:, None].float(), size=(height, width), mode="bilinear",
+                                          align_corners=False)[:, 0]
+            for i, depth in zip(chunk, predicted.cpu().numpy(), strict=True):
+                results[i] = depth.astype(np.float32)
+    return [r for r in results if r is not None]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Depth maps supplied with the photos
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def find_depth_file(depth_dir: Path, image_name: str) -> Path | None:
+    """The depth file for a photo: same base name, .npy or .png (case-insensitive suffix)."""
+    stem = Path(image_name).stem
+    folder = Path(depth_dir)
+    for suffix in DEPTH_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_depth_file(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A supplied depth map as float32 (NaN unknown), resized to ``size`` = (width, height) when given.
+
+    ``.npy``: float values as stored (depth in metres, or a model's relative output). ``.png``: 16-bit, millimetres,
+    0 = no measurement; returned in metres.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        depth = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        depth = np.squeeze(depth)
+        depth = np.where(np.isfinite(depth), depth, np.nan).astype(np.float32)
+    elif suffix == ".png":
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise ValueError(f"{path.name}: not a readable PNG")
+        if raw.dtype != np.uint16:
+            raise ValueError(f"{path.name}: depth PNGs must be 16-bit (millimetres); this one is {raw.dtype}")
+        if raw.ndim == 3:
+            raw = raw[..., 0]
+        depth = np.where(raw > 0, raw.astype(np.float32) / 1000.0, np.nan).astype(np.float32)
+    else:
+        raise ValueError(f"{path.name}: depth maps must be .npy or 16-bit .png")
+    if depth.ndim != 2:
+        raise ValueError(f"{path.name}: expected a 2-D depth map, got shape {depth.shape}")
+    if size is not None and (depth.shape[1], depth.shape[0]) != tuple(size):
+        depth = resize_depth(depth, size)
+    return depth
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a depth map with NaN holes to (width, height): bilinear over valid pixels only, holes stay holes."""
+    valid = np.isfinite(depth)
+    filled = np.where(valid, depth, 0).astype(np.float32)
+    shrinking = size[0] < depth.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    num = cv2.resize(filled, size, interpolation=interp)
+    den = cv2.resize(valid.astype(np.float32), size, interpolation=interp)
+    out = np.full(num.shape, np.nan, dtype=np.float32)
+    # Keep pixels mostly backed by measurements; half-covered ones at hole borders would mix in the zeros' absence.
+    keep = den > 0.5
+    out[keep] = num[keep] / den[keep]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Alignment: scale and shift, robust
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A fitted scale and shift that maps a prior to the reconstruction's depth, and whether to trust it."""
+
+    scale: float
+    shift: float
+    residual: float
+    """Median |relative depth error| of the inliers after the fit (0.02 = 2 %)."""
+    inlier_fraction: float
+    """Share of the compared depths within the inlier threshold."""
+    ok: bool
+    reason: str = ""
+    """Why the prior was rejected (empty when ok)."""
+    kind: PriorKind = "relative"
+    num_points: int = 0
+    """Depths compared."""
+
+    def apply(self, prior: np.ndarray) -> np.ndarray:
+        """The prior as depth in world units (NaN where the fitted model gives no positive depth)."""
+        return aligned_depth(prior, self.scale, self.shift, self.kind)
+
+
+def aligned_depth(prior: np.ndarray, scale: float, shift: float, kind: PriorKind) -> np.ndarray:
+    """Depth from a prior and its scale/shift (in inverse depth for relative priors, in depth for metric ones)."""
+    value = scale * prior.astype(np.float64) + shift
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = 1.0 / value if kind == "relative" else value
+    return np.where(np.isfinite(depth) & (value > 1e-12), depth, np.nan).astype(np.float32)
+
+
+def _weighted_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Least squares of the relative residual (s x + b - y) / y with weights w."""
+    a = np.sqrt(w) / y
+    A = np.stack([x * a, a], axis=1)
+    sol, *_ = np.linalg.lstsq(A, y * a, rcond=None)
+    return float(sol[0]), float(sol[1])
+
+
+def align_prior(prior: np.ndarray, target_depth: np.ndarray, weights: np.ndarray | None = None,
+                kind: PriorKind = "relative", *, inlier_threshold: float = 0.05, min_points: int = 20,
+                min_inlier_fraction: float = 0.5, min_explained: float = 0.5, iterations: int = 256,
+                max_samples: int = 20000, seed: int = 0) -> Alignment:
+    """Fit ``target ~ prior`` with a positive scale and a shift, robustly (RANSAC, then Huber IRLS).
+
+    ``prior``, ``target_depth`` and ``weights`` have the same shape (maps or flat arrays); target depths that are
+    NaN/<=0 or have zero weight are ignored. Residuals are relative depth errors, so the same threshold works for
+    both kinds. The fit is rejected when too few depths are compared, when too few agree, or when the prior does not
+    explain the target's depth variation better than a constant (an unrelated or near/far-flipped prior).
+    """
+    prior = np.asarray(prior, dtype=np.float64).ravel()
+    target = np.asarray(target_depth, dtype=np.float64).ravel()
+    w = np.ones_like(target) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    valid = np.isfinite(prior) & np.isfinite(target) & (target > 0) & np.isfinite(w) & (w > 0)
+    if kind == "metric":
+        valid &= prior > 0
+    n = int(valid.sum())
+    if n < min_points:
+        return Alignment(float("nan"), float("nan"), float("nan"), 0.0, False,
+                         f"only {n} reconstructed depths to compare with (need {min_points})", kind, n)
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(valid)
+    if n > max_samples:  # plenty for two parameters; keeps the RANSAC matrix small
+        idx = rng.choice(idx, max_samples, replace=False)
+    x = prior[idx]
+    y = 1.0 / target[idx] if kind == "relative" else target[idx]
+    w = w[idx] / w[idx].max()
+    tau = inlier_threshold
+
+    # RANSAC on pairs (MSAC score), positive scale only.
+    i = rng.integers(0, len(x), iterations)
+    j = rng.integers(0, len(x), iterations)
+    dx = x[i] - x[j]
+    good = np.abs(dx) > 1e-12 * (np.abs(x).max() + 1e-12)
+    s_h = np.where(good, (y[i] - y[j]) / np.where(good, dx, 1.0), 0.0)
+    b_h = y[i] - s_h * x[i]
+    good &= s_h > 0
+    if not good.any():
+        s0, b0 = _weighted_fit(x, y, w)
+    else:
+        s_h, b_h = s_h[good], b_h[good]
+        r = (s_h[:, None] * x[None] + b_h[:, None] - y[None]) / y[None]
+        cost = (np.minimum(r**2, tau**2) * w[None]).sum(1)
+        best = int(np.argmin(cost))
+        s0, b0 = float(s_h[best]), float(b_h[best])
+
+    # IRLS with Huber weights from the RANSAC start: uses every inlier, not just the two that were sampled.
+    s, b = s0, b0
+    delta = tau / 2
+    for _ in range(10):
+        r = (s * x + b - y) / y
+        huber = np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), 1e-12))
+        huber[np.abs(r) > 3 * tau] = 0.0  # gross outliers get no say at all
+        if huber.sum() < 2:
+            break
+        s_new, b_new = _weighted_fit(x, y, w * huber)
+        if not np.isfinite(s_new) or s_new <= 0:
+            break
+        converged = abs(s_new - s) <= 1e-9 * abs(s) and abs(b_new - b) <= 1e-9 * (abs(b) + abs(s))
+        s, b = s_new, b_new
+        if converged:
+            break
+
+    r = (s * x + b - y) / y
+    inliers = np.abs(r) < tau
+    inlier_fraction = float(np.average(inliers, weights=w))
+    residual = float(np.median(np.abs(r[inliers]))) if inliers.any() else float("inf")
+    # Constant model for comparison: how much depth variation there is to explain at all.
+    const = (np.median(y) - y) / y
+    spread = float(np.median(np.abs(const)))
+    fit_error = float(np.median(np.abs(r)))
+    explained = 1.0 - fit_error / spread if spread > 0 else 1.0
+
+    reason = ""
+    if inlier_fraction < min_inlier_fraction:
+        reason = (f"the prior agrees with only {inlier_fraction:.0%} of the reconstructed depths "
+                  f"(within {tau:.0%}; need {min_inlier_fraction:.0%})")
+    elif spread > tau and explained < min_explained:
+        reason = f"the prior explains only {max(explained, 0):.0%} of the depth variation (unrelated or flipped?)"
+    if reason:
+        slope, _ = _weighted_fit(x, y, w)
+        if slope < 0:
+            reason += "; near and far look reversed"
+    return Alignment(s, b, residual, inlier_fraction, not reason, reason, kind, n)
+
+
+def align_prior_any(prior: np.ndarray, target_depth: np.ndarray, weights: np.ndarray | None,
+                    kinds: tuple[PriorKind, ...], **kwargs: Any) -> Alignment:
+    """Try each kind (a supplied map may be depth or disparity-like); the best accepted fit, else the first failure."""
+    fits = [align_prior(prior, target_depth, weights, kind, **kwargs) for kind in kinds]
+    accepted = [f for f in fits if f.ok]
+    if accepted:
+        return min(accepted, key=lambda f: (-f.inlier_fraction, f.residual))
+    return fits[0]

@@ -1,0 +1,316 @@
+"""Per-view dense depth on the CPU: a multi-view plane sweep with ZNCC, best-k source aggregation and confidence.
+
+For each reference view the sweep tests fronto-parallel planes, sampled uniformly in inverse depth inside the depth
+range the view's sparse points span. Every source view is warped onto each plane with one homography
+(``cv2.warpPerspective``), compared with the reference by zero-mean normalised cross-correlation over a small window
+(box filters), and the best ``k`` of the source costs are averaged so a surface hidden in some sources still matches
+in the others. Winner-take-all picks a plane per pixel, a parabola through the neighbouring costs gives a sub-plane
+depth, and the confidence comes from how good and how unique the best match is. Views run two at a time (OpenCV and
+numpy release the GIL), which is what two cores give.
+
+Every view is written as ``<out_dir>/<index>_<stem>.npz`` holding float32 ``depth`` (camera z, NaN = unknown),
+float32 ``confidence`` in [0, 1], the uint8 RGB ``image`` at the working resolution and the scaled camera; read them
+back with :func:`load_depth_view`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.config import DenseConfig
+from core.geometry import PinholeCamera
+from core.manifest import Finding
+from core.scene import SparseScene
+from core.stage import ProgressFn, StageOutput, no_progress
+
+logger = logging.getLogger(__name__)
+
+_WINDOW = 7
+"""ZNCC window (pixels) at the working resolution."""
+_MIN_TEXTURE_STD = 0.006
+"""Reference windows with a grey-level std below this (images in [0, 1]) are too plain to match."""
+_MIN_CONFIDENCE = 0.05
+"""Depths whose confidence falls below this are stored as NaN."""
+_BEST_ANGLE_DEG = 10.0
+"""Triangulation angle that source selection prefers (wider is more precise, narrower matches more easily)."""
+_INVALID_COST = 2.0
+"""Cost of a source that does not see the pixel on this plane (1 - ZNCC lies in [0, 2])."""
+
+
+@dataclass(frozen=True)
+class DepthView:
+    """One view's depth map as the later stages read it."""
+
+    name: str
+    camera: PinholeCamera
+    """The camera at the depth map's resolution."""
+    depth: np.ndarray
+    """(H, W) float32 camera z; NaN where unknown."""
+    confidence: np.ndarray
+    """(H, W) float32 in [0, 1]."""
+    image: np.ndarray
+    """(H, W, 3) uint8 RGB at the depth map's resolution."""
+
+
+@dataclass
+class DepthMapRecord:
+    """Where one view's depth map lives and how it was made."""
+
+    name: str
+    camera: PinholeCamera
+    path: Path
+    """The .npz written by this stage (read it with ``load_depth_view``)."""
+    source_views: list[int]
+    """Indices (into the scene's views) of the source views that were matched."""
+    depth_range: tuple[float, float]
+
+
+@dataclass
+class DepthMaps(StageOutput):
+    views: list[DepthMapRecord] = field(default_factory=list)
+
+
+def save_depth_view(view: DepthView, path: Path) -> Path:
+    """Write a depth view in the stage's .npz layout (used by this stage and by tests that inject depth maps)."""
+    cam = view.camera
+    np.savez_compressed(
+        path, depth=view.depth.astype(np.float32), confidence=view.confidence.astype(np.float32),
+        image=view.image.astype(np.uint8), K=cam.K, R=cam.R, t=cam.t, size=np.array([cam.width, cam.height]),
+        name=np.array(view.name))
+    return path
+
+
+def load_depth_view(path: Path) -> DepthView:
+    """Read a depth map written by :func:`estimate_depth_maps`."""
+    with np.load(path) as data:
+        width, height = (int(v) for v in data["size"])
+        camera = PinholeCamera(data["K"], data["R"], data["t"], width, height)
+        return DepthView(str(data["name"]), camera, data["depth"], data["confidence"], data["image"])
+
+
+def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
+                        progress: ProgressFn = no_progress) -> DepthMaps:
+    """Estimate a depth and confidence map for every view of ``scene`` and write them to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(scene) < 2:
+        return DepthMaps(ok=False, failure="Dense depth needs at least two placed photos; add photos that overlap.")
+    start = time.perf_counter()
+    progress(0.0, "loading photos")
+    cameras, images, greys = _load_views(scene, config.max_side)
+    sources = _select_sources(scene, config.num_source_views)
+    ranges = [_depth_range(scene, i) for i in range(len(scene))]
+
+    def run_view(i: int) -> tuple[int, DepthMapRecord | None, dict[str, float]]:
+        t0 = time.perf_counter()
+        if not sources[i] or ranges[i] is None:
+            return i, None, {"valid_fraction": 0.0, "median_confidence": 0.0, "seconds": 0.0}
+        depth, conf = _sweep(greys[i], cameras[i], [greys[j] for j in sources[i]], [cameras[j] for j in sources[i]],
+                             ranges[i], config.num_depth_planes)
+        stem = Path(scene.image_names[i]).stem
+        path = save_depth_view(DepthView(scene.image_names[i], cameras[i], depth, conf, images[i]),
+                               out_dir / f"{i:03d}_{stem}.npz")
+        valid = np.isfinite(depth)
+        stats = {"valid_fraction": float(valid.mean()),
+                 "median_confidence": float(np.median(conf[valid])) if valid.any() else 0.0,
+                 "seconds": round(time.perf_counter() - t0, 3)}
+        return i, DepthMapRecord(scene.image_names[i], cameras[i], path.resolve(), sources[i], ranges[i]), stats
+
+    records: list[DepthMapRecord | None] = [None] * len(scene)
+    per_view: list[dict[str, float]] = [{}] * len(scene)
+    # Two views at a time: OpenCV and numpy release the GIL, so this keeps both cores busy.
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, (i, record, stats) in enumerate(pool.map(run_view, range(len(scene))), start=1):
+            records[i], per_view[i] = record, stats
+            progress(done / len(scene), f"depth map {done}/{len(scene)}")
+    views = [r for r in records if r is not None]
+    fractions = np.array([s["valid_fraction"] for s in per_view])
+    metrics = {
+        "views": len(scene),
+        "views_with_depth": len(views),
+        "width": cameras[0].width,
+        "height": cameras[0].height,
+        "num_depth_planes": config.num_depth_planes,
+        "valid_fraction": float(fractions.mean()),
+        "median_confidence": float(np.median([s["median_confidence"] for s in per_view])),
+        "seconds": round(time.perf_counter() - start, 2),
+        "seconds_per_view": round((time.perf_counter() - start) / len(scene), 3),
+        "per_view": {scene.image_names[i]: per_view[i] for i in range(len(scene))},
+    }
+    findings = _findings(scene.image_names, fractions)
+    if not views:
+        return DepthMaps(ok=False, metrics=metrics, findings=findings,
+                         failure="No photo got a depth map: the photos share too few matched points. Take more "
+                                 "photos with more overlap (about 15 degrees between neighbouring shots).")
+    logger.info("depth maps: %d views, %.0f%% valid, %.1f s", len(views), 100 * fractions.mean(), metrics["seconds"])
+    return DepthMaps(metrics=metrics, findings=findings, artifacts={"depth_maps": out_dir.resolve()}, views=views)
+
+
+def _findings(names: list[str], fractions: np.ndarray) -> list[Finding]:
+    findings = []
+    mean = float(fractions.mean())
+    if mean < 0.5:
+        findings.append(Finding(
+            "warning", f"Only {mean:.0%} of pixels got a reliable depth; the product may be shiny, see-through or "
+                       "plain, or the photos are too far apart.",
+            "Use soft, even light, put the product on a patterned mat, and take photos closer together."))
+    weak = [names[i] for i in np.flatnonzero(fractions < 0.2)]
+    if weak and len(weak) < len(names):
+        findings.append(Finding(
+            "info", f"{len(weak)} photo(s) gave little depth: {', '.join(weak[:5])}{' ...' if len(weak) > 5 else ''}.",
+            "These photos may be blurred or see mostly plain background; retake them if the model has gaps there."))
+    return findings
+
+
+def _load_views(scene: SparseScene, max_side: int) -> tuple[list[PinholeCamera], list[np.ndarray], list[np.ndarray]]:
+    """Cameras, RGB images and grey float images at the working resolution (only ever downscaled)."""
+    cameras, images, greys = [], [], []
+    for path, camera in zip(scene.image_paths, scene.cameras, strict=True):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {path}")
+        if bgr.shape[:2] != (camera.height, camera.width):
+            raise ValueError(f"{path} is {bgr.shape[1]}x{bgr.shape[0]}, its camera says {camera.width}x{camera.height}")
+        factor = min(1.0, max_side / max(camera.width, camera.height))
+        cam = camera.scaled(factor) if factor < 1.0 else camera
+        if factor < 1.0:
+            bgr = cv2.resize(bgr, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+        cameras.append(cam)
+        images.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+        greys.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0)
+    return cameras, images, greys
+
+
+def _select_sources(scene: SparseScene, count: int) -> list[list[int]]:
+    """Per view, the ``count`` views that share the most well-triangulated sparse points with it.
+
+    Each shared point scores by its triangulation angle: a Gaussian around ``_BEST_ANGLE_DEG``, steep below (tiny
+    baselines give imprecise depth) and gentle above (wide baselines still help until perspective distorts the window).
+    """
+    n = len(scene)
+    centers = np.array([c.center for c in scene.cameras])
+    members = [set(v.tolist()) for v in scene.visibility]
+    scores = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            shared = np.fromiter(members[i] & members[j], dtype=np.int64)
+            if len(shared) == 0:
+                continue
+            p = scene.points[shared]
+            a = centers[i] - p
+            b = centers[j] - p
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+            sigma = np.where(angle < _BEST_ANGLE_DEG, 4.0, 15.0)
+            weight = np.exp(-((angle - _BEST_ANGLE_DEG) ** 2) / (2 * sigma**2))
+            scores[i, j] = scores[j, i] = weight.sum()
+    sources = []
+    for i in range(n):
+        order = [j for j in np.argsort(-scores[i]) if scores[i, j] > 1.0]
+        sources.append([int(j) for j in order[:count]])
+    return sources
+
+
+def _depth_range(scene: SparseScene, index: int) -> tuple[float, float] | None:
+    """Depth interval of the view's sparse points (robust quantiles) with a margin; None when it sees too few."""
+    camera = scene.cameras[index]
+    idx = scene.visibility[index]
+    z = camera.world_to_cam(scene.points[idx])[:, 2] if len(idx) else np.empty(0)
+    z = z[z > 0]
+    if len(z) < 10:
+        # Too few observations: fall back to every sparse point in front of the camera.
+        z = camera.world_to_cam(scene.points)[:, 2]
+        z = z[z > 0]
+        if len(z) < 10:
+            return None
+    near, far = np.quantile(z, [0.01, 0.99])
+    # Margins: sparse points rarely reach the nearest edge of the product or the farthest visible table.
+    return float(near * 0.8), float(far * 1.25)
+
+
+def _homography(ref: PinholeCamera, src: PinholeCamera, depth: float) -> np.ndarray:
+    """Homography from reference to source pixel indices induced by the plane z = depth in the reference camera."""
+    R = src.R @ ref.R.T
+    t = src.t - R @ ref.t
+    n = np.array([0.0, 0.0, 1.0])
+    H = src.K @ (R + np.outer(t, n) / depth) @ np.linalg.inv(ref.K)
+    # Array index i sits at continuous coordinate i + 0.5 (geometry.py); OpenCV samples at the index.
+    shift = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    return np.linalg.inv(shift) @ H @ shift
+
+
+def _box(image: np.ndarray) -> np.ndarray:
+    return cv2.boxFilter(image, -1, (_WINDOW, _WINDOW), borderType=cv2.BORDER_REFLECT)
+
+
+def _sweep(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray], src_cams: list[PinholeCamera],
+           depth_range: tuple[float, float], num_planes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Plane sweep for one reference view; returns (depth with NaN, confidence)."""
+    h, w = ref.shape
+    mu_r = _box(ref)
+    var_r = np.maximum(_box(ref * ref) - mu_r * mu_r, 0)
+    std_r = np.sqrt(var_r)
+    textured = std_r > _MIN_TEXTURE_STD
+    inv_depths = np.linspace(1.0 / depth_range[0], 1.0 / depth_range[1], num_planes)
+    k = max(1, (len(srcs) + 1) // 2)
+    volume = np.empty((num_planes, h, w), dtype=np.float32)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for p, inv_d in enumerate(inv_depths):
+        best = [np.full((h, w), _INVALID_COST, dtype=np.float32) for _ in range(k)]
+        for src, cam in zip(srcs, src_cams, strict=True):
+            warped = cv2.warpPerspective(src, _homography(ref_cam, cam, 1.0 / inv_d), (w, h), flags=flags,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+            mu_s = _box(warped)
+            var_s = np.maximum(_box(warped * warped) - mu_s * mu_s, 0)
+            cov = _box(ref * warped) - mu_r * mu_s
+            cost = 1.0 - cov / (np.sqrt(var_s) * std_r + 1e-6)
+            # NaN: the window leaves the source image on this plane.
+            cost = np.nan_to_num(cost, nan=_INVALID_COST)
+            for i in range(k):  # keep the k smallest costs, sorted (insertion; k and the source count are small)
+                lower = np.minimum(best[i], cost)
+                cost = np.maximum(best[i], cost)
+                best[i] = lower
+        volume[p] = sum(best) / k
+    return _winner_take_all(volume, inv_depths, textured)
+
+
+def _winner_take_all(volume: np.ndarray, inv_depths: np.ndarray, textured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best plane per pixel, parabola refinement in inverse depth, confidence from match quality and uniqueness."""
+    num_planes = len(inv_depths)
+    best = np.argmin(volume, axis=0)
+    rows, cols = np.indices(best.shape)
+    c0 = volume[best, rows, cols]
+    lo = np.clip(best - 1, 0, num_planes - 1)
+    hi = np.clip(best + 1, 0, num_planes - 1)
+    cm, cp = volume[lo, rows, cols], volume[hi, rows, cols]
+    denom = cm - 2 * c0 + cp
+    interior = (best > 0) & (best < num_planes - 1)
+    offset = np.where(interior & (denom > 1e-6), 0.5 * (cm - cp) / np.maximum(denom, 1e-6), 0.0)
+    offset = np.clip(offset, -0.5, 0.5)
+    step = inv_depths[1] - inv_depths[0] if num_planes > 1 else 0.0
+    inv = inv_depths[best] + offset * step
+    depth = (1.0 / inv).astype(np.float32)
+
+    # Uniqueness: the best cost outside +-2 planes of the winner; a clear winner has a large margin.
+    masked = volume.copy()
+    for d in range(-2, 3):
+        idx = np.clip(best + d, 0, num_planes - 1)
+        masked[idx, rows, cols] = _INVALID_COST
+    second = masked.min(axis=0)
+    quality = np.clip(1.0 - c0, 0, 1)  # mean ZNCC of the best sources
+    margin = np.clip((second - c0) / 0.5, 0, 1)
+    confidence = (quality * margin).astype(np.float32)
+    confidence[~textured | (c0 >= _INVALID_COST - 1e-3)] = 0.0
+    # Winners at the ends of the range are usually outside it (or wrong): not trusted.
+    confidence[~interior] = 0.0
+    depth[confidence < _MIN_CONFIDENCE] = np.nan
+    return depth, confidence

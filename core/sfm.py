@@ -1,0 +1,298 @@
+"""SfM stage: COLMAP structure-from-motion through pycolmap (SIFT, matching, incremental mapping).
+
+Writes ``RUN_DIR/sparse`` (the largest model, COLMAP binary) and ``RUN_DIR/undistorted`` (pinhole images and model
+for the dense stages), plus ``RUN_DIR/sfm/matches.json`` (which photos matched which). A capture that COLMAP
+cannot reconstruct is a result with a reason (``ok=False``), not an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.capture import CaptureResult
+from core.config import SfmConfig
+from core.geometry import PinholeCamera
+from core.manifest import Finding
+from core.stage import ProgressFn, StageOutput, no_progress
+
+logger = logging.getLogger(__name__)
+
+# Shares of the stage's progress bar, measured on 24-photo captures (mapping dominates on larger sets).
+_EXTRACT, _MATCH, _MAP = 0.25, 0.35, 0.35
+
+
+@dataclass
+class SfmResult(StageOutput):
+    """The reconstruction COLMAP found, where it is on disk, and its diagnostics."""
+
+    sparse_dir: Path | None = None
+    """COLMAP binary model of the largest reconstruction (openable with pycolmap.Reconstruction)."""
+    undistorted_dir: Path | None = None
+    """pycolmap.undistort_images output: images/ and sparse/ with PINHOLE cameras."""
+    registered: list[str] = field(default_factory=list)
+    """Names of the working images placed in the model."""
+
+
+def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: ProgressFn = no_progress) -> SfmResult:
+    """Features, matching and incremental mapping on the capture's working images."""
+    import pycolmap
+
+    image_dir = capture.image_dir
+    assert image_dir is not None, "capture stage must run first"
+    image_names = sorted(Path(p.working_image).name for p in capture.accepted if p.working_image)
+    display = {Path(p.working_image).name: p.name for p in capture.accepted if p.working_image}
+    work_dir = run_dir / "sfm"
+    if work_dir.exists():
+        shutil.rmtree(work_dir)  # a re-run starts from a clean database
+    work_dir.mkdir(parents=True)
+    database = work_dir / "database.db"
+    pycolmap.set_random_seed(config.seed)
+    # COLMAP logs every step through glog; keep its INFO lines out of the terminal unless we are debugging.
+    pycolmap.logging.minloglevel = 0 if logger.isEnabledFor(logging.DEBUG) else 2
+    device = pycolmap.Device.cuda if pycolmap.has_cuda else pycolmap.Device.cpu
+
+    progress(0.0, f"finding features in {len(image_names)} photos")
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = config.camera_model
+    if capture.shared_camera and capture.focal_px:
+        # EXIF focal seeds the shared camera; SfM still refines it.
+        width, height = _image_size(image_dir / image_names[0])
+        extra = ",0" if config.camera_model in ("SIMPLE_RADIAL", "RADIAL") else ""
+        reader.camera_params = f"{capture.focal_px},{width / 2},{height / 2}{extra}"
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.sift.max_num_features = config.max_num_features
+    extraction.num_threads = config.num_threads
+    camera_mode = pycolmap.CameraMode.SINGLE if capture.shared_camera else pycolmap.CameraMode.PER_IMAGE
+    pycolmap.extract_features(database, image_dir, image_names=image_names, camera_mode=camera_mode,
+                              reader_options=reader, extraction_options=extraction, device=device)
+
+    progress(_EXTRACT, "matching features between photos")
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = config.num_threads
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.min_num_inliers = config.min_num_matches
+    if len(image_names) <= config.exhaustive_max_images:
+        matching_mode = "exhaustive"
+        pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification,
+                                  device=device)
+    else:
+        # Large sets are usually shot in order around the product: match neighbours in capture order, with
+        # quadratic overlap reaching further back to close the loop (no vocabulary tree is available offline).
+        matching_mode = "sequential"
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = config.sequential_overlap
+        pairing.quadratic_overlap = True
+        pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing,
+                                  verification_options=verification, device=device)
+
+    progress(_EXTRACT + _MATCH, "placing the cameras")
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.min_num_matches = config.min_num_matches
+    mapping.num_threads = config.num_threads
+    mapping.random_seed = config.seed
+    mapping.mapper.random_seed = config.seed
+    mapping.triangulation.random_seed = config.seed
+    mapping.mapper.init_min_num_inliers = config.init_min_inliers
+    mapping.mapper.abs_pose_min_num_inliers = config.register_min_inliers
+    mapping.mapper.abs_pose_min_inlier_ratio = config.register_min_inlier_ratio
+    placed = [0]
+
+    def on_next_image() -> None:
+        placed[0] += 1
+        progress(_EXTRACT + _MATCH + _MAP * min(placed[0] / len(image_names), 1.0),
+                 f"placing the cameras ({min(placed[0] + 1, len(image_names))} of {len(image_names)})")
+
+    models_dir = work_dir / "models"
+    models_dir.mkdir()
+    models = pycolmap.incremental_mapping(database, image_dir, models_dir, options=mapping,
+                                          next_image_callback=on_next_image)
+
+    result = SfmResult()
+    db_stats = _database_stats(database, image_names)
+    result.metrics.update(matching_mode=matching_mode, photos_usable=len(image_names),
+                          keypoints_median=float(np.median([s["keypoints"] for s in db_stats.values()] or [0])))
+    _write_match_matrix(work_dir / "matches.json", image_names, db_stats)
+    result.artifacts["sfm_matches"] = work_dir / "matches.json"
+
+    if not models:
+        result.ok = False
+        result.failure = ("COLMAP could not place the cameras: the photos share too few matching features. "
+                          "Shoot 20-40 photos with 15-20 degree steps around the product, keep it in focus and "
+                          "filling the frame, and put it on a textured mat (a newspaper works).")
+        result.metrics.update(photos_registered=0, registered_fraction=0.0, num_models=0)
+        result.metrics["per_photo"] = [_photo_metrics(name, display[name], db_stats, None) for name in image_names]
+        result.findings = sfm_findings(result.metrics)
+        return result
+
+    largest_id = max(models, key=lambda k: models[k].num_reg_images())
+    model = models[largest_id]
+    sparse_dir = run_dir / "sparse"
+    if sparse_dir.exists():
+        shutil.rmtree(sparse_dir)
+    sparse_dir.mkdir()
+    model.write_binary(str(sparse_dir))
+    result.sparse_dir = sparse_dir
+    result.artifacts["sparse_model"] = sparse_dir
+
+    registered = {model.images[i].name for i in model.reg_image_ids()}
+    result.registered = sorted(registered)
+    result.metrics.update(_model_metrics(model))
+    result.metrics.update(
+        photos_registered=len(registered),
+        registered_fraction=round(len(registered) / len(image_names), 3),
+        num_models=len(models),
+        other_model_sizes=sorted((m.num_reg_images() for k, m in models.items() if k != largest_id), reverse=True),
+        per_photo=[_photo_metrics(name, display[name], db_stats, model) for name in image_names],
+    )
+
+    progress(0.97, "undistorting the photos for dense reconstruction")
+    undistorted = run_dir / "undistorted"
+    if undistorted.exists():
+        shutil.rmtree(undistorted)
+    pycolmap.undistort_images(undistorted, sparse_dir, image_dir)
+    result.undistorted_dir = undistorted
+    result.artifacts["undistorted"] = undistorted
+
+    result.findings = sfm_findings(result.metrics)
+    if len(registered) < 3:
+        result.ok = False
+        result.failure = (f"Only {len(registered)} of {len(image_names)} photos could be placed, too few for a 3D "
+                          "model. Shoot more photos with more overlap (15-20 degree steps) and more texture in view.")
+    progress(1.0, f"{len(registered)} of {len(image_names)} photos placed")
+    return result
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.size
+
+
+def _database_stats(database: Path, image_names: list[str]) -> dict[str, dict]:
+    """Keypoints per photo and verified inlier matches per pair, read from the COLMAP database."""
+    import pycolmap
+
+    db = pycolmap.Database.open(str(database))
+    try:
+        images = {im.image_id: im.name for im in db.read_all_images()}
+        stats = {name: {"keypoints": 0, "pairs": {}} for name in image_names}
+        for image_id, name in images.items():
+            stats[name]["keypoints"] = int(db.num_keypoints_for_image(image_id))
+        pair_ids, geometries = db.read_two_view_geometries()
+        for pair_id, geometry in zip(pair_ids, geometries, strict=True):
+            id1, id2 = pycolmap.pair_id_to_image_pair(pair_id)
+            inliers = len(geometry.inlier_matches)
+            if inliers:
+                stats[images[id1]]["pairs"][images[id2]] = inliers
+                stats[images[id2]]["pairs"][images[id1]] = inliers
+        return stats
+    finally:
+        db.close()
+
+
+def _write_match_matrix(path: Path, image_names: list[str], stats: dict[str, dict]) -> None:
+    """Verified inlier matches between every pair of photos, for the diagnostics heatmap."""
+    index = {name: i for i, name in enumerate(image_names)}
+    matrix = np.zeros((len(image_names), len(image_names)), dtype=int)
+    for name, entry in stats.items():
+        for other, inliers in entry["pairs"].items():
+            matrix[index[name], index[other]] = inliers
+    path.write_text(json.dumps({"images": image_names, "inlier_matches": matrix.tolist()}))
+
+
+def _model_metrics(model) -> dict:
+    """Summary numbers of a reconstruction, and histograms for the diagnostics page."""
+    errors = np.array([p.error for p in model.points3D.values()], dtype=float)
+    tracks = np.array([p.track.length() for p in model.points3D.values()], dtype=float)
+    error_counts, error_edges = np.histogram(errors, bins=20, range=(0, max(2.0, float(np.percentile(errors, 99))))) \
+        if len(errors) else (np.zeros(0), np.zeros(0))
+    track_counts, track_edges = np.histogram(tracks, bins=np.arange(2, max(int(tracks.max()) if len(tracks) else 3, 3)
+                                                                    + 2)) if len(tracks) else (np.zeros(0), np.zeros(0))
+    cameras = [{"model": c.model_name, "width": c.width, "height": c.height, "focal_px": round(c.mean_focal_length(), 2)}
+               for c in model.cameras.values()]
+    return {
+        "sparse_points": int(model.num_points3D()),
+        "mean_reprojection_error_px": round(float(model.compute_mean_reprojection_error()), 4),
+        "mean_track_length": round(float(model.compute_mean_track_length()), 3),
+        "mean_observations_per_photo": round(float(model.compute_mean_observations_per_reg_image()), 1),
+        "reprojection_error_histogram": {"edges": error_edges.round(3).tolist(), "counts": error_counts.tolist()},
+        "track_length_histogram": {"edges": track_edges.tolist(), "counts": track_counts.tolist()},
+        "cameras": cameras,
+    }
+
+
+def _photo_metrics(name: str, display_name: str, stats: dict[str, dict], model) -> dict:
+    image = model.find_image_with_name(name) if model is not None else None
+    registered = image is not None and image.has_pose
+    return {
+        "name": name,
+        "photo": display_name,
+        "registered": bool(registered),
+        "keypoints": stats[name]["keypoints"],
+        "matched_neighbours": len(stats[name]["pairs"]),
+        "observations": int(image.num_points3D) if registered else 0,
+    }
+
+
+def sfm_findings(metrics: dict) -> list[Finding]:
+    """Plain-language verdicts on the SfM numbers (pure: tested on its own)."""
+    findings: list[Finding] = []
+    usable = metrics.get("photos_usable", 0)
+    placed = metrics.get("photos_registered", 0)
+    fraction = placed / usable if usable else 0.0
+    if placed == 0:
+        findings.append(Finding("error", f"None of the {usable} photos could be placed.",
+                                "The photos share too few features: shoot more photos with 15-20 degree steps, add a "
+                                "textured mat under the product and make sure every photo is sharp."))
+        return findings
+    if fraction < 1.0:
+        unplaced = [p.get("photo", p["name"]) for p in metrics.get("per_photo", []) if not p["registered"]]
+        level = "warning" if fraction >= 0.6 else "error"
+        findings.append(Finding(
+            level, f"Only {placed} of {usable} photos were placed ({fraction:.0%}). Not placed: "
+                   f"{', '.join(unplaced[:8])}{' ...' if len(unplaced) > 8 else ''}.",
+            "The sides of this product may have too little texture or the photos too little overlap: shoot more "
+            "photos with 20-30 degree steps, add a textured mat, avoid plain backgrounds filling the frame."))
+    else:
+        findings.append(Finding("info", f"All {usable} photos were placed."))
+    if metrics.get("num_models", 1) > 1:
+        findings.append(Finding(
+            "warning", f"COLMAP split the photos into {metrics['num_models']} separate groups; the largest "
+                       f"({placed} photos) was kept, the others ({metrics.get('other_model_sizes')}) were dropped.",
+            "Add photos between the groups so that neighbouring views overlap by at least half."))
+    error = metrics.get("mean_reprojection_error_px")
+    if error is not None and error > 1.5:
+        findings.append(Finding("warning", f"Mean reprojection error is {error:.2f} px (good captures are below 1 px).",
+                                "Blurry photos, a moving product or a zoom change between photos cause this."))
+    track = metrics.get("mean_track_length")
+    if track is not None and track < 3:
+        findings.append(Finding("warning", f"Points are seen in only {track:.1f} photos on average.",
+                                "Take photos closer together so each part of the product appears in 3+ photos."))
+    keypoints = metrics.get("keypoints_median", 0)
+    if keypoints and keypoints < 500:
+        findings.append(Finding("warning", f"Only about {keypoints:.0f} features per photo were found.",
+                                "The product or background is very plain; add a textured mat or more light."))
+    return findings
+
+
+def cameras_from_model(sparse_dir: Path) -> dict[str, PinholeCamera]:
+    """Registered cameras of a COLMAP model by image name, in the project's conventions (distortion ignored)."""
+    import pycolmap
+
+    model = pycolmap.Reconstruction(str(sparse_dir))
+    cameras = {}
+    for image_id in model.reg_image_ids():
+        image = model.images[image_id]
+        camera = model.cameras[image.camera_id]
+        pose = image.cam_from_world()
+        cameras[image.name] = PinholeCamera(np.asarray(camera.calibration_matrix()),
+                                            np.asarray(pose.rotation.matrix()), np.asarray(pose.translation),
+                                            int(camera.width), int(camera.height))
+    return cameras

@@ -1,0 +1,354 @@
+"""All data access of the studio: jobs, photos and review decisions in SQLite, plus the data folder layout.
+
+Everything the app and the workers persist goes through this module, so a server database (and object storage
+for the folders) could replace it later without touching pages or workers. SQLite runs in WAL mode so the
+Streamlit server and several worker processes can read while one writes; every call opens its own short
+connection, which is safe across threads and processes.
+
+Layout of the data folder (``PRODUCT_STUDIO_DATA``, default ``<repo>/data``)::
+
+    studio.db               jobs, photos, reviews
+    uploads/<job_id>/       the user's photos under generated names (+ thumbs/, depth/); never deleted by a run
+    runs/<job_id>/          the run folder the pipeline writes (manifest.json and artefacts)
+    drafts/<draft_id>/      photos being checked on the New capture page, before a job exists
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ENV = "PRODUCT_STUDIO_DATA"
+DB_NAME = "studio.db"
+
+JobStatus = Literal["queued", "starting", "running", "done", "failed", "cancelled"]
+ACTIVE_STATUSES: tuple[JobStatus, ...] = ("starting", "running")
+FINAL_STATUSES: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
+Decision = Literal["approved", "rejected"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    product_name TEXT NOT NULL DEFAULT '',
+    sku TEXT NOT NULL DEFAULT '',
+    preset TEXT NOT NULL,
+    config_json TEXT NOT NULL DEFAULT '{}',
+    pipeline TEXT,
+    status TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT '',
+    fraction REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    started REAL,
+    updated REAL,
+    heartbeat REAL,
+    finished REAL,
+    pid INTEGER,
+    cancel_requested REAL,
+    run_dir TEXT NOT NULL,
+    photos_dir TEXT NOT NULL,
+    depth_dir TEXT,
+    retry_of TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
+CREATE TABLE IF NOT EXISTS photos (
+    job_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    original_name TEXT NOT NULL,
+    stored_name TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    warnings TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (job_id, position)
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_job ON reviews(job_id, created);
+"""
+
+
+def data_dir() -> Path:
+    """The data folder: ``$PRODUCT_STUDIO_DATA`` or ``<repo>/data``."""
+    configured = os.environ.get(DATA_ENV, "").strip()
+    return Path(configured).expanduser().resolve() if configured else REPO_ROOT / "data"
+
+
+@dataclass
+class Job:
+    """One reconstruction job as the database holds it (times are Unix seconds)."""
+
+    id: str
+    product_name: str
+    sku: str
+    preset: str
+    config_json: str
+    pipeline: str | None
+    status: JobStatus
+    stage: str
+    fraction: float
+    message: str
+    error: str
+    created: float
+    started: float | None
+    updated: float | None
+    heartbeat: float | None
+    finished: float | None
+    pid: int | None
+    cancel_requested: float | None
+    run_dir: str
+    """Run folder relative to the data folder (or absolute when outside it)."""
+    photos_dir: str
+    depth_dir: str | None
+    retry_of: str | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+@dataclass
+class PhotoRow:
+    """An uploaded photo: the user's name (display only) and the generated name it is stored under."""
+
+    job_id: str
+    position: int
+    original_name: str
+    stored_name: str
+    size_bytes: int
+    ok: bool
+    reason: str
+    warnings: str
+    """Upload-time warnings, one per line."""
+
+
+@dataclass
+class Review:
+    id: int
+    job_id: str
+    reviewer: str
+    decision: Decision
+    note: str
+    created: float
+
+
+class Store:
+    """The studio database and data folder."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else data_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / DB_NAME
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    # --- folders -------------------------------------------------------------------------------------------------
+
+    def resolve(self, stored: str) -> Path:
+        """A folder path as recorded in the database, made absolute."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path.resolve())
+
+    def run_dir(self, job: Job) -> Path:
+        return self.resolve(job.run_dir)
+
+    def photos_dir(self, job: Job) -> Path:
+        return self.resolve(job.photos_dir)
+
+    def new_draft_dir(self) -> Path:
+        """A fresh folder for photos being checked before a job exists."""
+        path = self.root / "drafts" / uuid.uuid4().hex[:12]
+        path.mkdir(parents=True)
+        return path
+
+    # --- jobs ----------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # isolation_level=None: we issue BEGIN ourselves where several statements must be atomic.
+        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def create_job(self, *, product_name: str, sku: str, preset: str, config_json: str, photos_dir: Path,
+                   photos: list[PhotoRow] | None = None, depth_dir: Path | None = None, pipeline: str | None = None,
+                   retry_of: str | None = None, job_id: str | None = None) -> Job:
+        """Queue a job whose photos already sit in ``photos_dir``; its run folder is ``runs/<job_id>``."""
+        job_id = job_id or new_job_id()
+        run_dir = self.root / "runs" / job_id
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO jobs (id, product_name, sku, preset, config_json, pipeline, status, created, run_dir,"
+                " photos_dir, depth_dir, retry_of, message) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (job_id, product_name, sku, preset, config_json, pipeline, now, self._relative(run_dir),
+                 self._relative(photos_dir), self._relative(depth_dir) if depth_dir else None, retry_of,
+                 "Waiting for a free worker"))
+            for p in photos or []:
+                conn.execute(
+                    "INSERT INTO photos (job_id, position, original_name, stored_name, size_bytes, ok, reason, warnings)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, p.position, p.original_name, p.stored_name, p.size_bytes, int(p.ok), p.reason,
+                     p.warnings))
+            conn.execute("COMMIT")
+        logger.info("queued job %s (%s, %d photos)", job_id, preset, len(photos or []))
+        job = self.get_job(job_id)
+        assert job is not None
+        return job
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list_jobs(self, statuses: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs, newest first."""
+        sql, args = "SELECT * FROM jobs", []
+        if statuses:
+            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args.extend(statuses)
+        sql += " ORDER BY created DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._connect() as conn:
+            return [_job(r) for r in conn.execute(sql, args).fetchall()]
+
+    def claim_queued(self, max_active: int) -> list[Job]:
+        """Atomically move the oldest queued jobs to 'starting' while fewer than ``max_active`` are active."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")  # one dispatcher at a time decides, so the limit holds across processes
+            active = conn.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE status IN ({','.join('?' * len(ACTIVE_STATUSES))})",
+                ACTIVE_STATUSES).fetchone()[0]
+            free = max(0, max_active - active)
+            rows = conn.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT ?",
+                                (free,)).fetchall()
+            now = time.time()
+            for row in rows:
+                conn.execute("UPDATE jobs SET status = 'starting', updated = ?, heartbeat = ?, message = ? WHERE id = ?",
+                             (now, now, "Starting a worker", row["id"]))
+            conn.execute("COMMIT")
+        return [j for j in (self.get_job(r["id"]) for r in rows) if j is not None]
+
+    def mark_running(self, job_id: str, pid: int) -> None:
+        now = time.time()
+        self._update(job_id, status="running", pid=pid, started=now, updated=now, heartbeat=now,
+                     message="Worker started")
+
+    def update_progress(self, job_id: str, stage: str, fraction: float, message: str) -> None:
+        now = time.time()
+        self._update(job_id, stage=stage, fraction=float(fraction), message=message, updated=now, heartbeat=now)
+
+    def heartbeat(self, job_id: str) -> None:
+        self._update(job_id, heartbeat=time.time())
+
+    def finish(self, job_id: str, status: JobStatus, error: str = "", message: str = "") -> None:
+        """Record a final status, unless the job already has one (the first verdict wins)."""
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = ?, error = ?, message = ?, finished = ?, updated = ?"
+                f" WHERE id = ? AND status NOT IN ({','.join('?' * len(FINAL_STATUSES))})",
+                (status, error, message or status, now, now, job_id, *FINAL_STATUSES))
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job at once; flag an active one so its worker stops at the next progress report."""
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE jobs SET status = 'cancelled', finished = ?, updated = ?, message = ?"
+                         " WHERE id = ? AND status = 'queued'", (now, now, "Cancelled before it started", job_id))
+            conn.execute("UPDATE jobs SET cancel_requested = ?, message = ? WHERE id = ? AND status IN (?, ?)"
+                         " AND cancel_requested IS NULL", (now, "Cancelling…", job_id, *ACTIVE_STATUSES))
+            conn.execute("COMMIT")
+        return self.get_job(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._connect() as conn:
+            row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0] is not None)
+
+    def _update(self, job_id: str, **values: Any) -> None:
+        columns = {f.name for f in fields(Job)}
+        unknown = set(values) - columns
+        if unknown:
+            raise ValueError(f"unknown job columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        with self._connect() as conn:
+            conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
+
+    # --- photos --------------------------------------------------------------------------------------------------
+
+    def photos(self, job_id: str) -> list[PhotoRow]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM photos WHERE job_id = ? ORDER BY position", (job_id,)).fetchall()
+        return [PhotoRow(**{**dict(r), "ok": bool(r["ok"])}) for r in rows]
+
+    # --- reviews -------------------------------------------------------------------------------------------------
+
+    def add_review(self, job_id: str, reviewer: str, decision: Decision, note: str = "") -> Review:
+        if decision not in ("approved", "rejected"):
+            raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
+        if self.get_job(job_id) is None:
+            raise KeyError(f"no job {job_id}")
+        with self._connect() as conn:
+            cur = conn.execute("INSERT INTO reviews (job_id, reviewer, decision, note, created) VALUES (?, ?, ?, ?, ?)",
+                               (job_id, reviewer.strip() or "anonymous", decision, note, time.time()))
+            review_id = cur.lastrowid
+        logger.info("review of %s: %s by %s", job_id, decision, reviewer)
+        return next(r for r in self.reviews(job_id) if r.id == review_id)
+
+    def reviews(self, job_id: str | None = None) -> list[Review]:
+        """Decision history, oldest first (of one job, or of all)."""
+        sql, args = "SELECT * FROM reviews", ()
+        if job_id is not None:
+            sql, args = sql + " WHERE job_id = ?", (job_id,)
+        with self._connect() as conn:
+            rows = conn.execute(sql + " ORDER BY created, id", args).fetchall()
+        return [Review(**dict(r)) for r in rows]
+
+    def latest_reviews(self) -> dict[str, Review]:
+        """The current decision per job (the most recent one)."""
+        return {r.job_id: r for r in self.reviews()}
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(**dict(row))
