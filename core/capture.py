@@ -106,8 +106,9 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     if size == 0:
         return PhotoCheck(False, f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
     if size > config.max_file_bytes:
-        return PhotoCheck(False, f"{name}: the file is {size / 1e6:.0f} MB, over the {config.max_file_bytes / 1e6:.0f} MB "
-                                 "limit; export it as a JPEG of at most a few thousand pixels per side."), None
+        limit_mb = config.max_file_bytes / 1e6
+        return PhotoCheck(False, f"{name}: the file is {size / 1e6:.0f} MB, over the {limit_mb:.0f} MB limit; "
+                                 "export it as a JPEG of at most a few thousand pixels per side."), None
 
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit below, before decoding, with a clearer message
@@ -115,12 +116,14 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
         with Image.open(path) as img:
             fmt = (img.format or "").upper()
             if fmt not in ACCEPTED_FORMATS:
-                return PhotoCheck(False, f"{name}: {img.format or 'this'} files are not supported; {FORMAT_HINT}."), None
+                kind = img.format or "this"
+                return PhotoCheck(False, f"{name}: {kind} files are not supported; {FORMAT_HINT}."), None
             width, height = img.size
             if width * height > config.max_pixels:
-                return PhotoCheck(False, f"{name}: declares {width}×{height} pixels ({width * height / 1e6:.0f} MP), over "
-                                         f"the {config.max_pixels / 1e6:.0f} MP limit, so it was not decoded; resize "
-                                         "it below the limit and upload it again."), None
+                megapixels, limit = width * height / 1e6, config.max_pixels / 1e6
+                return PhotoCheck(False, f"{name}: declares {width}×{height} pixels ({megapixels:.0f} MP), over the "
+                                         f"{limit:.0f} MP limit, so it was not decoded; resize it below the limit "
+                                         "and upload it again."), None
             if getattr(img, "n_frames", 1) > 1 and fmt != "MPO":
                 return PhotoCheck(False, f"{name}: has {img.n_frames} frames (animated or multi-page); upload single "
                                          "still photos instead."), None
@@ -253,7 +256,8 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
 
         scale = min(1.0, config.working_max_side / max(rgb.shape[:2]))
         if scale < 1:
-            rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+            size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         working = image_dir / f"{Path(stored_name).stem}.jpg"
         cv2.imwrite(str(working), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         record.working_image = str(working.relative_to(run_dir))
@@ -263,7 +267,7 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
         sizes.add((rgb.shape[1], rgb.shape[0]))
 
         digest = _dhash(rgb)
-        twin = next((other for other, h in hashes if bin(h ^ digest).count("1") <= 3), None)
+        twin = next((other for other, h in hashes if (h ^ digest).bit_count() <= 3), None)
         if twin:
             record.warnings.append(f"{name}: is nearly identical to {twin}; it adds no new viewpoint.")
         hashes.append((name, digest))

@@ -63,8 +63,9 @@ class PinholeCamera:
         return PinholeCamera(K, self.R, self.t, round(self.width * factor), round(self.height * factor))
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> tuple[np.ndarray, np.ndarray]:
-    """cam_from_world (R, t) for a camera at ``eye`` looking at ``target``; image y points down, world ``up`` up."""
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """cam_from_world (R, t) for a camera at ``eye`` looking at ``target``; image y down, ``up`` (default +z) up."""
+    up = np.array([0.0, 0.0, 1.0]) if up is None else up
     forward = target - eye
     forward = forward / np.linalg.norm(forward)
     right = np.cross(forward, up)
@@ -119,7 +120,7 @@ class Similarity:
         return self.scale * points @ self.R.T + self.t
 
     def apply_to_camera(self, camera: PinholeCamera) -> PinholeCamera:
-        """Move a camera with the world: x_cam = R_c x + t_c becomes x_cam' = R_c R^T x' + s t_c - R_c R^T t (rescaled)."""
+        """The same camera in the transformed world (x' = s R x + t): R_c R^T and s t_c - R_c R^T t, up to scale."""
         R_new = camera.R @ self.R.T
         t_new = self.scale * camera.t - R_new @ self.t
         return PinholeCamera(camera.K, R_new, t_new, camera.width, camera.height)

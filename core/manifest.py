@@ -13,7 +13,7 @@ import platform
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,7 +87,7 @@ class RunManifest:
 
     @classmethod
     def new(cls, config: dict[str, Any], mode: Literal["multi_view", "single_photo"] = "multi_view") -> RunManifest:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         run_id = now.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         return cls(run_id=run_id, created=now.isoformat(timespec="seconds"), mode=mode, config=config,
                    environment=environment_info())

@@ -211,12 +211,12 @@ def _model_metrics(model) -> dict:
     """Summary numbers of a reconstruction, and histograms for the diagnostics page."""
     errors = np.array([p.error for p in model.points3D.values()], dtype=float)
     tracks = np.array([p.track.length() for p in model.points3D.values()], dtype=float)
-    error_counts, error_edges = np.histogram(errors, bins=20, range=(0, max(2.0, float(np.percentile(errors, 99))))) \
-        if len(errors) else (np.zeros(0), np.zeros(0))
-    track_counts, track_edges = np.histogram(tracks, bins=np.arange(2, max(int(tracks.max()) if len(tracks) else 3, 3)
-                                                                    + 2)) if len(tracks) else (np.zeros(0), np.zeros(0))
-    cameras = [{"model": c.model_name, "width": c.width, "height": c.height, "focal_px": round(c.mean_focal_length(), 2)}
-               for c in model.cameras.values()]
+    error_top = max(2.0, float(np.percentile(errors, 99))) if len(errors) else 2.0
+    error_counts, error_edges = np.histogram(errors, bins=20, range=(0.0, error_top))
+    longest = int(tracks.max()) if len(tracks) else 2
+    track_counts, track_edges = np.histogram(tracks, bins=np.arange(2, longest + 2))
+    cameras = [{"model": c.model_name, "width": c.width, "height": c.height,
+                "focal_px": round(c.mean_focal_length(), 2)} for c in model.cameras.values()]
     return {
         "sparse_points": int(model.num_points3D()),
         "mean_reprojection_error_px": round(float(model.compute_mean_reprojection_error()), 4),
