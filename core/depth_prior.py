@@ -28,8 +28,6 @@ import cv2
 import numpy as np
 
 from core.config import DepthPriorConfig
-from core.manifest import Finding
-from core.stage import ProgressFn, no_progress
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ def _download(repo_id: str) -> Path | None:
 
         folder = Path(snapshot_download(repo_id, cache_dir=str(_hf_cache_dir()),
                                         allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-    except Exception as exc:  # noqa: BLE001 - no network, no such repo, proxy errors: all mean "not available"
+    except Exception as exc:  # no network, no such repo, proxy errors: all mean "not available"
         logger.warning("could not download %s: %s", repo_id, exc)
         return None
     return folder if is_model_folder(folder) else None
@@ -422,13 +420,15 @@ def align_prior(prior: np.ndarray, target_depth: np.ndarray, weights: np.ndarray
     b_h = y[i] - s_h * x[i]
     good &= s_h > 0
     if not good.any():
-        s0, b0 = _weighted_fit(x, y, w)
-    else:
-        s_h, b_h = s_h[good], b_h[good]
-        r = (s_h[:, None] * x[None] + b_h[:, None] - y[None]) / y[None]
-        cost = (np.minimum(r**2, tau**2) * w[None]).sum(1)
-        best = int(np.argmin(cost))
-        s0, b0 = float(s_h[best]), float(b_h[best])
+        slope, _ = _weighted_fit(x, y, w)
+        why = "near and far look reversed" if slope < 0 else "the prior is flat where the reconstruction is not"
+        return Alignment(float("nan"), float("nan"), float("nan"), 0.0, False,
+                         f"no positive scale fits the prior: {why}", kind, n)
+    s_h, b_h = s_h[good], b_h[good]
+    r = (s_h[:, None] * x[None] + b_h[:, None] - y[None]) / y[None]
+    cost = (np.minimum(r**2, tau**2) * w[None]).sum(1)
+    best = int(np.argmin(cost))
+    s0, b0 = float(s_h[best]), float(b_h[best])
 
     # IRLS with Huber weights from the RANSAC start: uses every inlier, not just the two that were sampled.
     s, b = s0, b0

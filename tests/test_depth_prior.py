@@ -1,0 +1,159 @@
+"""Depth priors: model lookup, tiny-model inference, robust alignment, supplied depth files, fusion with stereo."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core import depth_prior as dp
+from core.config import DepthPriorConfig
+
+REPO = "depth-anything/Depth-Anything-V2-Small-hf"
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """A ~140k-parameter randomly initialised Depth Anything saved like a real checkpoint (no network)."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=70, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        '{"image_processor_type": "DPTImageProcessor", "image_mean": [0.485, 0.456, 0.406], '
+        '"image_std": [0.229, 0.224, 0.225], "ensure_multiple_of": 14, "keep_aspect_ratio": true}', encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "Depth-Anything-V2-Small-hf")
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No env var, an empty models/ folder and an empty Hugging Face cache."""
+    monkeypatch.delenv(dp.ENV_VAR, raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(dp, "MODELS_DIR", tmp_path / "models")
+    return tmp_path
+
+
+def _fake_hf_cache(hf_home: Path, model_dir: Path) -> Path:
+    repo_dir = hf_home / "hub" / ("models--" + REPO.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / "0123abcd"
+    shutil.copytree(model_dir, snapshot)
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text("0123abcd", encoding="utf-8")
+    return snapshot
+
+
+def test_resolution_order(isolated: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    explicit = shutil.copytree(tiny_model_dir, isolated / "explicit")
+    env_dir = shutil.copytree(tiny_model_dir, isolated / "env")
+    project = shutil.copytree(tiny_model_dir, isolated / "models" / "Depth-Anything-V2-Small-hf")
+    cached = _fake_hf_cache(isolated / "hf_home", tiny_model_dir)
+    monkeypatch.setenv(dp.ENV_VAR, str(env_dir))
+
+    config = DepthPriorConfig(model=REPO, model_path=str(explicit))
+    assert dp.resolve_model(config) == dp.ModelLocation(explicit.resolve(), "explicit", REPO)
+    config.model_path = None
+    assert dp.resolve_model(config).source == "env"
+    assert dp.resolve_model(config).path == env_dir.resolve()
+    monkeypatch.delenv(dp.ENV_VAR)
+    location = dp.resolve_model(config)
+    assert (location.source, location.path) == ("project", project.resolve())
+    shutil.rmtree(project)
+    location = dp.resolve_model(config)
+    assert (location.source, location.path) == ("hf_cache", cached)
+    shutil.rmtree(isolated / "hf_home")
+    assert dp.resolve_model(config) is None
+
+
+def test_not_available_says_how_to_enable(isolated: Path) -> None:
+    lookup = dp.find_model(DepthPriorConfig(model=REPO, model_path=str(isolated / "nowhere")))
+    assert lookup.location is None
+    assert dp.ENV_VAR in lookup.message and "models" in lookup.message and "nowhere" in lookup.message
+
+
+def test_tiny_model_inference_keeps_size(tiny_model_dir: Path) -> None:
+    location = dp.ModelLocation(tiny_model_dir, "explicit", "tiny")
+    model = dp.load_depth_model(location, device="cpu")
+    assert dp.load_depth_model(location, device="cpu") is model  # one load per process
+    assert model.kind == "relative"
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (60, 90, 3), dtype=np.uint8), rng.integers(0, 255, (75, 50, 3), dtype=np.uint8),
+              rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)]
+    out = dp.predict_relative_depth(model, images, input_size=70)
+    assert [o.shape for o in out] == [(60, 90), (75, 50), (60, 90)]
+    assert all(o.dtype == np.float32 and np.isfinite(o).all() for o in out)
+
+
+def _scene_depth(shape: tuple[int, int] = (60, 80)) -> np.ndarray:
+    """A smooth depth map between about 1 and 3 (a slanted plane with a bump)."""
+    v, u = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    return 1.0 + 1.5 * u / shape[1] + 0.5 * np.exp(-((u - 40) ** 2 + (v - 30) ** 2) / 200.0)
+
+
+@pytest.mark.parametrize("kind", ["relative", "metric"])
+def test_alignment_recovers_scale_shift_under_outliers(kind: dp.PriorKind) -> None:
+    rng = np.random.default_rng(1)
+    depth = _scene_depth()
+    scale, shift = 0.37, 0.8
+    # The prior is what the true depth looks like before the fit: inverse depth or depth, up to scale and shift.
+    truth = 1.0 / depth if kind == "relative" else depth
+    prior = (truth - shift) / scale
+    target = depth * (1 + rng.normal(0, 0.005, depth.shape))
+    outliers = rng.random(depth.shape) < 0.3
+    target[outliers] = rng.uniform(0.5, 5.0, outliers.sum())
+    fit = dp.align_prior(prior, target, np.ones_like(target), kind)
+    assert fit.ok, fit.reason
+    assert fit.scale == pytest.approx(scale, rel=0.02)
+    assert fit.shift == pytest.approx(shift, abs=0.02)
+    assert 0.6 < fit.inlier_fraction < 0.8
+    assert fit.residual < 0.01
+    assert np.nanmax(np.abs(fit.apply(prior) / depth - 1)) < 0.02
+
+
+def test_wrong_priors_are_rejected() -> None:
+    depth = _scene_depth()
+    flipped = depth.copy()  # depth where disparity is expected: near and far reversed
+    fit = dp.align_prior(flipped, depth, None, "relative")
+    assert not fit.ok and "reversed" in fit.reason
+    rng = np.random.default_rng(2)
+    unrelated = cv2.GaussianBlur(rng.random(depth.shape), (0, 0), 8)
+    assert not dp.align_prior(unrelated, depth, None, "relative").ok
+    assert not dp.align_prior(unrelated, depth, None, "metric").ok
+    few = np.full(depth.shape, np.nan)
+    few[0, :5] = 1.0
+    fit = dp.align_prior(1.0 / depth, few, None, "relative")
+    assert not fit.ok and "only 5" in fit.reason
+
+
+def test_supplied_depth_files_are_read_and_resized(tmp_path: Path) -> None:
+    depth = _scene_depth((48, 64)).astype(np.float32)
+    np.save(tmp_path / "img_001.npy", depth)
+    millimetres = np.round(depth * 1000).astype(np.uint16)
+    millimetres[:4, :4] = 0  # no measurement
+    cv2.imwrite(str(tmp_path / "img_002.png"), millimetres)
+    cv2.imwrite(str(tmp_path / "img_003.png"), (depth * 50).astype(np.uint8))
+
+    assert dp.find_depth_file(tmp_path, "sub/img_001.JPG") == tmp_path / "img_001.npy"
+    assert dp.find_depth_file(tmp_path, "img_009.jpg") is None
+    same = dp.read_depth_file(tmp_path / "img_001.npy")
+    np.testing.assert_array_equal(same, depth)
+    big = dp.read_depth_file(tmp_path / "img_002.png", size=(128, 96))
+    assert big.shape == (96, 128) and big.dtype == np.float32
+    assert np.isnan(big[:6, :6]).all()
+    np.testing.assert_allclose(big[20:80, 20:100], cv2.resize(depth, (128, 96))[20:80, 20:100], atol=2e-3)
+    small = dp.read_depth_file(tmp_path / "img_001.npy", size=(32, 24))
+    assert small.shape == (24, 32)
+    with pytest.raises(ValueError, match="16-bit"):
+        dp.read_depth_file(tmp_path / "img_003.png")
