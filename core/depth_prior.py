@@ -22,12 +22,18 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 
 from core.config import DepthPriorConfig
+from core.manifest import Finding
+from core.stage import ProgressFn, no_progress
+
+if TYPE_CHECKING:
+    from core.mvs import DepthMaps, DepthView
+    from core.scene import SparseScene
 
 logger = logging.getLogger(__name__)
 
@@ -478,3 +484,269 @@ def align_prior_any(prior: np.ndarray, target_depth: np.ndarray, weights: np.nda
     if accepted:
         return min(accepted, key=lambda f: (-f.inlier_fraction, f.residual))
     return fits[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Merging with stereo (the stage)
+# ----------------------------------------------------------------------------------------------------------------
+
+STEREO_CONFIDENT = 0.25
+"""Stereo depths with at least this confidence are kept as they are and used to fit the prior."""
+PRIOR_CONFIDENCE = 0.2
+"""Confidence given to depths taken from the prior (above the dense stage's floor, below confident stereo)."""
+AGREEMENT = 0.05
+"""Relative depth difference within which stereo and the aligned prior are said to agree."""
+EDGE_RATIO = 1.1
+"""A prior pixel whose 5x5 neighbourhood spans a larger far/near ratio sits on a (blurred) depth edge: not used."""
+MIN_SANITY_AGREEMENT = 0.5
+"""An aligned prior must agree with at least this share of the confident stereo and of the sparse depths."""
+MAX_STEREO_SAMPLES = 5000
+"""Confident stereo pixels used in a fit (a random subset), so the sparse points keep a say."""
+
+SOURCE_NONE, SOURCE_STEREO, SOURCE_PRIOR = 0, 1, 2
+
+
+@dataclass
+class PriorMerge:
+    """One view's merged depth, where each pixel came from, and counts for the diagnostics."""
+
+    depth: np.ndarray
+    confidence: np.ndarray
+    source: np.ndarray
+    """(H, W) uint8: 0 no depth, 1 stereo, 2 prior."""
+    stats: dict[str, float]
+
+
+def sparse_depth_samples(points: np.ndarray, camera: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices (rows, cols) and depths of world points that project inside ``camera``'s image."""
+    if len(points) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    uv, z = camera.project(points)
+    cols = np.floor(uv[:, 0]).astype(np.int64)
+    rows = np.floor(uv[:, 1]).astype(np.int64)
+    inside = (z > 0) & (cols >= 0) & (rows >= 0) & (cols < camera.width) & (rows < camera.height)
+    return np.stack([rows[inside], cols[inside]]), z[inside]
+
+
+def alignment_targets(stereo_depth: np.ndarray, stereo_confidence: np.ndarray, sparse_rc: np.ndarray,
+                      sparse_z: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat (prior pixel index, target depth, weight) from sparse SfM depths (weight 1) and confident stereo."""
+    h, w = stereo_depth.shape
+    confident = np.flatnonzero((stereo_confidence.ravel() >= STEREO_CONFIDENT) & np.isfinite(stereo_depth.ravel()))
+    if len(confident) > MAX_STEREO_SAMPLES:
+        confident = np.random.default_rng(seed).choice(confident, MAX_STEREO_SAMPLES, replace=False)
+    sparse_idx = sparse_rc[0] * w + sparse_rc[1] if sparse_rc.size else np.empty(0, dtype=np.int64)
+    index = np.concatenate([sparse_idx, confident]).astype(np.int64)
+    target = np.concatenate([sparse_z, stereo_depth.ravel()[confident]])
+    weight = np.concatenate([np.ones(len(sparse_z)), stereo_confidence.ravel()[confident]])
+    return index, target, weight
+
+
+def prior_edges(depth: np.ndarray) -> np.ndarray:
+    """Pixels near a depth discontinuity of a (possibly blurred) depth map."""
+    filled = np.where(np.isfinite(depth), depth, 0).astype(np.float32)
+    kernel = np.ones((5, 5), np.uint8)
+    high = cv2.dilate(filled, kernel)
+    low = cv2.erode(np.where(np.isfinite(depth), depth, np.inf).astype(np.float32), kernel)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ~(high <= EDGE_RATIO * low)
+
+
+def merge_prior(stereo_depth: np.ndarray, stereo_confidence: np.ndarray, prior_depth: np.ndarray,
+                depth_range: tuple[float, float] | None = None) -> PriorMerge:
+    """Keep confident stereo; fill missing and replace weak-and-disagreeing stereo with the aligned prior.
+
+    The prior is only used inside ``depth_range`` (the view's sparse depth range) and away from its own depth edges,
+    where monocular models blur foreground into background.
+    """
+    finite = np.isfinite(stereo_depth)
+    confident = finite & (stereo_confidence >= STEREO_CONFIDENT)
+    usable = np.isfinite(prior_depth) & ~prior_edges(prior_depth)
+    if depth_range is not None:
+        usable &= (prior_depth >= depth_range[0]) & (prior_depth <= depth_range[1])
+    weak = finite & ~confident
+    with np.errstate(divide="ignore", invalid="ignore"):
+        agrees = weak & usable & (np.abs(stereo_depth / prior_depth - 1) <= AGREEMENT)
+    replace = weak & usable & ~agrees
+    fill = ~finite & usable
+
+    depth = stereo_depth.astype(np.float32).copy()
+    confidence = stereo_confidence.astype(np.float32).copy()
+    depth[replace | fill] = prior_depth[replace | fill]
+    confidence[replace | fill] = PRIOR_CONFIDENCE
+    confidence[agrees] = np.maximum(confidence[agrees], PRIOR_CONFIDENCE)  # the prior corroborates weak stereo
+    source = np.zeros(depth.shape, dtype=np.uint8)
+    source[finite & ~replace] = SOURCE_STEREO
+    source[replace | fill] = SOURCE_PRIOR
+    n = depth.size
+    stats = {"stereo_fraction": float((source == SOURCE_STEREO).sum() / n),
+             "prior_fraction": float((source == SOURCE_PRIOR).sum() / n),
+             "filled_fraction": float(fill.sum() / n),
+             "replaced_fraction": float(replace.sum() / n),
+             "confirmed_fraction": float(agrees.sum() / n)}
+    return PriorMerge(depth, confidence, source, stats)
+
+
+def _agreement(prior_depth: np.ndarray, index: np.ndarray, target: np.ndarray) -> float | None:
+    """Share of target depths the aligned prior matches within AGREEMENT (None when there are too few to say)."""
+    if len(index) < 20:
+        return None
+    values = prior_depth.ravel()[index]
+    ok = np.isfinite(values)
+    if ok.sum() < 20:
+        return 0.0
+    return float(np.mean(np.abs(values[ok] / target[ok] - 1) <= AGREEMENT) * ok.mean())
+
+
+def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path, config: DepthPriorConfig,
+                       progress: ProgressFn = no_progress) -> DepthMaps:
+    """Align a depth prior to each view and merge it with the stereo depth where stereo is weak.
+
+    Returns new ``DepthMaps``: views whose prior was accepted point to merged maps in ``out_dir`` (the prior itself,
+    raw and aligned, and the per-pixel source are in ``<index>_<stem>.prior.npz`` beside them); the other views keep
+    their stereo maps. Never fails the run: without a prior it returns the stereo maps and says how to enable one.
+    """
+    from core.mvs import DepthMapRecord, DepthMaps, DepthView, load_depth_view, save_depth_view
+
+    out_dir = Path(out_dir)
+    records = list(depth_maps.views)
+    unchanged = DepthMaps(ok=depth_maps.ok, failure=depth_maps.failure, views=records)
+    if not config.enabled:
+        unchanged.metrics = {"prior_views": 0}
+        unchanged.findings = [Finding("info", "Depth prior switched off for this run.")]
+        return unchanged
+    if not records:
+        unchanged.metrics = {"prior_views": 0}
+        return unchanged
+
+    supplied: dict[int, Path] = {}
+    findings: list[Finding] = []
+    if config.depth_dir:
+        depth_dir = Path(config.depth_dir)
+        if not depth_dir.is_dir():
+            findings.append(Finding("warning", f"The depth-map folder {depth_dir} does not exist; no supplied depth "
+                                               "maps were used.", "Check the --depth-prior-dir path."))
+        else:
+            for i, record in enumerate(records):
+                found = find_depth_file(depth_dir, record.name)
+                if found is not None:
+                    supplied[i] = found
+            missing = len(records) - len(supplied)
+            if missing:
+                findings.append(Finding("info", f"{missing} of {len(records)} photos have no depth map in {depth_dir} "
+                                                "(same base name, .npy or 16-bit .png).",
+                                        "The monocular model (when installed) covers those photos."))
+
+    need_model = [i for i in range(len(records)) if i not in supplied]
+    model: DepthModel | None = None
+    if need_model:
+        lookup = find_model(config)
+        if lookup.location is not None:
+            model = load_depth_model(lookup.location)
+        else:
+            findings.append(Finding("info", lookup.message, f"Put the model folder in {MODELS_DIR} or set {ENV_VAR}."))
+    if model is None and not supplied:
+        unchanged.metrics = {"prior_views": 0, "model_available": 0}
+        unchanged.findings = findings
+        return unchanged
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress(0.0, "reading depth maps")
+    views: list[DepthView] = [load_depth_view(r.path) for r in records]
+    priors: dict[int, np.ndarray] = {}
+    for i, path in supplied.items():
+        try:
+            priors[i] = read_depth_file(path, (views[i].camera.width, views[i].camera.height))
+        except (ValueError, OSError) as exc:
+            findings.append(Finding("warning", f"Depth map {path.name} could not be read ({exc}); it was ignored.",
+                                    "Save depth maps as float32 .npy or 16-bit PNG in millimetres."))
+    if model is not None:
+        progress(0.05, f"monocular depth for {len(need_model)} photos ({model.device})")
+        predicted = predict_relative_depth(model, [views[i].image for i in need_model], config.input_size)
+        priors.update(zip(need_model, predicted, strict=True))
+
+    new_records: list[DepthMapRecord] = []
+    per_view: dict[str, dict[str, float]] = {}
+    rejected: list[str] = []
+    for n, (i, record) in enumerate(enumerate(records)):
+        progress(0.5 + 0.5 * n / len(records), f"aligning prior {n + 1}/{len(records)}")
+        view = views[i]
+        stats: dict[str, float] = {"from_file": float(i in supplied), "accepted": 0.0}
+        if i not in priors:
+            per_view[record.name] = stats
+            new_records.append(record)
+            continue
+        prior = priors[i]
+        scene_index = scene.image_names.index(record.name) if record.name in scene.image_names else -1
+        points = scene.points[scene.visibility[scene_index]] if scene_index >= 0 else np.empty((0, 3))
+        rc, z = sparse_depth_samples(points, view.camera)
+        index, target, weight = alignment_targets(view.depth, view.confidence, rc, z, seed=i)
+        kinds: tuple[PriorKind, ...] = ("metric", "relative") if i in supplied else (model.kind,)  # type: ignore[union-attr]
+        fit = align_prior_any(prior.ravel()[index], target, weight, kinds)
+        stats.update({"scale": fit.scale, "shift": fit.shift, "residual": fit.residual,
+                      "inlier_fraction": fit.inlier_fraction, "compared": float(fit.num_points),
+                      "inverse_depth": float(fit.kind == "relative")})
+        reason = fit.reason
+        aligned = fit.apply(prior) if fit.ok else None
+        if aligned is not None:
+            # Sanity check per source: the fit could be carried by one kind of target while the other disagrees.
+            n_sparse = rc.shape[1] if rc.size else 0
+            checks = {"sparse points": _agreement(aligned, index[:n_sparse], target[:n_sparse]),
+                      "confident stereo": _agreement(aligned, index[n_sparse:], target[n_sparse:])}
+            for what, share in checks.items():
+                if share is not None:
+                    stats[f"agreement_{what.split()[-1]}"] = share
+                    if share < MIN_SANITY_AGREEMENT and not reason:
+                        reason = f"the aligned prior agrees with only {share:.0%} of the {what}"
+        if reason:
+            rejected.append(f"{record.name} ({reason})")
+            per_view[record.name] = stats
+            new_records.append(record)
+            continue
+        assert aligned is not None
+        merged = merge_prior(view.depth, view.confidence, aligned, record.depth_range)
+        stats.update(merged.stats)
+        stats["accepted"] = 1.0
+        per_view[record.name] = stats
+        stem = Path(record.path).stem
+        path = save_depth_view(DepthView(view.name, view.camera, merged.depth, merged.confidence, view.image),
+                               out_dir / f"{stem}.npz")
+        np.savez_compressed(out_dir / f"{stem}.prior.npz", prior=prior.astype(np.float32),
+                            prior_depth=aligned, source=merged.source, stereo_depth=view.depth,
+                            alignment=np.array([fit.scale, fit.shift, fit.residual, fit.inlier_fraction]),
+                            inverse_depth=np.array(fit.kind == "relative"))
+        new_records.append(DepthMapRecord(record.name, record.camera, path.resolve(), record.source_views,
+                                          record.depth_range))
+
+    accepted = [s for s in per_view.values() if s["accepted"]]
+    metrics: dict[str, Any] = {
+        "prior_views": len(priors),
+        "accepted_views": len(accepted),
+        "model_available": float(model is not None),
+        "supplied_views": len(supplied),
+        "median_residual": float(np.median([s["residual"] for s in accepted])) if accepted else None,
+        "prior_fraction": float(np.mean([s["prior_fraction"] for s in accepted])) if accepted else 0.0,
+        "stereo_fraction": float(np.mean([s["stereo_fraction"] for s in accepted])) if accepted else 0.0,
+        "per_view": per_view,
+    }
+    sources = [f"{len(supplied)} supplied depth maps"] if supplied else []
+    if model is not None:
+        sources.append(f"{model.location.name} ({model.location.source}, {model.device})")
+    source = " and ".join(sources)
+    if accepted:
+        findings.append(Finding(
+            "info", f"Depth prior from {source}: used in {len(accepted)} of {len(priors)} photos, median fit error "
+                    f"{metrics['median_residual']:.1%}; {metrics['prior_fraction']:.0%} of pixels came from the prior "
+                    f"and {metrics['stereo_fraction']:.0%} from stereo.",
+            "Prior depths only fill where stereo is weak; fusion keeps them only where several views agree."))
+    if rejected:
+        findings.append(Finding(
+            "warning", f"The depth prior was rejected for {len(rejected)} photo(s): {'; '.join(rejected[:3])}"
+                       f"{' ...' if len(rejected) > 3 else ''}.",
+            "Those photos use stereo only. If the depth maps were supplied, check that they belong to these photos "
+            "and hold depth (not colour)."))
+    artifacts = {"depth_prior": out_dir.resolve()} if accepted else {}
+    progress(1.0, "depth prior done")
+    logger.info("depth prior: %d/%d views accepted", len(accepted), len(priors))
+    return DepthMaps(ok=depth_maps.ok, failure=depth_maps.failure, metrics=metrics, findings=findings,
+                     artifacts=artifacts, views=new_records)
