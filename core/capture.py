@@ -106,9 +106,8 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     if size == 0:
         return PhotoCheck(False, f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
     if size > config.max_file_bytes:
-        limit_mb = config.max_file_bytes / 1e6
-        return PhotoCheck(False, f"{name}: the file is {size / 1e6:.0f} MB, over the {limit_mb:.0f} MB limit; "
-                                 "export it as a JPEG of at most a few thousand pixels per side."), None
+        return PhotoCheck(False, f"{name}: the file is {_human_size(size)}, over the {_human_size(config.max_file_bytes)}"
+                                 " limit; export it as a JPEG of at most a few thousand pixels per side."), None
 
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit below, before decoding, with a clearer message
@@ -168,6 +167,12 @@ def _read_exif_focal(exif: Image.Exif, width: int, height: int, check: PhotoChec
         if xres and unit_mm:
             # Focal-plane resolution is in pixels per unit of the unrotated sensor width (the long side).
             check.focal_px = focal_mm * xres / unit_mm
+
+
+def _human_size(num_bytes: float) -> str:
+    if num_bytes >= 1e6:
+        return f"{num_bytes / 1e6:.0f} MB"
+    return f"{num_bytes / 1e3:.0f} kB" if num_bytes >= 1e3 else f"{num_bytes:.0f} bytes"
 
 
 def _positive_float(value: object) -> float | None:
