@@ -220,8 +220,8 @@ class Store:
                  "Waiting for a free worker"))
             for p in photos or []:
                 conn.execute(
-                    "INSERT INTO photos (job_id, position, original_name, stored_name, size_bytes, ok, reason, warnings)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO photos (job_id, position, original_name, stored_name, size_bytes, ok, reason,"
+                    " warnings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, p.position, p.original_name, p.stored_name, p.size_bytes, int(p.ok), p.reason,
                      p.warnings))
             conn.execute("COMMIT")
@@ -259,8 +259,8 @@ class Store:
                                 (free,)).fetchall()
             now = time.time()
             for row in rows:
-                conn.execute("UPDATE jobs SET status = 'starting', updated = ?, heartbeat = ?, message = ? WHERE id = ?",
-                             (now, now, "Starting a worker", row["id"]))
+                conn.execute("UPDATE jobs SET status = 'starting', updated = ?, heartbeat = ?, message = ?"
+                             " WHERE id = ?", (now, now, "Starting a worker", row["id"]))
             conn.execute("COMMIT")
         return [j for j in (self.get_job(r["id"]) for r in rows) if j is not None]
 

@@ -1,0 +1,137 @@
+"""Shared fixtures: a private studio data folder, small real photos, and a finished run folder with real artefacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `pytest` (not only `python -m pytest`) must find the core package
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture
+def studio_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data folder that the store, the pages and any worker process use (PRODUCT_STUDIO_DATA)."""
+    root = tmp_path / "studio-data"
+    root.mkdir()
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA", str(root))
+    return root
+
+
+def write_photos(folder: Path, count: int = 4, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[Path]:
+    """Small textured JPEGs (random blocks: sharp, well exposed) named like camera files."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        blocks = rng.integers(0, 255, size=(size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        pixels = np.kron(blocks, np.ones((8, 8, 1), dtype=np.uint8))
+        path = folder / f"IMG_{i:04d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def photo_files(tmp_path: Path) -> list[Path]:
+    return write_photos(tmp_path / "photos")
+
+
+def make_run_folder(run_dir: Path, num_cameras: int = 6) -> Path:
+    """A finished run folder as the pipeline leaves it, with real files: a COLMAP model, PLY cloud and mesh,
+    GLB/OBJ exports, one depth map, the match matrix and a manifest written through core.manifest."""
+    import open3d as o3d
+    import pycolmap
+
+    from core.manifest import Finding, PhotoRecord, RunManifest, StageRecord
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    options = pycolmap.SyntheticDatasetOptions()
+    options.num_rigs, options.num_cameras_per_rig, options.num_frames_per_rig = 1, 1, num_cameras
+    options.num_points3D = 300
+    database = pycolmap.Database.open(str(run_dir / "synthetic.db"))
+    reconstruction = pycolmap.synthesize_dataset(options, database)
+    database.close()
+    (run_dir / "synthetic.db").unlink()
+    sparse_dir = run_dir / "sparse"
+    sparse_dir.mkdir()
+    reconstruction.write(str(sparse_dir))
+    names = sorted(im.name for im in reconstruction.images.values())
+
+    sphere = o3d.geometry.TriangleMesh.create_sphere(radius=1.0, resolution=20)
+    sphere.compute_vertex_normals()
+    vertices = np.asarray(sphere.vertices)
+    sphere.vertex_colors = o3d.utility.Vector3dVector((vertices + 1) / 2)
+    o3d.io.write_triangle_mesh(str(run_dir / "mesh.ply"), sphere)
+    o3d.io.write_triangle_mesh(str(run_dir / "mesh.obj"), sphere)
+    o3d.io.write_triangle_mesh(str(run_dir / "mesh.glb"), sphere)
+    cloud = sphere.sample_points_uniformly(number_of_points=5000)
+    o3d.io.write_point_cloud(str(run_dir / "dense.ply"), cloud)
+
+    from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
+    from core.mvs import DepthView, save_depth_view
+
+    depth_dir = run_dir / "depth_maps"
+    depth_dir.mkdir()
+    R, t = look_at(np.array([0.0, -4.0, 0.0]), np.zeros(3))
+    camera = PinholeCamera(intrinsics_from_fov(64, 48, 60), R, t, 64, 48)
+    depth = np.full((48, 64), 3.0, dtype=np.float32)
+    depth[:5] = np.nan
+    save_depth_view(DepthView(names[0], camera, depth, np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64),
+                              np.zeros((48, 64, 3), dtype=np.uint8)), depth_dir / f"{Path(names[0]).stem}.npz")
+
+    (run_dir / "sfm").mkdir()
+    matrix = np.full((len(names), len(names)), 40)
+    np.fill_diagonal(matrix, 0)
+    (run_dir / "sfm" / "matches.json").write_text(json.dumps({"images": names, "inlier_matches": matrix.tolist()}))
+
+    manifest = RunManifest.new({"preset": "preview"})
+    manifest.photos = [PhotoRecord(name=f"user photo {i}.jpg", stored_as=f"originals/{n}", size_bytes=1000,
+                                   sha256="0" * 64, working_image=f"images/{n}") for i, n in enumerate(names)]
+    manifest.photos.append(PhotoRecord(name="blurry <b>.jpg", stored_as="originals/x.jpg", size_bytes=10, sha256="1",
+                                       status="rejected", reason="blurry <b>.jpg: too blurry; retake it."))
+    manifest.stages = [
+        StageRecord("capture", "done", 0.5, {"photos_accepted": len(names)},
+                    [Finding("warning", "Only 6 usable photos.", "Take 20-40 photos.")]),
+        StageRecord("sfm", "done", 2.0, {
+            "registered": len(names),
+            "reprojection_error_histogram": {"edges": [0, 0.5, 1.0, 1.5], "counts": [200, 80, 20]},
+            "track_length_histogram": {"edges": [2, 3, 4], "counts": [100, 150, 50]},
+            "per_photo": [{"name": n, "photo": f"user photo {i}.jpg", "registered": True, "keypoints": 500,
+                           "matched_neighbours": len(names) - 1, "observations": 200} for i, n in enumerate(names)]},
+                    [Finding("info", "All photos placed.")]),
+        StageRecord("depth_maps", "done", 3.0, {"views": 1}),
+        StageRecord("fusion", "done", 1.0, {"points_kept": 5000, "dropped_inconsistent": 1200,
+                                            "dropped_background": 300}),
+        StageRecord("mesh", "done", 1.5, {"faces": len(sphere.triangles), "holes": 0}),
+    ]
+    manifest.artifacts = {"sparse_model": "sparse", "dense_points": "dense.ply", "mesh": "mesh.ply",
+                          "mesh_glb": "mesh.glb", "mesh_obj": "mesh.obj", "depth_maps": "depth_maps",
+                          "sfm_matches": "sfm/matches.json"}
+    manifest.status = "done"
+    manifest.save(run_dir)
+    return run_dir
+
+
+@pytest.fixture
+def finished_job(studio_data: Path, tmp_path: Path):
+    """A done job in the store whose run folder holds real artefacts (no worker involved)."""
+    from core.jobs import submit_folder
+    from core.store import Store
+
+    store = Store()
+    job = submit_folder(store, tmp_path / "photos" if (tmp_path / "photos").exists() else
+                        write_photos(tmp_path / "photos")[0].parent, product_name="Teapot <script>", sku="SKU-1",
+                        preset="preview", start=False)
+    make_run_folder(store.run_dir(job))
+    store.mark_running(job.id, pid=os.getpid())
+    store.finish(job.id, "done", message="Finished")
+    return store.get_job(job.id)
