@@ -15,8 +15,8 @@ from core.manifest import Finding, PhotoRecord, RunManifest, StageRecord, load_m
 def test_manifest_round_trips_and_records_versions(tmp_path: Path) -> None:
     manifest = RunManifest.new(preset_config("preview").to_dict())
     manifest.photos.append(PhotoRecord("a.jpg", "originals/000_a.jpg", 10, "00" * 32))
-    manifest.stages.append(StageRecord("sfm", "done", 1.5, {"photos_registered": np.int64(12), "ratio": np.float32(0.5)},
-                                       [Finding("warning", "few photos", "take more")]))
+    metrics = {"photos_registered": np.int64(12), "ratio": np.float32(0.5)}  # numpy scalars, as stages produce
+    manifest.stages.append(StageRecord("sfm", "done", 1.5, metrics, [Finding("warning", "few photos", "take more")]))
     manifest.artifacts["sparse_model"] = "sparse"
     manifest.save(tmp_path)
     loaded = load_manifest(tmp_path)
