@@ -79,12 +79,14 @@ class CaptureSpec:
     """Horizontal field of view of the pinhole camera."""
     elevations_deg: tuple[float, ...] = (25.0, 40.0)
     """Camera elevation of each ring (views are shared out between rings, the later rings offset by half a step)."""
-    fill: float = 0.55
+    fill: float = 0.65
     """Fraction of the image height the product's bounding sphere spans (sets the camera distance)."""
     image_format: Literal["jpg", "png"] = "jpg"
     """Photo file format (JPEG at quality 92)."""
-    supersample: int = 2
+    supersample: int = 1
     """Rays per pixel along each axis for the colour image (anti-aliasing); depth/masks use the pixel centre."""
+    blur_sigma: float = 0.6
+    """Gaussian lens blur in pixels (softens aliased edges as a real lens would); 0 for none."""
     noise_sigma: float = 1.5
     """Standard deviation of the Gaussian sensor noise, in 8-bit levels."""
     shadows: bool = True
@@ -396,10 +398,10 @@ def room_mesh(radius: float, height: float, z: float, texture: np.ndarray) -> Te
     floor = disc_mesh(radius, z, texture, segments=64, rings=3)
     floor_uv = floor.uvs * 0.5  # floor in the lower-left quarter of the atlas, wall in the upper half
     wall_prof = [np.array([[radius, z], [radius, z + height / 2], [radius, z + height]])]
-    wall = lathe_mesh(wall_prof, texture, segments=64)
+    wall = lathe_mesh(wall_prof, texture, segments=128)
     wall_uv = wall.uvs * np.array([1.0, 0.5]) + np.array([0.0, 0.5])
     v, f, uv = _merge([(floor.vertices, floor.triangles, floor_uv), (wall.vertices, wall.triangles, wall_uv)])
-    return TexturedMesh(v, f, uv, texture, smooth=False)
+    return TexturedMesh(v, f, uv, texture, smooth=True)
 
 
 def load_obj_model(folder: Path) -> TexturedMesh:
@@ -470,7 +472,10 @@ class _Component:
     """True for the product and its turntable plate (they turn in turntable mode)."""
     is_product: bool = False
     normals: np.ndarray | None = None
+    """Unit vertex normals (float32) for smooth shading, None for flat shading."""
     texture_cv: np.ndarray | None = None
+    """The texture, pre-filtered for the pixel footprint (a one-level mipmap against aliasing)."""
+    uvs32: np.ndarray | None = None
 
 
 @dataclass
@@ -483,10 +488,15 @@ class _Scene:
     background: np.ndarray
 
 
+def _texture_size(spec: CaptureSpec) -> int:
+    """Procedural texture side: about twice the image's longer side (finer detail would be filtered away)."""
+    return int(np.clip(2 ** np.ceil(np.log2(2 * max(spec.width, spec.height))), 256, 2048))
+
+
 def _product_mesh(spec: CaptureSpec, rng: np.random.Generator) -> TexturedMesh:
     if spec.object in ("procedural-box", "procedural-bottle"):
         if spec.product_texture == "rich":
-            texture = rich_texture(rng, 2048)
+            texture = rich_texture(rng, _texture_size(spec))
         else:
             texture = plain_texture(rng, tuple(float(c) for c in rng.uniform(0.35, 0.8, 3)))
         if spec.object == "procedural-box":
@@ -512,14 +522,17 @@ def _build_scene(spec: CaptureSpec) -> _Scene:
     footprint = float(np.linalg.norm(hi[:2] - lo[:2]) / 2)
     components = [_Component(product, True, is_product=True)]
     if spec.support != "none":
-        tex = rich_texture(rng, 2048, blobs=400) if spec.support == "textured" else plain_texture(rng, (0.62, 0.6, 0.56))
+        if spec.support == "textured":
+            tex = rich_texture(rng, _texture_size(spec), blobs=400)
+        else:
+            tex = plain_texture(rng, (0.62, 0.6, 0.56))
         # The plate sits a hair below the product's base so the two never share a surface.
         plate_radius = max(2.2 * footprint, 0.6 * radius + footprint)
         components.append(_Component(disc_mesh(plate_radius, -0.0005 * radius, tex), True))
     distance = _camera_distance(spec, radius)
     if spec.backdrop != "none":
         if spec.backdrop == "textured":
-            tex = rich_texture(np.random.default_rng(spec.seed + 1), 2048, blobs=500)
+            tex = rich_texture(np.random.default_rng(spec.seed + 1), _texture_size(spec), blobs=500)
         else:
             tex = plain_texture(rng, (0.86, 0.86, 0.84), variation=0.01)
         floor_z = -0.004 * radius
@@ -527,13 +540,33 @@ def _build_scene(spec: CaptureSpec) -> _Scene:
             backdrop = sweep_mesh(back=1.2 * distance, half_width=3 * distance, height=3 * distance,
                                   front=2.5 * distance, bend=0.5 * distance, z=floor_z, texture=tex)
         else:
-            backdrop = room_mesh(3.0 * distance, 2.5 * distance, floor_z, tex)
+            backdrop = room_mesh(5.0 * distance, 4.0 * distance, floor_z, tex)
         components.append(_Component(backdrop, False))
+    K = intrinsics_from_fov(spec.width, spec.height, spec.horizontal_fov_deg)
+    pixel_footprint = distance / K[0, 0] / max(1, spec.supersample)  # metres per pixel at the product
     for comp in components:
-        comp.normals = comp.mesh.vertex_normals() if comp.mesh.smooth else None
-        comp.texture_cv = np.ascontiguousarray(comp.mesh.texture, dtype=np.float32)
+        comp.normals = comp.mesh.vertex_normals().astype(np.float32) if comp.mesh.smooth else None
+        comp.texture_cv = _prefilter(comp.mesh, pixel_footprint)
+        comp.uvs32 = comp.mesh.uvs.astype(np.float32)
     background = np.array([0.78, 0.79, 0.8], np.float32)
     return _Scene(components, product, centre, radius, background)
+
+
+def _prefilter(mesh: TexturedMesh, pixel_footprint: float) -> np.ndarray:
+    """Shrink a texture whose texels are much finer than a pixel, so bilinear lookups do not alias."""
+    tex = np.ascontiguousarray(mesh.texture, dtype=np.float32)
+    tri = mesh.vertices[mesh.triangles]
+    area_3d = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
+    e1, e2 = mesh.uvs[:, 1] - mesh.uvs[:, 0], mesh.uvs[:, 2] - mesh.uvs[:, 0]
+    area_uv = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum() * tex.shape[0] * tex.shape[1]
+    if area_uv <= 0:
+        return tex
+    texel = float(np.sqrt(area_3d / area_uv))  # metres per texel
+    factor = texel / (0.7 * pixel_footprint)
+    if factor >= 1:
+        return tex
+    size = (max(8, round(tex.shape[1] * factor)), max(8, round(tex.shape[0] * factor)))
+    return cv2.resize(tex, size, interpolation=cv2.INTER_AREA)
 
 
 def _camera_distance(spec: CaptureSpec, radius: float) -> float:
@@ -632,7 +665,8 @@ class _FrameRenderer:
         self.geometry_to_component: dict[int, int] = {}
         for index, (comp, rot) in enumerate(zip(scene.components, self.rotations, strict=True)):
             verts = (comp.mesh.vertices @ rot.T).astype(np.float32)
-            gid = self.raycast.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(comp.mesh.triangles.astype(np.uint32)))
+            tris = o3d.core.Tensor(comp.mesh.triangles.astype(np.uint32))
+            gid = self.raycast.add_triangles(o3d.core.Tensor(verts), tris)
             self.geometry_to_component[int(gid)] = index
         self._o3d = o3d
 
@@ -652,49 +686,52 @@ class _FrameRenderer:
         return lut[ids]
 
     def shade(self, rays: np.ndarray, hits: dict[str, np.ndarray]) -> np.ndarray:
-        """Linear-ish RGB in [0, 1] per ray, (N, 3)."""
+        """RGB in [0, 1] per ray, (N, 3) float32."""
         rays = rays.reshape(-1, 6)
-        t = hits["t_hit"].reshape(-1)
-        comp = self.component_map(hits["geometry_ids"].reshape(-1))
-        prim = hits["primitive_ids"].reshape(-1).astype(np.int64)
-        bary = hits["primitive_uvs"].reshape(-1, 2).astype(np.float64)
-        colour = np.tile(self.scene.background, (len(t), 1))
+        comp_all = self.component_map(hits["geometry_ids"].reshape(-1))
+        colour = np.empty((len(comp_all), 3), np.float32)
+        colour[:] = self.scene.background
+        hit = np.flatnonzero(comp_all >= 0)  # shade only what was hit
+        comp = comp_all[hit]
+        t = hits["t_hit"].reshape(-1)[hit]
+        prim = hits["primitive_ids"].reshape(-1)[hit].astype(np.int64)
+        bary = hits["primitive_uvs"].reshape(-1, 2)[hit]
         w = np.stack([1 - bary[:, 0] - bary[:, 1], bary[:, 0], bary[:, 1]], 1)
-        normals = hits["primitive_normals"].reshape(-1, 3).astype(np.float64)
-        albedo = np.zeros((len(t), 3), np.float32)
-        hit = comp >= 0
+        normals = hits["primitive_normals"].reshape(-1, 3)[hit]
+        albedo = np.empty((len(hit), 3), np.float32)
         for index, c in enumerate(self.scene.components):
             sel = np.flatnonzero(comp == index)
             if len(sel) == 0:
                 continue
-            tri_uv = c.mesh.uvs[prim[sel]]
-            uv = np.einsum("nk,nkj->nj", w[sel], tri_uv)
+            ws, ps = w[sel], prim[sel]
+            tri_uv = c.uvs32[ps]
+            uv = ws[:, 0:1] * tri_uv[:, 0] + ws[:, 1:2] * tri_uv[:, 1] + ws[:, 2:3] * tri_uv[:, 2]
             h, wd = c.texture_cv.shape[:2]
-            # OBJ convention: v = 0 is the bottom row of the image; pixel centres at +0.5 (cv2.remap samples at
-            # integer coordinates = centres, hence the -0.5).
+            # OBJ convention: v = 0 is the bottom row of the image; cv2.remap samples pixel centres at integer
+            # coordinates, hence the -0.5.
             map_x = (uv[:, 0] % 1.0) * wd - 0.5
             map_y = (1.0 - uv[:, 1] % 1.0) * h - 0.5
             albedo[sel] = _bilinear(c.texture_cv, map_x, map_y)
             if c.normals is not None:
-                n_local = np.einsum("nk,nkj->nj", w[sel], c.normals[c.mesh.triangles[prim[sel]]])
-                normals[sel] = n_local @ self.rotations[index].T
+                tri_n = c.normals[c.mesh.triangles[ps]]
+                n_local = ws[:, 0:1] * tri_n[:, 0] + ws[:, 1:2] * tri_n[:, 1] + ws[:, 2:3] * tri_n[:, 2]
+                normals[sel] = n_local @ self.rotations[index].T.astype(np.float32)
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-        direction = rays[:, 3:].astype(np.float64)
+        direction = rays[hit, 3:]
         facing = np.einsum("ij,ij->i", normals, direction) > 0
         normals[facing] *= -1  # light the side the camera sees
-        points = rays[:, :3] + t[:, None] * direction
-        light = np.full(len(t), _AMBIENT)
+        light = np.full(len(hit), _AMBIENT, np.float32)
         for k, (direction_l, intensity) in enumerate(_LIGHTS):
-            d = direction_l / np.linalg.norm(direction_l)
+            d = (direction_l / np.linalg.norm(direction_l)).astype(np.float32)
             lambert = np.clip(normals @ d, 0, None)
             if k == 0 and self.shadows:
-                lit = np.flatnonzero(hit & (lambert > 0))
-                origins = points[lit] + normals[lit] * (1e-4 * self.scene.radius)
+                lit = np.flatnonzero(lambert > 0)
+                origins = rays[hit[lit], :3] + t[lit, None] * direction[lit] + normals[lit] * (1e-4 * self.scene.radius)
                 shadow_rays = np.concatenate([origins, np.broadcast_to(d, origins.shape)], 1).astype(np.float32)
                 occluded = self.raycast.test_occlusions(self._o3d.core.Tensor(shadow_rays)).numpy()
                 lambert[lit[occluded]] *= 0.15
             light += intensity * lambert
-        colour[hit] = albedo[hit] * light[hit, None]
+        colour[hit] = albedo * light[:, None]
         return colour
 
 
@@ -714,13 +751,15 @@ def render_view(scene: _Scene, view: _View, spec: CaptureSpec, rng: np.random.Ge
     if s == 1:
         colour = renderer.shade(centre_rays, centre_hits)
     else:
-        colour = np.zeros((h * w, 3))
+        colour = np.zeros((h * w, 3), np.float32)
         for i in range(s):
             for j in range(s):
                 rays = _rays(cam, ((i + 0.5) / s, (j + 0.5) / s))
                 colour += renderer.shade(rays, renderer.cast(rays))
         colour /= s * s
-    image = colour.reshape(h, w, 3) * 255.0
+    image = colour.reshape(h, w, 3).astype(np.float32) * 255.0
+    if spec.blur_sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), spec.blur_sigma)
     if spec.noise_sigma > 0:
         image = image + rng.normal(0.0, spec.noise_sigma, image.shape)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
