@@ -165,3 +165,14 @@ def compare_poses(estimated: list[PinholeCamera], truth: list[PinholeCamera]) ->
         rot_err.append(rotation_angle_deg(aligned.R @ gt.R.T))
     center_err = np.linalg.norm(sim.apply(est_centers) - gt_centers, axis=1)
     return PoseErrors(np.array(rot_err), center_err, sim)
+
+
+def relative_rotation_errors_deg(estimated: list[PinholeCamera], truth: list[PinholeCamera]) -> np.ndarray:
+    """Alignment-free rotation errors: for every pair (i, j), the angle between R_i R_j^T estimated and true."""
+    errors = []
+    for i in range(len(estimated)):
+        for j in range(i + 1, len(estimated)):
+            rel_est = estimated[i].R @ estimated[j].R.T
+            rel_gt = truth[i].R @ truth[j].R.T
+            errors.append(rotation_angle_deg(rel_est @ rel_gt.T))
+    return np.array(errors)

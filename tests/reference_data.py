@@ -23,3 +23,23 @@ def read_middlebury_par(path: Path, width: int = 640, height: int = 480) -> dict
         cameras[parts[0]] = PinholeCamera(values[:9].reshape(3, 3), values[9:18].reshape(3, 3), values[18:21],
                                           width, height)
     return cameras
+
+
+def read_bundler_cameras(path: Path, image_names: list[str], width: int, height: int) -> dict[str, PinholeCamera]:
+    """Bundler v0.3 bundle.out cameras (registered ones only), converted to OpenCV axes.
+
+    Bundler's camera looks down -z with y up; flipping the y and z rows of R and t gives OpenCV's x right, y down,
+    z forward. Its principal point is the image centre.
+    """
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    num_cameras = int(lines[0].split()[0])
+    flip = np.diag([1.0, -1.0, -1.0])
+    cameras = {}
+    for index in range(num_cameras):
+        block = np.array([line.split() for line in lines[1 + 5 * index: 6 + 5 * index]], dtype=float)
+        focal, R, t = block[0, 0], block[1:4], block[4]
+        if focal == 0:
+            continue  # not registered by Bundler
+        K = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+        cameras[image_names[index]] = PinholeCamera(K, flip @ R, flip @ t, width, height)
+    return cameras
