@@ -1,0 +1,309 @@
+"""Single photo -> 3D relief: depth for every pixel (a supplied depth map, or the monocular model), back-projected
+through the photo's camera, meshed as a grid that is cut at depth discontinuities, coloured by the photo.
+
+The result is a relief (the side of the product the photo sees), not a closed model. Its scale is honest: relative
+(the nearest point at distance 1, with an assumed depth extent) unless a metric depth map was supplied.
+
+World frame of the relief: z up, the camera at the origin looking along +y (x right). So the mesh stands upright in
+the same kind of frame the synthetic captures use; the camera pose is recorded in ``ReliefResult.camera``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from core import depth_prior as dp
+from core.config import PipelineConfig
+from core.geometry import PinholeCamera, intrinsics_from_fov, pixel_grid
+from core.manifest import Finding
+from core.stage import ProgressFn, StageOutput, no_progress
+
+logger = logging.getLogger(__name__)
+
+ASSUMED_FOV_DEG = 60.0
+"""Field of view across the longer side assumed when the photo has no EXIF focal length (a phone's main camera
+is about 65-70 degrees, a 50 mm-equivalent lens about 40)."""
+RELATIVE_FAR_OVER_NEAR = 1.6
+"""Relative depth only: the farthest (98th percentile) point is put this many times farther than the nearest (2nd)."""
+GRAZING_COS = 0.1
+"""Triangles seen at more than ~84 degrees from their normal are cut: they bridge a depth discontinuity."""
+MIN_GAP_SEPARATION = 0.85
+"""Otsu separation (between-class / total variance of inverse depth) needed to remove the background (an even
+spread of depths scores 0.75, two tight layers close to 1)."""
+# cam_from_world for a camera at the origin looking along world +y with world z up (x_cam = x, y_cam = -z, z_cam = y).
+_R_CAM_FROM_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+@dataclass
+class ReliefResult(StageOutput):
+    """A depth relief made from one photo."""
+
+    scale: Literal["relative", "metric"] = "relative"
+    """'metric': the mesh is in metres (from a metric depth map); 'relative': proportions only."""
+    depth_source: str = ""
+    """'file' (a supplied depth map), 'model' (monocular depth) or '' when none was found."""
+    camera: PinholeCamera | None = None
+    """The photo's camera (assumed or from EXIF) at the relief's working resolution, in the relief's world frame."""
+    depth: np.ndarray | None = field(default=None, repr=False)
+    """(H, W) float32 depth used (NaN unknown or removed background)."""
+
+
+@dataclass
+class GridMesh:
+    """A triangle mesh as arrays."""
+
+    vertices: np.ndarray
+    """(V, 3) float64."""
+    triangles: np.ndarray
+    """(F, 3) int64, counter-clockwise seen from the camera."""
+    colors: np.ndarray
+    """(V, 3) uint8 RGB."""
+    cut_faces: int = 0
+    """Grid triangles dropped at discontinuities."""
+
+
+def _read_photo(photo: Path, max_side: int) -> tuple[np.ndarray, float]:
+    """EXIF-oriented RGB at most ``max_side`` on the longer side, and the downscale factor applied."""
+    with Image.open(photo) as img:
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+    factor = min(1.0, max_side / max(rgb.size))
+    if factor < 1.0:
+        rgb = rgb.resize((round(rgb.width * factor), round(rgb.height * factor)), Image.Resampling.LANCZOS)
+    return np.asarray(rgb), factor
+
+
+def relative_to_depth(disparity: np.ndarray) -> np.ndarray | None:
+    """Depth (nearest ~1) from affine-invariant inverse depth; None when the prediction holds no depth variation."""
+    valid = np.isfinite(disparity)
+    if valid.sum() < 16:
+        return None
+    lo, hi = np.percentile(disparity[valid], [2, 98])
+    if not hi - lo > 1e-6 * max(abs(hi), abs(lo), 1e-12):
+        return None
+    t = (disparity - lo) / (hi - lo)
+    inverse = 1.0 / RELATIVE_FAR_OVER_NEAR + t * (1.0 - 1.0 / RELATIVE_FAR_OVER_NEAR)
+    # Beyond the far percentile inverse depth keeps falling; stop at a tenth of the near one (far, not infinite).
+    inverse = np.maximum(inverse, 0.1)
+    return np.where(valid, 1.0 / inverse, np.nan).astype(np.float32)
+
+
+def foreground_mask(depth: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Pixels of the product: the near side of the clearest split in inverse depth, biggest connected part.
+
+    Returns (mask or None when there is no clear depth gap, the split's separation in [0, 1]).
+    """
+    valid = np.isfinite(depth) & (depth > 0)
+    if valid.sum() < 100:
+        return None, 0.0
+    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
+    lo, hi = np.percentile(inverse[valid], [1, 99])
+    if hi <= lo:
+        return None, 0.0
+    scaled = np.clip((inverse - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
+    threshold, _ = cv2.threshold(scaled[valid].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    values = scaled[valid].astype(np.float64)
+    near_side = values > threshold
+    if near_side.all() or not near_side.any():
+        return None, 0.0
+    w1 = near_side.mean()
+    between = w1 * (1 - w1) * (values[near_side].mean() - values[~near_side].mean()) ** 2
+    separation = float(between / max(values.var(), 1e-12))
+    if separation < MIN_GAP_SEPARATION:
+        return None, separation
+    near = valid & (scaled > threshold)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(near.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return None, separation
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    mask = labels == largest
+    if mask.mean() < 0.02:  # a speck: the split found noise, not a product
+        return None, separation
+    return mask, separation
+
+
+def grid_mesh(depth: np.ndarray, image: np.ndarray, camera: PinholeCamera, step: int,
+              grazing_cos: float | None = None) -> GridMesh:
+    """Mesh every ``step``-th pixel centre; triangles with an unknown corner or seen edge-on are cut."""
+    grazing_cos = GRAZING_COS if grazing_cos is None else grazing_cos
+    h, w = depth.shape
+    rows = np.arange(step // 2, h, step)
+    cols = np.arange(step // 2, w, step)
+    z = depth[np.ix_(rows, cols)].astype(np.float64)
+    u, v = pixel_grid(w, h)
+    uu, vv = u[np.ix_(rows, cols)], v[np.ix_(rows, cols)]
+    K = camera.K
+    cam = np.stack([(uu - K[0, 2]) / K[0, 0] * z, (vv - K[1, 2]) / K[1, 1] * z, z], axis=-1).reshape(-1, 3)
+    valid = (np.isfinite(z) & (z > 0)).ravel()
+    gh, gw = z.shape
+    idx = np.arange(gh * gw).reshape(gh, gw)
+    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    # (a, c, b) and (b, c, d): counter-clockwise seen from the camera (normals point back at it).
+    tris = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+    keep = valid[tris].all(1)
+    tris = tris[keep]
+    p0, p1, p2 = (np.nan_to_num(cam[tris[:, k]]) for k in range(3))
+    normal = np.cross(p1 - p0, p2 - p0)
+    centroid = (p0 + p1 + p2) / 3
+    cos = np.abs((normal * centroid).sum(1)) / (np.linalg.norm(normal, axis=1) * np.linalg.norm(centroid, axis=1)
+                                                + 1e-30)
+    edge_on = cos < grazing_cos
+    cut = int(edge_on.sum())
+    tris = tris[~edge_on]
+    used = np.unique(tris)
+    remap = np.full(len(cam), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    world = (cam[used] - camera.t) @ camera.R  # camera frame -> the relief's world frame
+    colors = image[np.ix_(rows, cols)].reshape(-1, 3)[used]
+    return GridMesh(world, remap[tris], colors.astype(np.uint8), cut)
+
+
+def grid_step(width: int, height: int, target_faces: int) -> int:
+    """Pixel step of the grid so that a full grid has at most about ``target_faces`` triangles."""
+    return max(1, int(np.ceil(np.sqrt(2.0 * width * height / max(target_faces, 1)))))
+
+
+def _to_open3d(mesh: GridMesh) -> Any:
+    import open3d as o3d
+
+    out = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices),
+                                    o3d.utility.Vector3iVector(mesh.triangles.astype(np.int32)))
+    out.vertex_colors = o3d.utility.Vector3dVector(mesh.colors.astype(np.float64) / 255.0)
+    out.compute_vertex_normals()
+    return out
+
+
+def _fail(reason: str, findings: list[Finding] | None = None, **extra: Any) -> ReliefResult:
+    return ReliefResult(ok=False, failure=reason, findings=findings or [], **extra)
+
+
+def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: ProgressFn = no_progress,
+                 depth_file: Path | None = None) -> ReliefResult:
+    """Turn one photo into a coloured relief mesh in ``out_dir`` (exports via ``core.mesh.export_mesh``).
+
+    Depth comes from ``depth_file``, else from a same-named file in ``config.depth_prior.depth_dir``, else from the
+    monocular model. Expected problems (unreadable photo, no depth source) come back as ``ok=False`` with a reason.
+    """
+    from core.capture import inspect_photo
+
+    started = time.perf_counter()
+    photo, out_dir = Path(photo), Path(out_dir)
+    prior_config = config.depth_prior
+    findings: list[Finding] = []
+    progress(0.0, "reading the photo")
+    check = inspect_photo(photo, config.capture)
+    if not check.ok:
+        return _fail(check.reason)
+    image, factor = _read_photo(photo, config.capture.working_max_side)
+    height, width = image.shape[:2]
+
+    # Camera: EXIF focal length when there is one, else an assumed field of view (said out loud).
+    if check.focal_px:
+        focal = check.focal_px * factor
+        K = np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+        focal_note = f"EXIF focal length ({check.focal_px * factor:.0f} px)"
+    else:
+        K = intrinsics_from_fov(max(width, height), max(width, height), ASSUMED_FOV_DEG)
+        K[:2, 2] = (width / 2, height / 2)
+        focal_note = f"an assumed {ASSUMED_FOV_DEG:.0f} degree field of view across the longer side"
+        findings.append(Finding("info", f"The photo has no focal length in its EXIF data; the relief assumes "
+                                        f"{focal_note}. Proportions in depth may be off.",
+                                "Upload the original camera file (with EXIF) for a better field of view."))
+    camera = PinholeCamera(K, _R_CAM_FROM_WORLD.copy(), np.zeros(3), width, height)
+
+    # Depth: a supplied map first, then the model.
+    progress(0.1, "estimating depth")
+    if depth_file is None and prior_config.depth_dir:
+        depth_file = dp.find_depth_file(Path(prior_config.depth_dir), photo.name)
+    scale: Literal["relative", "metric"] = "relative"
+    depth: np.ndarray | None
+    if depth_file is not None:
+        try:
+            depth = dp.read_depth_file(Path(depth_file), (width, height))
+        except (ValueError, OSError) as exc:
+            return _fail(f"The depth map {Path(depth_file).name} could not be read ({exc}). Save it as float32 .npy "
+                         "(metres) or 16-bit PNG (millimetres) with the photo's base name.")
+        depth = np.where(depth > 0, depth, np.nan).astype(np.float32)
+        source, scale = "file", "metric"
+        unit = "millimetres (16-bit PNG)" if Path(depth_file).suffix.lower() == ".png" else "metres (assumed for .npy)"
+        findings.append(Finding("info", f"Depth from the supplied map {Path(depth_file).name}, read as {unit}: the "
+                                        "relief is to scale if that map is metric."))
+    else:
+        if not prior_config.enabled:
+            return _fail("A single-photo relief needs depth, and the depth prior is switched off. Turn it on, or "
+                         "supply a depth map for the photo (--depth-prior-dir).")
+        lookup = dp.find_model(prior_config)
+        if lookup.location is None:
+            return _fail("A single-photo relief needs a depth model or a depth map, and neither was found. "
+                         + lookup.message, [Finding("error", lookup.message)])
+        model = dp.load_depth_model(lookup.location)
+        prediction = dp.predict_relative_depth(model, [image], prior_config.input_size)[0]
+        source = "model"
+        if model.kind == "metric":
+            depth = np.where(prediction > 0, prediction, np.nan).astype(np.float32)
+            scale = "metric"
+            findings.append(Finding("info", f"Depth from the metric model {model.location.name}: sizes are the "
+                                            "model's estimate in metres (typically within 10-20%)."))
+        else:
+            depth = relative_to_depth(prediction)
+            if depth is None:
+                return _fail(f"The depth model {model.location.name} saw no depth in this photo; try a photo with "
+                             "the product filling more of the frame, or supply a depth map.")
+            findings.append(Finding(
+                "info", f"Depth from {model.location.name} is relative: the relief has true proportions across the "
+                        f"photo but its depth extent is a guess (the far side set {RELATIVE_FAR_OVER_NEAR}x farther "
+                        "than the near side) and it has no real-world size.",
+                "For true size, supply a metric depth map (phone LiDAR) or use several photos."))
+    assert depth is not None
+
+    progress(0.6, "removing the background")
+    separation = 0.0
+    removed = False
+    if config.dense.isolate_product:
+        mask, separation = foreground_mask(depth)
+        if mask is None:
+            findings.append(Finding("info", "The background was kept: no clear depth gap between product and "
+                                            "background.", "Photograph the product away from the wall."))
+        else:
+            depth = np.where(mask, depth, np.nan).astype(np.float32)
+            removed = True
+
+    progress(0.7, "meshing")
+    step = grid_step(width, height, config.mesh.target_faces)
+    mesh = grid_mesh(depth, image, camera, step)
+    if len(mesh.triangles) == 0:
+        return _fail("The depth map gave no surface to mesh (it is empty or all discontinuities).", findings)
+
+    progress(0.85, "exporting")
+    from core.mesh import export_mesh
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exported = export_mesh(_to_open3d(mesh), out_dir, "relief")
+    depth_path = out_dir / "relief_depth.npy"
+    np.save(depth_path, depth)
+    artifacts = {key: Path(p) for key, p in exported.items()}
+    artifacts["relief_depth"] = depth_path.resolve()
+    finite = np.isfinite(depth)
+    metrics = {
+        "width": width, "height": height, "grid_step": step,
+        "vertices": len(mesh.vertices), "faces": len(mesh.triangles), "cut_faces": mesh.cut_faces,
+        "focal_px": round(float(K[0, 0]), 2), "focal_assumed": float(not check.focal_px),
+        "depth_from_file": float(source == "file"), "metric_scale": float(scale == "metric"),
+        "background_removed": float(removed), "depth_gap_separation": round(separation, 3),
+        "covered_fraction": float(finite.mean()),
+        "depth_range": [float(np.nanmin(depth)), float(np.nanmax(depth))] if finite.any() else None,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    logger.info("relief: %d vertices, %d faces from %s depth (%s), camera from %s", len(mesh.vertices),
+                len(mesh.triangles), source, scale, focal_note)
+    progress(1.0, "relief done")
+    return ReliefResult(metrics=metrics, findings=findings, artifacts=artifacts, scale=scale, depth_source=source,
+                        camera=camera, depth=depth)
