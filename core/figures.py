@@ -85,11 +85,16 @@ def read_point_cloud(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return points, colors
 
 
-def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Vertices (V, 3), triangles (F, 3) and uint8 vertex colours (V, 3) or None, of a PLY/OBJ/GLB mesh."""
+def read_mesh(path: Path, max_faces: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Vertices (V, 3), triangles (F, 3) and uint8 vertex colours (V, 3) or None, of a PLY/OBJ/GLB mesh.
+
+    ``max_faces`` simplifies larger meshes for display (the downloads stay full resolution).
+    """
     import open3d as o3d
 
     mesh = o3d.io.read_triangle_mesh(str(path))
+    if max_faces is not None and len(mesh.triangles) > max_faces:
+        mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=max_faces)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     triangles = np.asarray(mesh.triangles, dtype=np.int64)
     colors = None

@@ -40,6 +40,8 @@ from core.store import REPO_ROOT, Job, PhotoRow, Store
 logger = logging.getLogger(__name__)
 
 DEFAULT_PIPELINE = "core.pipeline:run_pipeline"
+PIPELINE_ENV = "PRODUCT_STUDIO_PIPELINE"
+"""Overrides the default pipeline (``module:function``) for jobs that do not name one; for tests and experiments."""
 MAX_JOBS_ENV = "PRODUCT_STUDIO_MAX_JOBS"
 HEARTBEAT_S = 5.0
 """How often a worker proves it is alive, even while a stage reports no progress."""
@@ -196,9 +198,19 @@ def _is_photo_member(member: zipfile.ZipInfo) -> bool:
     name = member.filename.replace("\\", "/")
     parts = PurePosixPath(name).parts
     is_symlink = (member.external_attr >> 16) & 0o170000 == 0o120000
-    hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    # Folders (even "..") are dropped from names anyway; skip only hidden files and macOS resource forks.
+    hidden = any((p.startswith(".") and p not in (".", "..")) or p == "__MACOSX" for p in parts)
     return (not member.is_dir() and not is_symlink and not hidden
             and PurePosixPath(name).suffix.lower() in PHOTO_SUFFIXES)
+
+
+def discard_intake(folder: Path, photos: list[IntakePhoto]) -> None:
+    """Delete the stored files of photos the user removed before starting (drafts only)."""
+    for photo in photos:
+        if photo.stored_name:
+            (folder / photo.stored_name).unlink(missing_ok=True)
+        if photo.thumbnail:
+            (folder / "thumbs" / photo.thumbnail).unlink(missing_ok=True)
 
 
 def make_thumbnail(path: Path, thumbs_dir: Path, size: int = 256) -> str | None:
@@ -498,7 +510,7 @@ PipelineFn = Callable[..., RunManifest]
 
 def load_pipeline(dotted: str | None) -> PipelineFn:
     """``module:function``; tests inject a small real pipeline this way, the app always uses the default."""
-    module_name, _, function = (dotted or DEFAULT_PIPELINE).partition(":")
+    module_name, _, function = (dotted or os.environ.get(PIPELINE_ENV) or DEFAULT_PIPELINE).partition(":")
     return getattr(importlib.import_module(module_name), function)
 
 

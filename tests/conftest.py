@@ -135,3 +135,54 @@ def finished_job(studio_data: Path, tmp_path: Path):
     store.mark_running(job.id, pid=os.getpid())
     store.finish(job.id, "done", message="Finished")
     return store.get_job(job.id)
+
+
+def slow_pipeline(photos: list[Path], run_dir: Path, config, progress=None, display_names=None):
+    """A real, small pipeline for job tests (the worker imports it by dotted path): it copies the photos, then
+    works in timed steps, writing a file and the manifest after each one, reporting progress like core.pipeline.
+
+    PRODUCT_STUDIO_TEST_STEPS and PRODUCT_STUDIO_TEST_STEP_S set its length.
+    """
+    import shutil
+    import time
+
+    from core.manifest import PhotoRecord, RunManifest, StageRecord
+    from core.stage import Cancelled
+
+    steps = int(os.environ.get("PRODUCT_STUDIO_TEST_STEPS", "3"))
+    step_s = float(os.environ.get("PRODUCT_STUDIO_TEST_STEP_S", "0.3"))
+    report = progress or (lambda fraction, message: None)
+    names = display_names or [p.name for p in photos]
+    run_dir = Path(run_dir)
+    manifest = RunManifest.new(config.to_dict())
+    capture = StageRecord("capture")
+    manifest.stages.append(capture)
+    manifest.save(run_dir)
+    (run_dir / "originals").mkdir(parents=True, exist_ok=True)
+    for i, (photo, name) in enumerate(zip(photos, names, strict=True)):
+        stored = run_dir / "originals" / f"{i:03d}{photo.suffix}"
+        shutil.copyfile(photo, stored)
+        manifest.photos.append(PhotoRecord(name=name, stored_as=str(stored.relative_to(run_dir)),
+                                           size_bytes=stored.stat().st_size, sha256=""))
+    capture.status, capture.seconds = "done", 0.01
+    manifest.artifacts["originals"] = "originals"
+    work = StageRecord("work")
+    manifest.stages.append(work)
+    manifest.save(run_dir)
+    (run_dir / "work").mkdir(exist_ok=True)
+    try:
+        for step in range(steps):
+            time.sleep(step_s)
+            (run_dir / "work" / f"step_{step}.txt").write_text(f"step {step} done\n")
+            work.metrics["steps_done"] = step + 1
+            manifest.save(run_dir)
+            report(0.1 + 0.9 * (step + 1) / steps, f"Working: step {step + 1} of {steps}")
+    except Cancelled:
+        work.status, manifest.status, manifest.failure_reason = "failed", "cancelled", "Cancelled by the user."
+        manifest.save(run_dir)
+        return manifest
+    work.status, work.seconds = "done", steps * step_s
+    manifest.status = "done"
+    manifest.save(run_dir)
+    report(1.0, "Finished")
+    return manifest

@@ -1,0 +1,137 @@
+"""New capture: name the product, upload photos (checked one by one as they arrive), pick a preset, start.
+
+With ?job=ID in the URL the page shows that job's live progress instead, so users can leave and come back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import jobs
+from core.config import PRESET_DESCRIPTIONS, PRESETS, CaptureConfig
+from pages._ui import esc, job_title, render_job_panel, run_links, setup, thumbnails
+
+store = setup("New capture", "📷")
+MIN_PHOTOS = CaptureConfig().min_photos
+PHOTOS_PER_ROW = 6
+
+
+def show_job(job_id: str) -> None:
+    for problem in st.session_state.pop("depth_problems", []):
+        st.warning(esc(problem))
+    render_job_panel(store, job_id)
+    job = store.get_job(job_id)
+    if job is None:
+        return
+    if job.is_final:
+        run_links(job)
+        if job.status in ("failed", "cancelled") and st.button("Run it again with the same photos"):
+            new = jobs.retry_job(store, job)
+            st.query_params["job"] = new.id
+            st.rerun()
+    rows = store.photos(job.id)
+    thumbs = thumbnails(store, job)
+    with st.expander(f"Photos of this job ({sum(r.ok for r in rows)} of {len(rows)} passed the upload checks)"):
+        for start in range(0, len(rows), PHOTOS_PER_ROW):
+            for col, row in zip(st.columns(PHOTOS_PER_ROW), rows[start:start + PHOTOS_PER_ROW], strict=False):
+                if row.original_name in thumbs:
+                    col.image(str(thumbs[row.original_name]), width="stretch")
+                col.caption(("✅ " if row.ok else "❌ ") + esc(row.original_name)
+                            + ("" if row.ok else f" — {esc(row.reason)}"))
+    if st.button("Start another capture"):
+        del st.query_params["job"]
+        st.rerun()
+
+
+def draft_folder() -> Path:
+    """The folder where this browser session's photos wait until Start (a fresh one after each job)."""
+    current = st.session_state.get("draft_dir")
+    if current and Path(current).is_dir():
+        return Path(current)
+    folder = store.new_draft_dir()
+    st.session_state.update(draft_dir=str(folder), intake={}, next_position=0)
+    return folder
+
+
+def receive(files: list) -> list[jobs.IntakePhoto]:
+    """Store and check newly added files once; forget the ones the user removed from the list."""
+    folder = draft_folder()
+    intake: dict[str, list[jobs.IntakePhoto]] = st.session_state.setdefault("intake", {})
+    keys = []
+    for upload in files:
+        key = upload.file_id
+        keys.append(key)
+        if key not in intake:
+            with st.spinner(f"Checking {upload.name}…"):
+                intake[key] = jobs.receive_upload(folder, upload.name, upload.getvalue(),
+                                                  st.session_state.get("next_position", 0))
+            st.session_state["next_position"] = st.session_state.get("next_position", 0) + max(1, len(intake[key]))
+    for key in [k for k in intake if k not in keys]:
+        jobs.discard_intake(folder, intake.pop(key))
+    return [photo for key in keys for photo in intake[key]]
+
+
+def show_checks(photos: list[jobs.IntakePhoto]) -> None:
+    folder = draft_folder()
+    accepted = [p for p in photos if p.ok]
+    st.markdown(f"**{len(accepted)} of {len(photos)} photos accepted.**")
+    for start in range(0, len(photos), PHOTOS_PER_ROW):
+        for col, photo in zip(st.columns(PHOTOS_PER_ROW), photos[start:start + PHOTOS_PER_ROW], strict=False):
+            with col:
+                if photo.thumbnail:
+                    st.image(str(folder / "thumbs" / photo.thumbnail), width="stretch")
+                if photo.ok:
+                    st.caption(f"✅ {esc(photo.original_name)} · {photo.width}×{photo.height}")
+                    for warning in photo.warnings:
+                        st.caption(f"⚠️ {esc(warning)}")
+                else:
+                    st.caption(f"❌ {esc(photo.reason)}")
+
+
+job_in_url = st.query_params.get("job")
+if job_in_url:
+    show_job(job_in_url)
+    st.stop()
+
+st.title("📷 New capture")
+st.caption("Photograph the product from all sides (every 15–20°, at two heights), on a plain, non-reflective "
+           "background, with even light. 20–40 sharp photos work best.")
+c1, c2 = st.columns(2)
+product_name = c1.text_input("Product name", max_chars=120, placeholder="e.g. Blue ceramic mug")
+sku = c2.text_input("SKU", max_chars=60, placeholder="e.g. MUG-0042")
+
+files = st.file_uploader("Product photos, or one .zip of photos", accept_multiple_files=True, key="photos",
+                         type=sorted({s.lstrip(".") for s in jobs.PHOTO_SUFFIXES} | {"zip"}))
+st.caption(jobs.UPLOAD_LIMITS.describe())
+photos = receive(files or [])
+if photos:
+    show_checks(photos)
+
+preset = st.radio("Detail", PRESETS, index=PRESETS.index("balanced"), horizontal=False,
+                  format_func=lambda p: f"{p.capitalize()} — {PRESET_DESCRIPTIONS[p]}")
+with st.expander("Optional: depth maps from a depth camera"):
+    st.caption("One per photo, named like the photo (IMG_0001.jpg → IMG_0001.npy): float32 .npy in the camera's "
+               "units, or 16-bit .png in millimetres.")
+    depth_files = st.file_uploader("Depth maps", accept_multiple_files=True, type=["npy", "png"], key="depth")
+
+accepted = [p for p in photos if p.ok]
+blockers = []
+if not product_name.strip():
+    blockers.append("enter the product name")
+if len(accepted) < MIN_PHOTOS:
+    blockers.append(f"upload at least {MIN_PHOTOS} accepted photos ({len(accepted)} so far)")
+if st.button("Start", type="primary", disabled=bool(blockers)):
+    job, problems = jobs.submit_job(
+        store, product_name=product_name, sku=sku, preset=preset, draft_dir=draft_folder(),
+        photos=photos,
+        depth_files=[(f.name, f.getvalue()) for f in depth_files or []])
+    for key in ("draft_dir", "intake", "next_position"):
+        st.session_state.pop(key, None)
+    st.session_state["depth_problems"] = problems
+    st.query_params["job"] = job.id
+    st.toast(f"Queued {job_title(job)}")
+    st.rerun()
+if blockers:
+    st.caption("To start: " + "; ".join(blockers) + ".")

@@ -1,0 +1,104 @@
+"""Viewer: the run's mesh, dense cloud, sparse cloud and cameras in one interactive 3D view, and the downloads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from core import figures, jobs
+from pages._ui import PAGE_NEW, esc, run_links, run_picker, setup
+
+store = setup("Viewer", "🧊")
+st.title("🧊 3D viewer")
+
+# Large arrays stay in Streamlit's cache (keyed by file and modification time), never in session_state.
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading the mesh…")
+def load_mesh(path: str, mtime: float):
+    return figures.read_mesh(Path(path), max_faces=figures.MAX_MESH_FACES)
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading the point cloud…")
+def load_cloud(path: str, mtime: float):
+    points, colors = figures.read_point_cloud(Path(path))
+    return figures.decimate(points, colors, figures.MAX_DENSE_POINTS)
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading the cameras…")
+def load_sparse(path: str, mtime: float) -> figures.SparseView:
+    return figures.read_sparse_model(Path(path))
+
+
+def mtime(path: Path) -> float:
+    return max((p.stat().st_mtime for p in [path, *path.glob("*")]), default=0.0) if path.is_dir() \
+        else path.stat().st_mtime
+
+
+job = run_picker(store)
+if job is None:
+    st.info("No runs yet. Start a capture first.")
+    st.page_link(PAGE_NEW, label="New capture", icon="📷")
+    st.stop()
+
+run_dir = store.run_dir(job)
+manifest = jobs.read_manifest(run_dir)
+artifacts = {key: run_dir / rel for key, rel in (manifest.artifacts.items() if manifest else [])
+             if (run_dir / rel).exists()}
+layers = {"mesh": artifacts.get("mesh"), "dense": artifacts.get("dense_points"),
+          "sparse": artifacts.get("sparse_model")}
+
+if not any(layers.values()):
+    if job.status in ("queued", "starting", "running"):
+        st.info(f"This run is still {job.status}; the 3D view appears as soon as the cameras are placed.")
+        st.page_link(PAGE_NEW, label="Follow its progress", icon="⏱️", query_params={"job": job.id})
+    else:
+        reason = job.error or (manifest.failure_reason if manifest else "")
+        st.warning("This run has no 3D result to show" + (f": {esc(reason)}" if reason else "."))
+    run_links(job)
+    st.stop()
+
+if layers["mesh"] is None:
+    st.info("This run has no mesh yet" + (" (it is still running)" if not job.is_final else "")
+            + ". Showing what it has so far.")
+
+labels = {"mesh": "Mesh", "dense": "Dense cloud", "sparse": "Sparse cloud", "cameras": "Cameras"}
+available = [k for k in ("mesh", "dense", "sparse") if layers[k]] + (["cameras"] if layers["sparse"] else [])
+cols = st.columns(len(available))
+show = {key: col.toggle(labels[key], value=key != "dense" or layers["mesh"] is None, key=f"show-{key}")
+        for key, col in zip(available, cols, strict=True)}
+
+mesh = load_mesh(str(layers["mesh"]), mtime(layers["mesh"])) if layers["mesh"] else None
+dense = load_cloud(str(layers["dense"]), mtime(layers["dense"])) if layers["dense"] else None
+sparse = load_sparse(str(layers["sparse"]), mtime(layers["sparse"])) if layers["sparse"] else None
+photo_names = None
+if sparse is not None and manifest is not None:
+    # Cameras carry working-image names; hover shows the user's photo name instead.
+    by_working = {Path(p.working_image).name: p.name for p in manifest.photos if p.working_image}
+    photo_names = [by_working.get(n, n) for n in sparse.names]
+
+figure = figures.scene_figure(mesh=mesh, dense=dense, sparse=sparse, photo_names=photo_names, show=show)
+st.plotly_chart(figure, key="scene", config={"displaylogo": False})
+details = []
+if mesh is not None:
+    details.append(f"{len(mesh[1]):,} faces shown")
+if dense is not None:
+    details.append(f"{len(dense[0]):,} dense points shown")
+if sparse is not None:
+    details.append(f"{len(sparse.cameras)} cameras, {len(sparse.points):,} sparse points")
+st.caption(" · ".join(details) + ". Drag to rotate, scroll to zoom, hover a camera to see its photo; "
+           "click a legend entry to hide or show it.")
+
+st.subheader("Download")
+base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id
+downloads = [("GLB (web, AR)", "mesh_glb", ".glb", "model/gltf-binary"),
+             ("OBJ", "mesh_obj", ".obj", "text/plain"),
+             ("PLY", "mesh", ".ply", "application/octet-stream")]
+for col, (label, key, suffix, mime) in zip(st.columns(len(downloads)), downloads, strict=True):
+    path = artifacts.get(key)
+    col.download_button(f"Download {label}", data=(lambda p=path: p.read_bytes()) if path else b"",
+                        file_name=f"{base}{suffix}", mime=mime, disabled=path is None, key=f"download-{key}",
+                        help=None if path else "This run has no such file yet.")
+run_links(job)

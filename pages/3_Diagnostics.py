@@ -1,0 +1,223 @@
+"""Diagnostics: time per stage, one panel per stage from the run record, and every finding with its advice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from core import figures, jobs
+from core.manifest import RunManifest, StageRecord
+from pages._ui import LEVEL_ICONS, PAGE_NEW, esc, run_links, run_picker, setup, thumbnails
+
+store = setup("Diagnostics", "🩺")
+st.title("🩺 Diagnostics")
+NOT_AVAILABLE = "Not available for this run."
+STAGE_TITLES = {"capture": "Photo checks", "sfm": "Camera placement (structure from motion)",
+                "depth_prior": "Depth prior", "depth_maps": "Depth maps", "mvs": "Depth maps", "fusion": "Fusion",
+                "mesh": "Mesh", "export": "Exports"}
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the camera model…")
+def load_sparse(path: str, mtime: float) -> figures.SparseView:
+    return figures.read_sparse_model(Path(path))
+
+
+@st.cache_data(max_entries=2, show_spinner="Reading the mesh…")
+def mesh_boundary_edges(path: str, mtime: float) -> tuple[int, int]:
+    _, triangles, _ = figures.read_mesh(Path(path))
+    return len(triangles), figures.boundary_edge_count(triangles)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k.replace("_", " "): v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+
+
+def artifact(manifest: RunManifest, run_dir: Path, key: str) -> Path | None:
+    rel = manifest.artifacts.get(key)
+    return run_dir / rel if rel and (run_dir / rel).exists() else None
+
+
+def show_findings(stage: StageRecord) -> None:
+    for finding in stage.findings:
+        text = f"{LEVEL_ICONS.get(finding.level, '')} {esc(finding.message)}"
+        if finding.hint:
+            text += f"  \n**What to do:** {esc(finding.hint)}"
+        {"error": st.error, "warning": st.warning}.get(finding.level, st.info)(text)
+
+
+def panel_capture(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+    thumbs = thumbnails(store, job)
+    rows = [{"photo": p.name, "status": p.status, "size": f"{p.width}×{p.height}" if p.width else "",
+             "reason / warnings": p.reason or " ".join(p.warnings)} for p in manifest.photos]
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+    rejected = [p for p in manifest.photos if p.status == "rejected" and p.name in thumbs]
+    if rejected:
+        st.caption("Rejected photos")
+        cols = st.columns(6)
+        for i, photo in enumerate(rejected):
+            cols[i % 6].image(str(thumbs[photo.name]), caption=photo.name, width="stretch")
+
+
+def panel_sfm(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+    metrics = stage.metrics
+    model = artifact(manifest, run_dir, "sparse_model")
+    sparse = load_sparse(str(model), model.stat().st_mtime) if model else None
+
+    st.markdown("**Which photos were placed**")
+    per_photo = metrics.get("per_photo") if isinstance(metrics.get("per_photo"), list) else None
+    if per_photo is None and sparse is not None:
+        placed_names = set(sparse.names)
+        per_photo = [{"name": Path(p.working_image).name, "photo": p.name,
+                      "registered": Path(p.working_image).name in placed_names}
+                     for p in manifest.photos if p.working_image]
+    if per_photo:
+        thumbs = thumbnails(store, job)
+        placed = sum(bool(p.get("registered")) for p in per_photo)
+        st.caption(f"{placed} of {len(per_photo)} photos placed.")
+        cols = st.columns(8)
+        for i, entry in enumerate(per_photo):
+            name = str(entry.get("photo") or entry.get("name") or "?")
+            with cols[i % 8]:
+                if name in thumbs:
+                    st.image(str(thumbs[name]), width="stretch")
+                st.caption(("🟢 placed" if entry.get("registered") else "🔴 not placed") + f" · {esc(name)}")
+    else:
+        st.caption(NOT_AVAILABLE)
+
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Reprojection error**")
+        hist = metrics.get("reprojection_error_histogram")
+        if isinstance(hist, dict) and hist.get("counts"):
+            st.plotly_chart(figures.histogram_figure(hist["edges"], hist["counts"], "reprojection error (pixels)"),
+                            key="reproj")
+        elif sparse is not None and len(sparse.errors):
+            st.plotly_chart(figures.reprojection_histogram(sparse.errors), key="reproj")
+        else:
+            st.caption(NOT_AVAILABLE)
+    with right:
+        st.markdown("**Track lengths** (photos that see each point)")
+        hist = metrics.get("track_length_histogram")
+        if isinstance(hist, dict) and hist.get("counts"):
+            st.plotly_chart(figures.histogram_figure(hist["edges"], hist["counts"], "track length"), key="tracks")
+        elif sparse is not None and len(sparse.track_lengths):
+            st.plotly_chart(figures.track_length_histogram(sparse.track_lengths), key="tracks")
+        else:
+            st.caption(NOT_AVAILABLE)
+
+    st.markdown("**Which photos matched which**")
+    matches_file = artifact(manifest, run_dir, "sfm_matches")
+    matches = figures.read_match_matrix(matches_file) if matches_file else None
+    if matches is not None:
+        names, matrix = matches
+        by_working = {Path(p.working_image).name: p.name for p in manifest.photos if p.working_image}
+        st.plotly_chart(figures.match_matrix_figure([by_working.get(n, n) for n in names], matrix), key="matches")
+    else:
+        st.caption(NOT_AVAILABLE)
+
+
+def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+    folder = artifact(manifest, run_dir, "depth_maps") or artifact(manifest, run_dir, stage.name)
+    files = sorted(folder.glob("*.npz")) if folder and folder.is_dir() else []
+    if not files:
+        st.caption("Depth maps: " + NOT_AVAILABLE)
+        return
+    chosen = st.selectbox("Photo", files, format_func=lambda p: p.stem, key=f"depth-{stage.name}")
+    try:
+        from core.mvs import load_depth_view
+
+        view = load_depth_view(chosen)
+        depth, confidence, image, name = view.depth, view.confidence, view.image, view.name
+    except (OSError, KeyError, ValueError, ImportError):
+        with np.load(chosen) as data:  # another stage's layout: show whatever maps it holds
+            depth, confidence = data.get("depth"), data.get("confidence")
+            image, name = None, chosen.stem
+    if depth is None:
+        st.caption(NOT_AVAILABLE)
+        return
+    valid = float(np.isfinite(depth).mean())
+    st.plotly_chart(figures.depth_view_figure(depth, confidence, image, title=f"{name} · {valid:.0%} of pixels "
+                                                                                "have a depth"), key=f"dv-{stage.name}")
+
+
+def panel_fusion(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+    metrics = stage.metrics
+    kept = next((metrics[k] for k in ("points_kept", "kept", "fused_points", "points") if k in metrics), None)
+    dropped = {k: v for k, v in metrics.items() if isinstance(v, int | float) and
+               (k.startswith("dropped") or k.startswith("removed") or k.startswith("rejected"))}
+    if kept is None and not dropped:
+        st.caption("Points kept and dropped: " + NOT_AVAILABLE)
+        return
+    st.plotly_chart(figures.fusion_figure(int(kept or 0), dropped), key="fusion")
+
+
+def panel_mesh(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+    metrics = stage.metrics
+    faces, holes = metrics.get("faces"), metrics.get("holes")
+    mesh = artifact(manifest, run_dir, "mesh")
+    boundary = None
+    if mesh is not None and (faces is None or holes is None):
+        faces_read, boundary = mesh_boundary_edges(str(mesh), mesh.stat().st_mtime)
+        faces = faces if faces is not None else faces_read
+    cols = st.columns(3)
+    cols[0].metric("Faces", f"{faces:,}" if isinstance(faces, int) else "–")
+    cols[1].metric("Holes", holes if holes is not None else "–")
+    cols[2].metric("Open edges", boundary if boundary is not None else metrics.get("boundary_edges", "–"))
+
+
+PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth_maps": panel_depth, "mvs": panel_depth,
+          "depth_prior": panel_depth, "fusion": panel_fusion, "mesh": panel_mesh}
+
+job = run_picker(store)
+if job is None:
+    st.info("No runs yet. Start a capture first.")
+    st.page_link(PAGE_NEW, label="New capture", icon="📷")
+    st.stop()
+run_dir = store.run_dir(job)
+manifest = jobs.read_manifest(run_dir)
+if manifest is None:
+    st.info(f"This run has no record yet (it is {job.status}).")
+    run_links(job)
+    st.stop()
+
+verdict, why = jobs.quality_verdict(job, manifest)
+c1, c2, c3 = st.columns(3)
+c1.metric("Status", manifest.status)
+c2.metric("Quality", verdict)
+c3.metric("Total time", jobs.format_duration(sum(s.seconds for s in manifest.stages)))
+if manifest.failure_reason:
+    st.error(esc(manifest.failure_reason))
+st.caption(esc(why))
+
+st.subheader("Time per stage")
+if manifest.stages:
+    st.plotly_chart(figures.stage_times_figure([(s.name, s.seconds) for s in manifest.stages]), key="times")
+else:
+    st.caption(NOT_AVAILABLE)
+
+findings = manifest.all_findings()
+st.subheader(f"Findings ({len(findings)})")
+if not findings:
+    st.caption("Nothing to report.")
+for stage in manifest.stages:
+    if stage.findings:
+        st.markdown(f"**{STAGE_TITLES.get(stage.name, stage.name)}**")
+        show_findings(stage)
+
+st.subheader("Stages")
+for stage in manifest.stages:
+    title = STAGE_TITLES.get(stage.name, stage.name)
+    with st.expander(f"{title} — {stage.status}, {stage.seconds:.1f} s", expanded=stage.status == "failed"):
+        panel = PANELS.get(stage.name)
+        if panel is not None:
+            panel(manifest, run_dir, stage)
+        numbers = scalar_metrics(stage.metrics)
+        if numbers:
+            st.caption("Numbers")
+            st.dataframe([{"metric": k, "value": str(v)} for k, v in numbers.items()], hide_index=True,
+                         width="stretch")
+run_links(job)

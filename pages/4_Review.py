@@ -1,0 +1,85 @@
+"""Review: every run with its quality verdict and decision; approve or reject with a note; the full history."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import jobs
+from pages._ui import VERDICT_ICONS, esc, first_thumbnail, job_title, run_links, setup, when
+
+store = setup("Review", "✔️")
+st.title("✔️ Review")
+st.caption("Approve the models that may go to the shop. Every decision is kept with who made it and when.")
+
+all_jobs = store.list_jobs()
+if not all_jobs:
+    st.info("Nothing to review yet.")
+    st.stop()
+
+latest = store.latest_reviews()
+rows = []
+for job in all_jobs:
+    verdict, why = jobs.quality_verdict(job, jobs.read_manifest(store.run_dir(job)))
+    review = latest.get(job.id)
+    rows.append({"id": job.id, "SKU": job.sku, "product": job.product_name, "date": when(job.created),
+                 "status": job.status, "quality": f"{VERDICT_ICONS.get(verdict, '')} {verdict}", "verdict": verdict,
+                 "why": why, "reviewer": review.reviewer if review else "", "decision": review.decision if review
+                 else "pending"})
+
+f1, f2, f3 = st.columns([2, 2, 3])
+decisions = f1.multiselect("Decision", ["pending", "approved", "rejected"], default=[])
+statuses = f2.multiselect("Status", ["done", "failed", "cancelled", "running", "queued"], default=[])
+search = f3.text_input("Search SKU or product")
+shown = [r for r in rows if (not decisions or r["decision"] in decisions) and (not statuses or r["status"] in statuses)
+         and (not search or search.lower() in f"{r['SKU']} {r['product']}".lower())]
+st.dataframe([{k: v for k, v in r.items() if k not in ("id", "verdict", "why")} for r in shown], hide_index=True,
+             width="stretch")
+st.caption(f"{len(shown)} of {len(rows)} runs.")
+
+ids = [r["id"] for r in shown]
+if not ids:
+    st.stop()
+wanted = st.query_params.get("job")
+by_id = {j.id: j for j in all_jobs}
+chosen = st.selectbox("Run to review", ids, index=ids.index(wanted) if wanted in ids else 0,
+                      format_func=lambda i: f"{job_title(by_id[i])} · {when(by_id[i].created)}")
+if chosen != wanted:
+    st.query_params["job"] = chosen
+job = by_id[chosen]
+row = next(r for r in rows if r["id"] == chosen)
+
+left, right = st.columns([1, 2])
+with left:
+    thumb = first_thumbnail(store, job)
+    if thumb:
+        st.image(str(thumb), width="stretch")
+with right:
+    st.markdown(f"### {esc(job.product_name or 'Unnamed product')}")
+    st.markdown(f"SKU **{esc(job.sku) or '–'}** · {job.preset} · {job.status} · "
+                f"quality {row['quality']}")
+    st.caption(esc(row["why"]))
+    run_links(job)
+
+with st.form("decision", clear_on_submit=True):
+    st.markdown("**Your decision**")
+    reviewer = st.text_input("Your name", value=st.session_state.get("reviewer", ""), max_chars=80)
+    decision = st.radio("Decision", ["approved", "rejected"], horizontal=True,
+                        format_func=lambda d: "Approve for the shop" if d == "approved" else "Reject")
+    note = st.text_area("Note (what is good or what must change)", max_chars=2000)
+    if st.form_submit_button("Save decision", type="primary"):
+        if not reviewer.strip():
+            st.error("Enter your name so the decision can be traced.")
+        elif decision == "approved" and job.status != "done":
+            st.error("Only finished runs can be approved; reject it or wait for it to finish.")
+        else:
+            store.add_review(job.id, reviewer, decision, note)
+            st.session_state["reviewer"] = reviewer.strip()
+            st.success(f"Saved: {decision}.")
+
+history = store.reviews(job.id)
+st.markdown("**Decision history**")
+if history:
+    st.dataframe([{"when": when(r.created), "who": r.reviewer, "decision": r.decision, "note": r.note}
+                  for r in reversed(history)], hide_index=True, width="stretch")
+else:
+    st.caption("No decisions yet.")

@@ -1,0 +1,160 @@
+"""Streamlit pieces the pages share: page setup, the run picker, the live job panel, safe text.
+
+Not a page (Streamlit only lists ``pages/*.py``). Everything here renders; the work happens in core.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import streamlit as st
+
+from core import jobs
+from core.store import Job, Store, data_dir
+
+STATUS_ICONS = {"queued": "⏳", "starting": "🚀", "running": "⚙️", "done": "✅", "failed": "❌", "cancelled": "⛔"}
+VERDICT_ICONS = {"good": "🟢", "check": "🟡", "poor": "🔴", "failed": "❌", "incomplete": "🟠", "pending": "⏳",
+                 "cancelled": "⛔"}
+LEVEL_ICONS = {"info": "ℹ️", "warning": "⚠️", "error": "❌"}
+POLL_SECONDS = 2.0
+
+PAGE_NEW = "pages/1_New_capture.py"
+PAGE_VIEWER = "pages/2_Viewer.py"
+PAGE_DIAGNOSTICS = "pages/3_Diagnostics.py"
+PAGE_REVIEW = "pages/4_Review.py"
+
+
+@st.cache_resource
+def _store(root: str) -> Store:
+    return Store(Path(root))
+
+
+def setup(title: str, icon: str = "📦") -> Store:
+    """Page config, logging, the store; and a dispatch, so queued jobs start whenever anyone opens a page."""
+    st.set_page_config(page_title=f"{title} · Product Studio", page_icon=icon, layout="wide")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = _store(str(data_dir()))
+    jobs.dispatch(store)
+    return store
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def esc(text: str | None) -> str:
+    """User text made inert for st.markdown (no links, images, HTML or formatting sneak in)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text or "")).replace("\n", " ")
+
+
+def when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else "–"
+
+
+def job_title(job: Job) -> str:
+    """Plain text (for widgets, which never render markdown)."""
+    name = job.product_name or "Unnamed product"
+    return f"{name} · {job.sku}" if job.sku else name
+
+
+def job_label(job: Job) -> str:
+    return f"{STATUS_ICONS.get(job.status, '')} {job_title(job)} · {when(job.created)} · {job.status}"
+
+
+def run_picker(store: Store, label: str = "Run", statuses: tuple[str, ...] | None = None) -> Job | None:
+    """Choose a run; the choice lives in the URL (?job=...), so links and reloads land on the same run."""
+    all_jobs = store.list_jobs(statuses)
+    if not all_jobs:
+        return None
+    ids = [j.id for j in all_jobs]
+    wanted = st.query_params.get("job")
+    if wanted and wanted not in ids:
+        missing = store.get_job(wanted)
+        if missing is None:
+            st.warning("The run in the link does not exist (any more); pick another one.")
+        else:
+            all_jobs.insert(0, missing)
+            ids.insert(0, missing.id)
+    index = ids.index(wanted) if wanted in ids else 0
+    by_id = {j.id: j for j in all_jobs}
+    chosen = st.selectbox(label, ids, index=index, format_func=lambda i: job_label(by_id[i]))
+    if chosen != wanted:
+        st.query_params["job"] = chosen
+    return by_id[chosen]
+
+
+def thumbnails(store: Store, job: Job) -> dict[str, Path]:
+    """The user's photo name -> its upload thumbnail."""
+    folder = store.photos_dir(job) / "thumbs"
+    found = {}
+    for row in store.photos(job.id):
+        thumb = folder / f"{Path(row.stored_name).stem}.jpg"
+        if row.stored_name and thumb.is_file():
+            found[row.original_name] = thumb
+    return found
+
+
+def first_thumbnail(store: Store, job: Job) -> Path | None:
+    return next(iter(thumbnails(store, job).values()), None)
+
+
+def render_job_panel(store: Store, job_id: str) -> None:
+    """Live status of one job: polls the database every few seconds while it is queued or running."""
+    job = store.get_job(job_id)
+    if job is None:
+        st.error("This job does not exist.")
+        return
+    st.fragment(run_every=None if job.is_final else POLL_SECONDS)(_job_panel_body)(store, job_id, job.is_final)
+
+
+def _job_panel_body(store: Store, job_id: str, was_final: bool) -> None:
+    jobs.reap(store)
+    job = store.get_job(job_id)
+    if job is None:
+        return
+    if job.is_final and not was_final:
+        st.rerun()  # leave polling mode: the whole page redraws once with the final state
+    progress = jobs.job_progress(job)
+    icon = STATUS_ICONS.get(job.status, "")
+    st.markdown(f"#### {icon} {esc(job_title(job))} — {job.status}")
+    if job.status == "queued":
+        waiting = [j.id for j in reversed(store.list_jobs(("queued",)))]
+        position = waiting.index(job.id) + 1 if job.id in waiting else 1
+        st.info(f"Waiting for a free worker (position {position} in the queue; "
+                f"{jobs.max_concurrent_jobs()} job(s) run at once). You can leave this page; the job keeps its place.")
+    st.progress(progress.overall, text=esc(progress.message) or job.status)
+    cols = st.columns(4)
+    cols[0].metric("Stage", progress.stage or "–")
+    cols[1].metric("Done", f"{progress.overall:.0%}")
+    cols[2].metric("Elapsed", jobs.format_duration(progress.elapsed_s if job.started else None))
+    cols[3].metric("Time left (estimate)", jobs.format_duration(progress.eta_s) if job.status == "running" else "–")
+    if job.status == "failed":
+        st.error(esc(job.error) or "The run failed.")
+    elif job.status == "cancelled":
+        st.warning("The run was cancelled. Finished stages and your photos are kept.")
+    elif job.status == "done":
+        st.success("Finished. Open the 3D viewer or the diagnostics below.")
+    if not job.is_final:
+        if job.cancel_requested:
+            st.caption("Cancelling… the run stops at its next checkpoint.")
+        elif st.button("Cancel this run", key=f"cancel-{job.id}", type="secondary"):
+            jobs.cancel(store, job.id)
+            st.rerun()
+        st.caption("This page updates by itself. You can close it: the run continues and this link brings you back.")
+
+
+def run_links(job: Job, include_new: bool = False) -> None:
+    cols = st.columns(4 if include_new else 3)
+    cols[0].page_link(PAGE_VIEWER, label="Open in 3D viewer", icon="🧊", query_params={"job": job.id})
+    cols[1].page_link(PAGE_DIAGNOSTICS, label="Diagnostics", icon="🩺", query_params={"job": job.id})
+    cols[2].page_link(PAGE_REVIEW, label="Review", icon="✔️", query_params={"job": job.id})
+    if include_new:
+        cols[3].page_link(PAGE_NEW, label="New capture", icon="📷")
+
+
+def wait_hint() -> None:
+    st.caption(f"Data folder: {data_dir()} · up to {jobs.max_concurrent_jobs()} run(s) at once · "
+               f"updated {time.strftime('%H:%M:%S')}")

@@ -1,0 +1,129 @@
+"""Every page loads without an exception, with an empty studio and with a finished run (real artefacts)."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, write_photos
+from streamlit.testing.v1 import AppTest
+
+from core.store import Store
+
+PAGES = ["Home.py", "pages/1_New_capture.py", "pages/2_Viewer.py", "pages/3_Diagnostics.py", "pages/4_Review.py"]
+
+
+def _run(page: str, job_id: str | None = None, timeout: float = 60) -> AppTest:
+    # Start at the entry script like a browser does, so links between pages resolve.
+    app = AppTest.from_file(str(REPO_ROOT / "Home.py"), default_timeout=timeout)
+    if page != "Home.py":
+        app.switch_page(page)
+    if job_id:
+        app.query_params["job"] = job_id
+    return app.run()
+
+
+def _texts(app: AppTest) -> str:
+    parts = [e.value for e in app.markdown] + [e.value for e in app.caption] + [e.value for e in app.info]
+    parts += [e.value for e in app.warning] + [e.value for e in app.error] + [e.value for e in app.success]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_on_an_empty_studio(page: str, studio_data: Path) -> None:
+    app = _run(page)
+    assert not app.exception, app.exception
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_with_a_finished_run(page: str, finished_job) -> None:
+    app = _run(page, finished_job.id)
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+
+
+def test_viewer_shows_the_scene_and_downloads(finished_job) -> None:
+    app = _run("pages/2_Viewer.py", finished_job.id)
+    assert len(app.get("plotly_chart")) == 1
+    assert len(app.get("download_button")) == 3
+    assert len(app.toggle) == 4  # mesh, dense, sparse, cameras
+
+
+def test_diagnostics_shows_every_stage_and_escapes_user_text(finished_job) -> None:
+    app = _run("pages/3_Diagnostics.py", finished_job.id)
+    assert len(app.expander) == 5
+    assert len(app.get("plotly_chart")) >= 5  # times, reprojection, tracks, matches, depth, fusion
+    text = _texts(app)
+    assert "Take 20-40 photos" in text.replace("\\", "")
+    assert "<b>" not in text  # the rejected photo's name is shown escaped
+
+
+def test_viewer_without_mesh_says_so(studio_data: Path, tmp_path: Path) -> None:
+    from core.jobs import submit_folder
+
+    store = Store()
+    write_photos(tmp_path / "p")
+    job = submit_folder(store, tmp_path / "p", product_name="Empty", sku="E", start=False)
+    store.mark_running(job.id, pid=os.getpid())
+    store.finish(job.id, "failed", error="COLMAP could not place the cameras.")
+    app = _run("pages/2_Viewer.py", job.id)
+    assert not app.exception
+    assert "no 3D result" in _texts(app)
+
+
+def test_review_records_a_decision(finished_job) -> None:
+    app = _run("pages/4_Review.py", finished_job.id)
+    form_inputs = [t for t in app.text_input if t.label == "Your name"]
+    form_inputs[0].set_value("Rita <i>")
+    app.text_area[0].set_value("Looks **great**")
+    next(b for b in app.button if b.label == "Save decision").click()
+    app.run()
+    assert not app.exception
+    history = Store().reviews(finished_job.id)
+    assert [(r.reviewer, r.decision, r.note) for r in history] == [("Rita <i>", "approved", "Looks **great**")]
+
+
+def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODUCT_STUDIO_PIPELINE", "tests.conftest:slow_pipeline")
+    photos = write_photos(tmp_path / "p", count=3)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../evil/IMG_0100.jpg", photos[0].read_bytes())
+        zf.writestr("notes.txt", b"not a photo")
+    uploads = [(p.name, p.read_bytes(), "image/jpeg") for p in photos]
+    uploads += [("broken.jpg", b"not really a jpeg", "image/jpeg"), ("more.zip", archive.getvalue(), "application/zip")]
+
+    app = _run("pages/1_New_capture.py")
+    app.text_input[0].set_value("Mug <script>alert(1)</script>")
+    app.text_input[1].set_value("MUG-1")
+    app.get("file_uploader")[0].set_value(uploads)
+    app.run()
+    assert not app.exception, app.exception
+    text = _texts(app)
+    assert "4 of 5 photos accepted" in text.replace("\\", "")
+    assert "broken.jpg" in text.replace("\\", "")
+    drafts = list((studio_data / "drafts").iterdir())
+    stored = sorted(p.name for p in drafts[0].iterdir() if p.is_file())
+    assert all(".." not in name and "/" not in name for name in stored)
+    assert not (studio_data / "evil").exists()
+
+    start = next(b for b in app.button if b.label == "Start")
+    start.click()
+    app.run()
+    assert not app.exception, app.exception
+    job_id = app.query_params["job"]
+    job = Store().get_job(job_id)
+    assert job is not None and job.product_name == "Mug <script>alert(1)</script>"
+    deadline = time.time() + 60
+    while time.time() < deadline and not Store().get_job(job_id).is_final:
+        time.sleep(0.5)
+    job = Store().get_job(job_id)
+    assert job.status == "done", (job.status, job.error)
+    app = _run("pages/1_New_capture.py", job_id)
+    assert not app.exception
+    assert "Finished" in _texts(app)
