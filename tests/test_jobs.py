@@ -1,0 +1,215 @@
+"""Background jobs with real worker processes and a real SQLite database.
+
+The workers run ``tests.conftest:slow_pipeline``: a small real pipeline that copies the photos and writes a file
+and the manifest after every timed step, so queueing, cancelling and killing can be observed quickly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import write_photos
+
+from core import jobs
+from core.manifest import load_manifest
+from core.store import Job, Store
+
+PIPELINE = "tests.conftest:slow_pipeline"
+
+
+@pytest.fixture
+def store(studio_data: Path) -> Store:
+    return Store()
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    write_photos(tmp_path / "photos", count=3)
+    return tmp_path / "photos"
+
+
+def _set_length(monkeypatch: pytest.MonkeyPatch, steps: int, step_s: float) -> None:
+    monkeypatch.setenv("PRODUCT_STUDIO_TEST_STEPS", str(steps))
+    monkeypatch.setenv("PRODUCT_STUDIO_TEST_STEP_S", str(step_s))
+
+
+def _submit(store: Store, folder: Path, name: str) -> Job:
+    return jobs.submit_folder(store, folder, product_name=name, sku=name.upper(), preset="preview", pipeline=PIPELINE)
+
+
+def _wait(store: Store, job_id: str, condition, timeout: float = 60.0, dispatch: bool = False) -> Job:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if dispatch:
+            jobs.dispatch(store)
+        job = store.get_job(job_id)
+        if condition(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting on job {job_id}: {store.get_job(job_id)}")
+
+
+def _steps_done(store: Store, job: Job) -> int:
+    try:
+        return int(load_manifest(store.run_dir(job)).stage("work").metrics.get("steps_done", 0))
+    except (FileNotFoundError, AttributeError, ValueError):
+        return 0
+
+
+def test_database_is_sqlite_in_wal_mode(store: Store) -> None:
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_second_job_waits_for_the_first_and_the_worker_starts_it(store: Store, photo_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    _set_length(monkeypatch, steps=4, step_s=0.5)
+    first = _submit(store, photo_dir, "first")
+    second = _submit(store, photo_dir, "second")
+    assert store.get_job(first.id).status in ("starting", "running")
+    assert store.get_job(second.id).status == "queued"
+    # Nobody dispatches from here on: the first worker must hand its slot to the second when it finishes.
+    first = _wait(store, first.id, lambda j: j.is_final)
+    second = _wait(store, second.id, lambda j: j.is_final)
+    assert (first.status, second.status) == ("done", "done"), (first.error, second.error)
+    assert second.started >= first.finished - 0.5
+    assert store.get_job(first.id).fraction == 1.0
+    manifest = load_manifest(store.run_dir(second))
+    assert manifest.status == "done" and [p.name for p in manifest.photos] == ["IMG_0000.jpg", "IMG_0001.jpg",
+                                                                                "IMG_0002.jpg"]
+
+
+def test_two_jobs_run_at_once_when_allowed(store: Store, photo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "2")
+    _set_length(monkeypatch, steps=6, step_s=0.5)
+    first = _submit(store, photo_dir, "a")
+    second = _submit(store, photo_dir, "b")
+    third = _submit(store, photo_dir, "c")
+    assert store.get_job(third.id).status == "queued"
+    first = _wait(store, first.id, lambda j: j.is_final)
+    second = _wait(store, second.id, lambda j: j.is_final)
+    assert first.status == second.status == "done"
+    assert second.started < first.finished and first.started < second.finished  # they overlapped
+    third = _wait(store, third.id, lambda j: j.is_final)
+    assert third.status == "done"
+
+
+def test_cancel_a_running_and_a_queued_job(store: Store, photo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    _set_length(monkeypatch, steps=200, step_s=0.2)
+    running = _submit(store, photo_dir, "long")
+    queued = _submit(store, photo_dir, "waiting")
+    assert jobs.cancel(store, queued.id).status == "cancelled"
+    running = _wait(store, running.id, lambda j: j.status == "running" and j.stage == "work")
+    jobs.cancel(store, running.id)
+    running = _wait(store, running.id, lambda j: j.is_final, timeout=30)
+    assert running.status == "cancelled"
+    assert load_manifest(store.run_dir(running)).status == "cancelled"
+    assert store.get_job(queued.id).started is None  # it never ran
+
+
+def test_killed_worker_is_marked_failed_and_keeps_its_work(store: Store, photo_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    _set_length(monkeypatch, steps=200, step_s=0.2)
+    job = _submit(store, photo_dir, "doomed")
+    job = _wait(store, job.id, lambda j: j.status == "running" and _steps_done(store, j) >= 2)
+    os.kill(job.pid, signal.SIGKILL)
+    job = _wait(store, job.id, lambda j: j.is_final, timeout=20, dispatch=True)
+    assert job.status == "failed"
+    assert "stopped unexpectedly" in job.error and "kept" in job.error
+    run_dir = store.run_dir(job)
+    manifest = load_manifest(run_dir)
+    assert manifest.status == "failed" and manifest.stage("capture").status == "done"
+    assert (run_dir / "work" / "step_0.txt").is_file() and len(list((run_dir / "originals").iterdir())) == 3
+    photos, names = jobs.job_photo_paths(store, job)
+    assert len(photos) == 3 and all(p.is_file() for p in photos)
+    retry = jobs.retry_job(store, job)
+    assert retry.retry_of == job.id and len(store.photos(retry.id)) == 3
+    jobs.cancel(store, retry.id)
+    _wait(store, retry.id, lambda j: j.is_final, timeout=30)
+
+
+def test_hung_worker_is_stopped_after_its_heartbeat_goes_stale(store: Store, photo_dir: Path) -> None:
+    job = _submit_without_worker(store, photo_dir)
+    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        store.mark_running(job.id, hung.pid)
+        store._update(job.id, heartbeat=time.time() - jobs.STALE_AFTER_S - 1)
+        assert jobs.reap(store) == [job.id]
+        assert hung.wait(timeout=10) == -signal.SIGKILL
+        assert "stopped responding" in store.get_job(job.id).error
+    finally:
+        if hung.poll() is None:
+            hung.kill()
+
+
+def _submit_without_worker(store: Store, photo_dir: Path) -> Job:
+    return jobs.submit_folder(store, photo_dir, product_name="x", sku="x", pipeline=PIPELINE, start=False)
+
+
+def test_job_progress_estimates_time_left(store: Store, photo_dir: Path) -> None:
+    job = _submit_without_worker(store, photo_dir)
+    store.mark_running(job.id, os.getpid())
+    store.update_progress(job.id, "sfm", 0.25, "Placing cameras: matching")
+    job = store.get_job(job.id)
+    progress = jobs.job_progress(job, now=job.started + 60)
+    assert progress.stage == "sfm" and progress.overall == 0.25
+    assert progress.eta_s == pytest.approx(180)
+    store.finish(job.id, "failed", error="x")
+
+
+def test_zip_intake_is_safe_and_limited(tmp_path: Path) -> None:
+    photo = write_photos(tmp_path / "p", count=1)[0].read_bytes()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../../etc/passwd.jpg", photo)
+        zf.writestr("/abs/IMG 1.JPG", photo)
+        zf.writestr("__MACOSX/._IMG.jpg", b"junk")
+        zf.writestr("readme.txt", b"hello")
+    folder = tmp_path / "draft"
+    received = jobs.receive_upload(folder, "photos.zip", archive.getvalue(), existing=0)
+    assert [p.original_name for p in received] == ["passwd.jpg", "IMG 1.JPG"]
+    assert all(p.ok for p in received)
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == ["000_passwd.jpg", "001_IMG_1.jpg"]
+    assert not (tmp_path / "etc").exists()
+
+    limits = jobs.UploadLimits(max_photos=1, max_file_bytes=len(photo) - 1, max_total_bytes=10 * len(photo))
+    too_big = jobs.receive_upload(tmp_path / "d2", "IMG.jpg", photo, existing=0, limits=limits)
+    assert not too_big[0].ok and "limit" in too_big[0].reason and not (tmp_path / "d2").exists()
+    over_count = jobs.receive_upload(tmp_path / "d3", "IMG.jpg", b"x", existing=1, limits=limits)
+    assert not over_count[0].ok and "1 photos" in over_count[0].reason
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.jpg", b"\0" * (20 * len(photo)))
+    refused = jobs.receive_upload(tmp_path / "d4", "bomb.zip", bomb.getvalue(), existing=0, limits=limits)
+    assert len(refused) == 1 and "unpacks to" in refused[0].reason
+    assert jobs.receive_upload(tmp_path / "d5", "bad.zip", b"PK nope", existing=0)[0].reason.endswith("again.")
+
+
+def test_depth_maps_are_stored_under_their_photo_names(tmp_path: Path) -> None:
+    photos = [jobs.IntakePhoto("IMG_1.jpg", "000_IMG_1.jpg", 10, True), jobs.IntakePhoto("b.jpg", "", 10, False)]
+    count, problems = jobs.receive_depth_maps(tmp_path, [("IMG_1.npy", b"x"), ("b.npy", b"y"), ("c.exr", b"z")],
+                                              photos)
+    assert count == 1 and (tmp_path / "000_IMG_1.npy").read_bytes() == b"x"
+    assert len(problems) == 2
+
+
+def test_reviews_keep_the_whole_history(store: Store, photo_dir: Path) -> None:
+    job = _submit_without_worker(store, photo_dir)
+    store.add_review(job.id, "Ann", "rejected", "seam on the handle")
+    store.add_review(job.id, "Bob", "approved", "fixed")
+    assert [(r.reviewer, r.decision) for r in store.reviews(job.id)] == [("Ann", "rejected"), ("Bob", "approved")]
+    assert store.latest_reviews()[job.id].reviewer == "Bob"
+    with pytest.raises(ValueError):
+        store.add_review(job.id, "Eve", "maybe")  # type: ignore[arg-type]
