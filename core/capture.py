@@ -106,8 +106,9 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     if size == 0:
         return PhotoCheck(False, f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
     if size > config.max_file_bytes:
-        return PhotoCheck(False, f"{name}: the file is {_human_size(size)}, over the {_human_size(config.max_file_bytes)}"
-                                 " limit; export it as a JPEG of at most a few thousand pixels per side."), None
+        limit = _human_size(config.max_file_bytes)
+        return PhotoCheck(False, f"{name}: the file is {_human_size(size)}, over the {limit} limit; export it as a "
+                                 "JPEG of at most a few thousand pixels per side."), None
 
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit below, before decoding, with a clearer message
@@ -203,8 +204,11 @@ def _check_quality(rgb: np.ndarray, config: CaptureConfig, name: str, check: Pho
 
 
 def _dhash(rgb: np.ndarray) -> int:
-    """A 64-bit difference hash: near-identical photos have hashes a few bits apart."""
-    grey = cv2.cvtColor(cv2.resize(rgb, (9, 8), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    """A 256-bit difference hash: near-identical photos (a burst, a re-export) have hashes a few bits apart.
+
+    16x16 rather than the usual 8x8: orbit photos of one product on one mat agree at 8x8 more often than not.
+    """
+    grey = cv2.cvtColor(cv2.resize(rgb, (17, 16), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
     bits = (grey[:, 1:] > grey[:, :-1]).flatten()
     return int("".join("1" if b else "0" for b in bits), 2)
 
@@ -272,7 +276,7 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
         sizes.add((rgb.shape[1], rgb.shape[0]))
 
         digest = _dhash(rgb)
-        twin = next((other for other, h in hashes if (h ^ digest).bit_count() <= 3), None)
+        twin = next((other for other, h in hashes if (h ^ digest).bit_count() <= 10), None)
         if twin:
             record.warnings.append(f"{name}: is nearly identical to {twin}; it adds no new viewpoint.")
         hashes.append((name, digest))

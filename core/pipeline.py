@@ -58,9 +58,27 @@ def _sfm(ctx: RunContext, progress: ProgressFn) -> StageOutput:
     return run_sfm(ctx.results["capture"], ctx.run_dir, ctx.config.sfm, progress)
 
 
+def _depth(ctx: RunContext, progress: ProgressFn) -> StageOutput:
+    from core.mvs import estimate_depth_maps
+    from core.scene import load_sparse_scene
+
+    undistorted = ctx.results["sfm"].undistorted_dir
+    ctx.results["scene"] = load_sparse_scene(undistorted / "sparse", undistorted / "images")
+    return estimate_depth_maps(ctx.results["scene"], ctx.run_dir / "depth", ctx.config.dense, progress)
+
+
+def _depth_prior(ctx: RunContext, progress: ProgressFn) -> StageOutput:
+    from core.depth_prior import apply_depth_priors
+
+    return apply_depth_priors(ctx.results["scene"], ctx.results["depth"], ctx.run_dir / "depth_prior",
+                              ctx.config.depth_prior, progress)
+
+
 MULTI_VIEW_STAGES: list[Stage] = [
     Stage("capture", "Checking photos", 0.03, _capture),
     Stage("sfm", "Placing cameras (structure from motion)", 0.30, _sfm),
+    Stage("depth", "Estimating depth per photo (multi-view stereo)", 0.40, _depth),
+    Stage("depth_prior", "Adding the monocular depth prior", 0.05, _depth_prior),
 ]
 
 
