@@ -471,6 +471,8 @@ class _Component:
     moves_with_object: bool
     """True for the product and its turntable plate (they turn in turntable mode)."""
     is_product: bool = False
+    evenly_lit: bool = False
+    """Studio backdrop: lit evenly (as by soft boxes) instead of by the directional lights; only shadowed."""
     normals: np.ndarray | None = None
     """Unit vertex normals (float32) for smooth shading, None for flat shading."""
     texture_cv: np.ndarray | None = None
@@ -527,7 +529,7 @@ def _build_scene(spec: CaptureSpec) -> _Scene:
         else:
             tex = plain_texture(rng, (0.62, 0.6, 0.56))
         # The plate sits a hair below the product's base so the two never share a surface.
-        plate_radius = max(2.2 * footprint, 0.6 * radius + footprint)
+        plate_radius = max(3.0 * footprint, 1.3 * radius)
         components.append(_Component(disc_mesh(plate_radius, -0.0005 * radius, tex), True))
     distance = _camera_distance(spec, radius)
     if spec.backdrop != "none":
@@ -541,7 +543,7 @@ def _build_scene(spec: CaptureSpec) -> _Scene:
                                   front=2.5 * distance, bend=0.5 * distance, z=floor_z, texture=tex)
         else:
             backdrop = room_mesh(5.0 * distance, 4.0 * distance, floor_z, tex)
-        components.append(_Component(backdrop, False))
+        components.append(_Component(backdrop, False, evenly_lit=True))
     K = intrinsics_from_fov(spec.width, spec.height, spec.horizontal_fov_deg)
     pixel_footprint = distance / K[0, 0] / max(1, spec.supersample)  # metres per pixel at the product
     for comp in components:
@@ -628,6 +630,7 @@ def _views(spec: CaptureSpec, scene: _Scene) -> list[_View]:
 # fill from the other side, and ambient light so nothing is black.
 _LIGHTS = ((np.array([0.45, 0.55, 0.70]), 0.62), (np.array([-0.6, -0.3, 0.45]), 0.22))
 _AMBIENT = 0.38
+_EVEN_LIGHT = 0.75
 
 
 def _rays(camera: PinholeCamera, offsets: tuple[float, float]) -> np.ndarray:
@@ -662,12 +665,16 @@ class _FrameRenderer:
         self.shadows = shadows
         self.rotations = [object_rotation if c.moves_with_object else np.eye(3) for c in scene.components]
         self.raycast = o3d.t.geometry.RaycastingScene()
+        # Shadows come from the product and its plate only: a far backdrop wall would darken the whole floor.
+        self.shadow_caster = o3d.t.geometry.RaycastingScene()
         self.geometry_to_component: dict[int, int] = {}
         for index, (comp, rot) in enumerate(zip(scene.components, self.rotations, strict=True)):
-            verts = (comp.mesh.vertices @ rot.T).astype(np.float32)
+            verts = o3d.core.Tensor((comp.mesh.vertices @ rot.T).astype(np.float32))
             tris = o3d.core.Tensor(comp.mesh.triangles.astype(np.uint32))
-            gid = self.raycast.add_triangles(o3d.core.Tensor(verts), tris)
+            gid = self.raycast.add_triangles(verts, tris)
             self.geometry_to_component[int(gid)] = index
+            if comp.moves_with_object:
+                self.shadow_caster.add_triangles(verts, tris)
         self._o3d = o3d
 
     def cast(self, rays: np.ndarray) -> dict[str, np.ndarray]:
@@ -721,14 +728,19 @@ class _FrameRenderer:
         facing = np.einsum("ij,ij->i", normals, direction) > 0
         normals[facing] *= -1  # light the side the camera sees
         light = np.full(len(hit), _AMBIENT, np.float32)
+        even = np.zeros(len(hit), bool)
+        for index, c in enumerate(self.scene.components):
+            if c.evenly_lit:
+                even |= comp == index
         for k, (direction_l, intensity) in enumerate(_LIGHTS):
             d = (direction_l / np.linalg.norm(direction_l)).astype(np.float32)
             lambert = np.clip(normals @ d, 0, None)
+            lambert[even] = _EVEN_LIGHT
             if k == 0 and self.shadows:
                 lit = np.flatnonzero(lambert > 0)
                 origins = rays[hit[lit], :3] + t[lit, None] * direction[lit] + normals[lit] * (1e-4 * self.scene.radius)
                 shadow_rays = np.concatenate([origins, np.broadcast_to(d, origins.shape)], 1).astype(np.float32)
-                occluded = self.raycast.test_occlusions(self._o3d.core.Tensor(shadow_rays)).numpy()
+                occluded = self.shadow_caster.test_occlusions(self._o3d.core.Tensor(shadow_rays)).numpy()
                 lambert[lit[occluded]] *= 0.15
             light += intensity * lambert
         colour[hit] = albedo * light[:, None]
