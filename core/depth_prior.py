@@ -476,14 +476,74 @@ def align_prior(prior: np.ndarray, target_depth: np.ndarray, weights: np.ndarray
     return Alignment(s, b, residual, inlier_fraction, not reason, reason, kind, n)
 
 
-def align_prior_any(prior: np.ndarray, target_depth: np.ndarray, weights: np.ndarray | None,
-                    kinds: tuple[PriorKind, ...], **kwargs: Any) -> Alignment:
-    """Try each kind (a supplied map may be depth or disparity-like); the best accepted fit, else the first failure."""
-    fits = [align_prior(prior, target_depth, weights, kind, **kwargs) for kind in kinds]
-    accepted = [f for f in fits if f.ok]
-    if accepted:
-        return min(accepted, key=lambda f: (-f.inlier_fraction, f.residual))
-    return fits[0]
+def _hat_weights(coords: np.ndarray, length: int, nodes: int) -> np.ndarray:
+    """(len(coords), nodes) linear-interpolation weights of positions on ``nodes`` evenly spaced nodes."""
+    t = np.clip(coords / max(length, 1) * (nodes - 1), 0, nodes - 1)
+    lo = np.minimum(np.floor(t).astype(np.int64), nodes - 2)
+    frac = t - lo
+    out = np.zeros((len(coords), nodes))
+    out[np.arange(len(coords)), lo] = 1 - frac
+    out[np.arange(len(coords)), lo + 1] = frac
+    return out
+
+
+@dataclass(frozen=True)
+class WarpCorrection:
+    """A smooth multiplicative correction of an aligned prior (monocular depth bends at low frequency)."""
+
+    field: np.ndarray
+    """(H, W) float32 factor applied to the aligned depth."""
+    residual_before: float
+    residual_after: float
+    """Median |relative depth error| on the fit targets before and after."""
+    max_correction: float
+    """Largest |factor - 1| over the image."""
+
+
+def smooth_correction(aligned: np.ndarray, index: np.ndarray, target: np.ndarray, weights: np.ndarray,
+                      cells: tuple[int, int] = (6, 4), smoothness: float = 0.05, limit: float = 0.15,
+                      inlier_threshold: float = 0.05) -> WarpCorrection | None:
+    """Fit a smooth log-depth correction on a coarse grid to the targets that agree with the aligned prior.
+
+    ``index`` holds flat pixel indices of ``target`` depths in ``aligned``. Cells without targets follow their
+    neighbours (a Laplacian penalty) and fade to no correction. Returns None when there are too few agreeing targets
+    or the correction does not lower the error.
+    """
+    h, w = aligned.shape
+    values = aligned.ravel()[index].astype(np.float64)
+    ok = np.isfinite(values) & (values > 0) & np.isfinite(target) & (target > 0) & (weights > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log(target / values)
+    ok &= np.abs(log_ratio) < inlier_threshold
+    if ok.sum() < 100:
+        return None
+    rows, cols = np.divmod(index[ok], w)
+    nx, ny = cells[0] + 1, cells[1] + 1
+    wx = _hat_weights(cols + 0.5, w, nx)
+    wy = _hat_weights(rows + 0.5, h, ny)
+    basis = (wy[:, :, None] * wx[:, None, :]).reshape(len(rows), ny * nx)
+    wt = weights[ok] / weights[ok].sum()
+    # Laplacian between neighbouring nodes (smoothness) plus a weak pull to zero (unobserved cells: no correction).
+    pairs = [(r * nx + c, r * nx + c + 1) for r in range(ny) for c in range(nx - 1)]
+    pairs += [(r * nx + c, (r + 1) * nx + c) for r in range(ny - 1) for c in range(nx)]
+    reg = np.zeros((len(pairs), ny * nx))
+    for k, (a, b) in enumerate(pairs):
+        reg[k, a], reg[k, b] = 1.0, -1.0
+    sw = np.sqrt(wt)
+    A = np.concatenate([basis * sw[:, None], np.sqrt(smoothness / len(pairs)) * reg,
+                        np.sqrt(smoothness * 0.01 / (nx * ny)) * np.eye(nx * ny)])
+    rhs = np.concatenate([log_ratio[ok] * sw, np.zeros(len(pairs) + nx * ny)])
+    nodes, *_ = np.linalg.lstsq(A, rhs, rcond=None)
+    nodes = np.clip(nodes, -limit, limit).reshape(ny, nx)
+    full_wy = _hat_weights(np.arange(h) + 0.5, h, ny)
+    full_wx = _hat_weights(np.arange(w) + 0.5, w, nx)
+    field = np.exp(full_wy @ nodes @ full_wx.T).astype(np.float32)
+    before = float(np.median(np.abs(values[ok] / target[ok] - 1)))
+    corrected = values[ok] * field.ravel()[index[ok]]
+    after = float(np.median(np.abs(corrected / target[ok] - 1)))
+    if not after < before:
+        return None
+    return WarpCorrection(field, before, after, float(np.abs(field - 1).max()))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -598,6 +658,27 @@ def _agreement(prior_depth: np.ndarray, index: np.ndarray, target: np.ndarray) -
     return float(np.mean(np.abs(values[ok] / target[ok] - 1) <= AGREEMENT) * ok.mean())
 
 
+def _supplied_kind(priors: dict[int, np.ndarray],
+                   targets: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> PriorKind:
+    """Whether a folder of supplied maps holds depth or disparity-like values, decided once for the whole folder.
+
+    One source made the folder, so a single odd map must not pick the other reading (an upside-down disparity map
+    read as depth can fit a ground plane well enough).
+    """
+    votes: dict[PriorKind, list[Alignment]] = {"metric": [], "relative": []}
+    for i, prior in priors.items():
+        index, target, weight, _ = targets[i]
+        for kind in votes:
+            fit = align_prior(prior.ravel()[index], target, weight, kind)
+            if fit.ok:
+                votes[kind].append(fit)
+
+    def score(kind: PriorKind) -> tuple[int, float]:
+        fits = votes[kind]
+        return len(fits), -float(np.median([f.residual for f in fits])) if fits else 0.0
+    return max(("metric", "relative"), key=score)  # ties go to "metric": depth maps are the usual supplied kind
+
+
 def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path, config: DepthPriorConfig,
                        progress: ProgressFn = no_progress) -> DepthMaps:
     """Align a depth prior to each view and merge it with the stereo depth where stereo is weak.
@@ -665,6 +746,17 @@ def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path,
         predicted = predict_relative_depth(model, [views[i].image for i in need_model], config.input_size)
         priors.update(zip(need_model, predicted, strict=True))
 
+    # Targets per view: sparse SfM depths and confident stereo.
+    targets: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+    for i in priors:
+        view = views[i]
+        scene_index = scene.image_names.index(view.name) if view.name in scene.image_names else -1
+        points = scene.points[scene.visibility[scene_index]] if scene_index >= 0 else np.empty((0, 3))
+        rc, z = sparse_depth_samples(points, view.camera)
+        index, target, weight = alignment_targets(view.depth, view.confidence, rc, z, seed=i)
+        targets[i] = (index, target, weight, len(z))
+    folder_kind = _supplied_kind({i: priors[i] for i in supplied if i in priors}, targets)
+
     new_records: list[DepthMapRecord] = []
     per_view: dict[str, dict[str, float]] = {}
     rejected: list[str] = []
@@ -677,20 +769,21 @@ def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path,
             new_records.append(record)
             continue
         prior = priors[i]
-        scene_index = scene.image_names.index(record.name) if record.name in scene.image_names else -1
-        points = scene.points[scene.visibility[scene_index]] if scene_index >= 0 else np.empty((0, 3))
-        rc, z = sparse_depth_samples(points, view.camera)
-        index, target, weight = alignment_targets(view.depth, view.confidence, rc, z, seed=i)
-        kinds: tuple[PriorKind, ...] = ("metric", "relative") if i in supplied else (model.kind,)  # type: ignore[union-attr]
-        fit = align_prior_any(prior.ravel()[index], target, weight, kinds)
+        index, target, weight, n_sparse = targets[i]
+        kind: PriorKind = folder_kind if i in supplied else model.kind  # type: ignore[union-attr]
+        fit = align_prior(prior.ravel()[index], target, weight, kind)
         stats.update({"scale": fit.scale, "shift": fit.shift, "residual": fit.residual,
                       "inlier_fraction": fit.inlier_fraction, "compared": float(fit.num_points),
                       "inverse_depth": float(fit.kind == "relative")})
         reason = fit.reason
         aligned = fit.apply(prior) if fit.ok else None
         if aligned is not None:
+            # Monocular depth bends at low frequency: a smooth correction fitted to the agreeing targets undoes some.
+            warp = smooth_correction(aligned, index, target, weight)
+            if warp is not None:
+                aligned = aligned * warp.field
+                stats.update({"warp_max": warp.max_correction, "residual_after_warp": warp.residual_after})
             # Sanity check per source: the fit could be carried by one kind of target while the other disagrees.
-            n_sparse = rc.shape[1] if rc.size else 0
             checks = {"sparse points": _agreement(aligned, index[:n_sparse], target[:n_sparse]),
                       "confident stereo": _agreement(aligned, index[n_sparse:], target[n_sparse:])}
             for what, share in checks.items():

@@ -162,8 +162,9 @@ def test_supplied_depth_files_are_read_and_resized(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the stage: fusion with stereo
 
 
-def _one_view_scene(tmp_path: Path) -> tuple[object, object, np.ndarray]:
-    """A scene with one 80x60 view of a known surface: stereo is confident on the left half only."""
+def _one_view_scene(tmp_path: Path, copies: int = 1) -> tuple[object, object, np.ndarray]:
+    """A scene with one 80x60 view of a known surface (``copies`` views named view0.jpg... when more than one):
+    stereo is confident on the left half only."""
     from core.geometry import PinholeCamera, backproject_depth
     from core.mvs import DepthMapRecord, DepthMaps, DepthView, save_depth_view
     from core.scene import SparseScene
@@ -174,17 +175,20 @@ def _one_view_scene(tmp_path: Path) -> tuple[object, object, np.ndarray]:
     mask = np.zeros(truth.shape, bool)
     mask.flat[rng.choice(truth.size, 150, replace=False)] = True
     points = backproject_depth(truth, camera, mask)
-    scene = SparseScene(["view.jpg"], [tmp_path / "view.jpg"], [camera], points, np.zeros((len(points), 3), np.uint8),
-                        [np.arange(len(points))])
+    names = ["view.jpg"] if copies == 1 else [f"view{k}.jpg" for k in range(copies)]
+    scene = SparseScene(names, [tmp_path / n for n in names], [camera] * copies, points,
+                        np.zeros((len(points), 3), np.uint8), [np.arange(len(points))] * copies)
     stereo = np.full(truth.shape, np.nan, np.float32)
     confidence = np.zeros(truth.shape, np.float32)
     stereo[:, :40], confidence[:, :40] = truth[:, :40], 0.8  # confident stereo
     stereo[:10, 40:], confidence[:10, 40:] = truth[:10, 40:] * 1.3, 0.1  # weak and wrong
     (tmp_path / "stereo").mkdir()
-    path = save_depth_view(DepthView("view.jpg", camera, stereo, confidence, np.zeros((60, 80, 3), np.uint8)),
-                           tmp_path / "stereo" / "000_view.npz")
-    maps = DepthMaps(views=[DepthMapRecord("view.jpg", camera, path, [], (0.8, 3.5))])
-    return scene, maps, truth
+    records = []
+    for k, name in enumerate(names):
+        path = save_depth_view(DepthView(name, camera, stereo, confidence, np.zeros((60, 80, 3), np.uint8)),
+                               tmp_path / "stereo" / f"{k:03d}_{Path(name).stem}.npz")
+        records.append(DepthMapRecord(name, camera, path, [], (0.8, 3.5)))
+    return scene, DepthMaps(views=records), truth
 
 
 def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, isolated: Path) -> None:
@@ -235,3 +239,33 @@ def test_stage_runs_the_tiny_model(tmp_path: Path, isolated: Path, tiny_model_di
                                                                                       input_size=70))
     assert result.ok and result.metrics["model_available"] == 1 and result.metrics["prior_views"] == 1
     assert "residual" in result.metrics["per_view"]["view.jpg"]  # a random model may well be rejected; it still ran
+
+
+def test_one_odd_map_cannot_pick_the_other_reading(tmp_path: Path, isolated: Path) -> None:
+    """One source made the folder: an odd map that only fits when read as depth is rejected among disparity maps
+    (on real data: an upside-down disparity map read as depth fitted a ground plane; see the benchmark)."""
+    scene, maps, truth = _one_view_scene(tmp_path, copies=3)
+    (tmp_path / "depth").mkdir()
+    disparity = ((1.0 / truth - 0.1) / 0.5).astype(np.float32)
+    np.save(tmp_path / "depth" / "view0.npy", disparity)
+    np.save(tmp_path / "depth" / "view1.npy", disparity * 1.7 + 0.2)
+    odd = (truth * 0.5 + 0.3).astype(np.float32)
+    np.save(tmp_path / "depth" / "view2.npy", odd)
+    assert dp.align_prior(odd, truth, None, "metric").ok  # on its own it would be read as depth
+    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig(depth_dir=str(tmp_path / "depth")))
+    accepted = {name: stats["accepted"] for name, stats in result.metrics["per_view"].items()}
+    assert accepted == {"view0.jpg": 1.0, "view1.jpg": 1.0, "view2.jpg": 0.0}
+    assert result.views[2].path == maps.views[2].path
+
+
+def test_smooth_correction_undoes_a_low_frequency_warp() -> None:
+    rng = np.random.default_rng(5)
+    depth = _scene_depth((120, 160))
+    low = cv2.resize(rng.normal(size=(3, 4)).astype(np.float32), (160, 120), interpolation=cv2.INTER_CUBIC)
+    prior = 2.0 * (1.0 + 0.05 * low / np.abs(low).max()) / depth + 0.1  # inverse depth, warped by up to 5 %
+    index = rng.choice(depth.size, 3000, replace=False)
+    fit = dp.align_prior(prior.ravel()[index], depth.ravel()[index], None, "relative")
+    aligned = fit.apply(prior)
+    warp = dp.smooth_correction(aligned, index, depth.ravel()[index], np.ones(len(index)))
+    assert warp is not None and warp.residual_after < 0.3 * warp.residual_before
+    assert np.median(np.abs(aligned * warp.field / depth - 1)) < 0.3 * np.median(np.abs(aligned / depth - 1))
