@@ -1,0 +1,435 @@
+"""Accuracy and speed of the pipeline on ground-truth captures; writes benchmarks/RESULTS.md and results.json.
+
+    python -m benchmarks.run [--captures soup_orbit,fuze_turntable,...] [--presets preview,balanced] [--quick]
+
+For every capture it (a) renders it with core.synthetic into benchmarks/out/captures/ (once; --rerender to redo),
+(b) runs ``python -m core.pipeline PHOTOS --out RUN --preset P`` as a subprocess, measuring wall time and the peak
+resident memory of the process tree, and (c) evaluates the run against the ground truth (benchmarks.evaluate):
+photos placed, camera errors after a similarity alignment, and the dense points and the mesh in the ground-truth
+frame (precision/recall/F-score at 0.5 % and 1 % of the object's diagonal, accuracy, completeness).
+Public photo sets with known cameras (Middlebury templeSparseRing, Strecha Herz-Jesus-P8) are scored on camera
+placement only. Captures whose source data is missing are skipped with the reason.
+
+This is a measurement tool, not a test: it takes minutes per capture on a laptop-class CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, UTC
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.evaluate import (
+    GroundTruthSurface,
+    PoseReport,
+    cameras_from_reconstruction,
+    evaluate_poses,
+    load_points,
+    read_middlebury_par,
+    read_strecha_folder,
+)
+from core.geometry import PinholeCamera
+from core.synthetic import CaptureSpec, load_ground_truth, render_capture
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+DATA_ROOT = Path(os.environ.get("PRODUCT_STUDIO_SHARED_DATA", "/work/shared/data"))
+MODELS = DATA_ROOT / "product_models"
+
+
+@dataclass(frozen=True)
+class SyntheticCapture:
+    """A ground-truth capture to render and reconstruct."""
+
+    name: str
+    description: str
+    spec: Callable[[bool], CaptureSpec]
+    """quick -> the capture's spec (quick: fewer, smaller photos)."""
+    needs: Path | None = None
+    """Source data that must exist (a product model folder)."""
+
+
+def _size(quick: bool) -> dict[str, Any]:
+    return dict(num_views=12, width=640, height=480) if quick else dict(num_views=24, width=1024, height=768)
+
+
+SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
+    SyntheticCapture(
+        "soup_orbit", "YCB tomato soup can (scan), orbit, textured mat, plain studio",
+        lambda q: CaptureSpec(object=str(MODELS / "005_tomato_soup_can"), mode="orbit", support="textured",
+                              backdrop="plain", **_size(q)),
+        MODELS / "005_tomato_soup_can"),
+    SyntheticCapture(
+        "fuze_turntable", "FUZE bottle (scan), turntable with a plain plate, plain sweep backdrop",
+        lambda q: CaptureSpec(object=str(MODELS / "fuze_bottle"), mode="turntable", support="plain",
+                              backdrop="plain", **_size(q)),
+        MODELS / "fuze_bottle"),
+    SyntheticCapture(
+        "plain_box", "plain-coloured procedural box (low texture), orbit, textured mat, plain studio",
+        lambda q: CaptureSpec(object="procedural-box", product_texture="plain", mode="orbit", support="textured",
+                              backdrop="plain", **_size(q))),
+    SyntheticCapture(
+        "textured_bottle", "procedural bottle with a rich label texture, orbit, textured mat (like the sample)",
+        lambda q: CaptureSpec(object="procedural-bottle", mode="orbit", support="textured", backdrop="plain",
+                              **_size(q))),
+]}
+DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "plain_box")
+QUICK_CAPTURES = ("textured_bottle", "plain_box")
+
+
+@dataclass(frozen=True)
+class RealPhotoSet:
+    """Public photos with known cameras (poses only: no ground-truth surface)."""
+
+    name: str
+    image_dir: Path
+    read_cameras: Callable[[], dict[str, PinholeCamera]]
+
+
+REAL: dict[str, RealPhotoSet] = {s.name: s for s in [
+    RealPhotoSet("middlebury_templeSparseRing", DATA_ROOT / "middlebury_templeSparseRing",
+                 lambda: read_middlebury_par(DATA_ROOT / "middlebury_templeSparseRing" / "templeSR_par.txt")),
+    RealPhotoSet("strecha_Herz-Jesus-P8", DATA_ROOT / "strecha_Herz-Jesus-P8" / "images",
+                 lambda: read_strecha_folder(DATA_ROOT / "strecha_Herz-Jesus-P8" / "cameras")),
+]}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running the pipeline
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunMeasurement:
+    """One pipeline subprocess: how it ended, how long, how much memory."""
+
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float
+    """Peak resident memory of the pipeline process and its children (sampled every 0.2 s)."""
+    stderr_tail: str = ""
+
+
+def _tree_rss(proc: Any) -> int:
+    import psutil
+
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def run_pipeline_cli(photos: Path, run_dir: Path, preset: str, extra_args: list[str] | None = None,
+                     timeout_s: float = 3600) -> RunMeasurement:
+    """``python -m core.pipeline PHOTOS --out RUN --preset P`` in a subprocess, timed, with peak memory."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "core.pipeline", str(photos), "--out", str(run_dir), "--preset", preset,
+           *(extra_args or [])]
+    logger.info("running %s", " ".join(cmd))
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(run_dir.parent / f"{run_dir.name}.stderr.log", "w", encoding="utf-8") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                try:
+                    peak = max(peak, _tree_rss(ps))
+                except psutil.NoSuchProcess:
+                    return
+                stop.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            returncode = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            returncode = proc.wait()
+        stop.set()
+        sampler.join()
+    wall = time.perf_counter() - started
+    tail = (run_dir.parent / f"{run_dir.name}.stderr.log").read_text(encoding="utf-8", errors="replace")[-2000:]
+    return RunMeasurement(returncode, round(wall, 1), round(peak / 2**20, 1), tail)
+
+
+def _read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _sfm_cameras(run_dir: Path, manifest: dict[str, Any]) -> dict[str, PinholeCamera]:
+    """The run's SfM cameras keyed by the user's photo names (the model names the working copies)."""
+    model = manifest.get("artifacts", {}).get("sparse_model")
+    if not model or not (run_dir / model).exists():
+        return {}
+    by_working = {Path(p["working_image"]).name: p["name"] for p in manifest.get("photos", [])
+                  if p.get("working_image")}
+    cameras = cameras_from_reconstruction(run_dir / model)
+    return {by_working.get(name, name): cam for name, cam in cameras.items()}
+
+
+def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_reference: float,
+                 surface: GroundTruthSurface | None) -> dict[str, Any]:
+    """Poses and (when a ground-truth surface is given) dense points and mesh of a finished or failed run."""
+    manifest = _read_manifest(run_dir)
+    out: dict[str, Any] = {
+        "status": manifest.get("status", "no manifest"),
+        "failure_reason": manifest.get("failure_reason", ""),
+        "stages": {s["name"]: s.get("seconds", 0.0) for s in manifest.get("stages", [])},
+    }
+    poses: PoseReport = evaluate_poses(_sfm_cameras(run_dir, manifest), truth_cameras, scale_reference)
+    out["poses"] = poses.to_dict()
+    if surface is None:
+        return out
+    artifacts = manifest.get("artifacts", {})
+    for key in ("dense_points", "mesh"):
+        path = artifacts.get(key)
+        if not path or not (run_dir / path).exists():
+            continue
+        if poses.alignment is None:
+            out[key] = {"error": "fewer than 3 photos placed: no alignment to the ground truth"}
+            continue
+        points, faces = load_points(run_dir / path)
+        report = surface.evaluate(points, poses.alignment).to_dict()
+        report["faces"] = faces
+        report["total_points"] = len(points)
+        out[key] = report
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return format(value, spec)
+
+
+def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> None:
+    json_path.write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
+    m = results["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{results['command']}` on {m['date']}.",
+        f"Machine: {m['cpu_count']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM, {m['platform']}, Python {m['python']};"
+        f" load average at start {m['load_avg_at_start']} (the machine is shared: timings are indicative).",
+        "",
+        "Poses: SfM cameras matched to ground truth by photo name, aligned by a 7-DoF similarity on the camera "
+        "centres; centre error relative to the object's bounding-box diagonal. Surfaces: dense points / points "
+        "sampled on the mesh moved into the ground-truth frame, cropped to the object's box enlarged by 5 %; "
+        "P/R/F at tau = 0.5 % and 1 % of the box diagonal; accuracy = mean rec->GT, completeness = mean GT->rec "
+        "(visible GT surface only), in millimetres.",
+        "",
+    ]
+    for cap in results["captures"]:
+        lines += [f"## {cap['name']}", "", cap.get("description", ""), ""]
+        if cap.get("skipped"):
+            lines += [f"Skipped: {cap['skipped']}", ""]
+            continue
+        if "render_seconds" in cap:
+            lines += [f"Rendered {cap['num_photos']} photos {cap['size']} in {cap['render_seconds']:.1f} s; "
+                      f"object diagonal {1000 * cap['object_diagonal_m']:.0f} mm.", ""]
+        lines += ["| preset | status | wall s | peak MB | placed | rot med ° | centre med % | stage seconds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for run in cap["runs"]:
+            p = run.get("poses", {})
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in run.get("stages", {}).items())
+            lines.append(
+                f"| {run['preset']} | {run.get('status', '?')} | {_fmt(run.get('wall_s'), '.0f')} | "
+                f"{_fmt(run.get('peak_rss_mb'), '.0f')} | {p.get('num_registered', 0)}/{p.get('num_images', 0)} | "
+                f"{_fmt(p.get('median_rotation_deg'))} | {_fmt(100 * p.get('median_center_error_rel', np.nan))} | "
+                f"{stages} |")
+        surface_rows = []
+        for run in cap["runs"]:
+            for key in ("dense_points", "mesh"):
+                s = run.get(key)
+                if not s:
+                    continue
+                if "error" in s:
+                    surface_rows.append(f"| {run['preset']} | {key} | {s['error']} | | | | | | |")
+                    continue
+                surface_rows.append(
+                    f"| {run['preset']} | {key} | {s['num_points']} | {s.get('faces', 0)} | "
+                    f"{_fmt(s['precision'][0], '.2f')} / {_fmt(s['precision'][1], '.2f')} | "
+                    f"{_fmt(s['recall'][0], '.2f')} / {_fmt(s['recall'][1], '.2f')} | "
+                    f"{_fmt(s['fscore'][0], '.2f')} / {_fmt(s['fscore'][1], '.2f')} | "
+                    f"{_fmt(1000 * s['accuracy'], '.2f')} | {_fmt(1000 * s['completeness'], '.2f')} |")
+        if surface_rows:
+            lines += ["", "| preset | surface | points in box | faces | precision 0.5%/1% | recall 0.5%/1% | "
+                      "F 0.5%/1% | accuracy mm | completeness mm |", "|---|---|---|---|---|---|---|---|---|",
+                      *surface_rows]
+        for run in cap["runs"]:
+            if run.get("failure_reason"):
+                lines += ["", f"{run['preset']}: {run['failure_reason']}"]
+        lines.append("")
+    md_path.write_text("\n".join(lines), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------------------
+
+
+def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, out_root: Path,
+                    rerender: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {"name": capture.name, "description": capture.description, "runs": []}
+    if capture.needs is not None and not capture.needs.exists():
+        result["skipped"] = f"source data {capture.needs} is not there"
+        print(f"skip {capture.name}: {result['skipped']}")
+        return result
+    spec = capture.spec(quick)
+    cap_dir = out_root / "captures" / (capture.name + ("_quick" if quick else ""))
+    if rerender or not (cap_dir / "capture.json").exists():
+        print(f"render {capture.name} -> {cap_dir}")
+        gt = render_capture(spec, cap_dir)
+    else:
+        gt = load_ground_truth(cap_dir)
+    summary = json.loads((cap_dir / "capture.json").read_text(encoding="utf-8"))
+    result.update(num_photos=len(gt.image_names), size=f"{spec.width}x{spec.height}",
+                  render_seconds=summary.get("render_seconds", float("nan")), object_diagonal_m=gt.object_diagonal)
+    surface = GroundTruthSurface.from_mesh(gt.mesh_path, gt.camera_list())
+    for preset in presets:
+        run_dir = out_root / "runs" / f"{cap_dir.name}_{preset}"
+        _clear(run_dir)
+        print(f"pipeline {capture.name} / {preset} ...", flush=True)
+        measurement = run_pipeline_cli(gt.image_dir, run_dir, preset)
+        run = {"preset": preset, "returncode": measurement.returncode, "wall_s": measurement.wall_s,
+               "peak_rss_mb": measurement.peak_rss_mb}
+        run.update(evaluate_run(run_dir, gt.cameras, gt.object_diagonal, surface))
+        if measurement.returncode != 0 and not run.get("failure_reason"):
+            run["failure_reason"] = measurement.stderr_tail.strip().splitlines()[-1:] or ["(no output)"]
+            run["failure_reason"] = run["failure_reason"][0]
+        _print_run(capture.name, run)
+        result["runs"].append(run)
+    return result
+
+
+def bench_real(photo_set: RealPhotoSet, preset: str, out_root: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"name": photo_set.name, "description": "public photos with known cameras (poses only)",
+                              "runs": []}
+    if not photo_set.image_dir.exists():
+        result["skipped"] = f"{photo_set.image_dir} is not there"
+        print(f"skip {photo_set.name}: {result['skipped']}")
+        return result
+    truth = photo_set.read_cameras()
+    centres = np.array([c.center for c in truth.values()])
+    scale = float(np.linalg.norm(centres.max(0) - centres.min(0)))  # no object box: relative to the camera spread
+    photos = out_root / "photos" / photo_set.name
+    if not photos.exists():  # only the images with cameras (the folders also hold text files)
+        photos.mkdir(parents=True)
+        for name in truth:
+            (photos / name).symlink_to(photo_set.image_dir / name)
+    run_dir = out_root / "runs" / f"{photo_set.name}_{preset}"
+    _clear(run_dir)
+    print(f"pipeline {photo_set.name} / {preset} ...", flush=True)
+    measurement = run_pipeline_cli(photos, run_dir, preset)
+    run = {"preset": preset, "returncode": measurement.returncode, "wall_s": measurement.wall_s,
+           "peak_rss_mb": measurement.peak_rss_mb, "centre_error_relative_to": "camera spread"}
+    run.update(evaluate_run(run_dir, truth, scale, None))
+    _print_run(photo_set.name, run)
+    result["runs"].append(run)
+    return result
+
+
+def _clear(run_dir: Path) -> None:
+    import shutil
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def _print_run(name: str, run: dict[str, Any]) -> None:
+    p = run.get("poses", {})
+    line = (f"  {name}/{run['preset']}: {run.get('status')} in {run['wall_s']:.0f} s, peak {run['peak_rss_mb']:.0f} MB,"
+            f" placed {p.get('num_registered')}/{p.get('num_images')}, rot {_fmt(p.get('median_rotation_deg'))} deg")
+    for key in ("dense_points", "mesh"):
+        s = run.get(key)
+        if s and "fscore" in s:
+            line += f", {key} F@1% {s['fscore'][1]:.3f}"
+    print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--captures", default=None,
+                        help=f"comma-separated, from {', '.join([*SYNTHETIC, *REAL])} "
+                             f"(default: {', '.join([*DEFAULT_CAPTURES, *REAL])})")
+    parser.add_argument("--presets", default="preview,balanced", help="comma-separated presets")
+    parser.add_argument("--quick", action="store_true",
+                        help="12 photos of 640x480, preview preset, procedural captures only (unless --captures)")
+    parser.add_argument("--rerender", action="store_true", help="render the captures again even if present")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="work folder (git-ignored)")
+    parser.add_argument("--report", type=Path, default=BENCH_DIR,
+                        help="folder for RESULTS.md and results.json (default: benchmarks/)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.captures:
+        names = [n.strip() for n in args.captures.split(",") if n.strip()]
+    else:
+        names = list(QUICK_CAPTURES) if args.quick else [*DEFAULT_CAPTURES, *REAL]
+    unknown = [n for n in names if n not in SYNTHETIC and n not in REAL]
+    if unknown:
+        parser.error(f"unknown capture(s) {', '.join(unknown)}")
+    presets = ["preview"] if args.quick and args.presets == parser.get_default("presets") else \
+        [p.strip() for p in args.presets.split(",") if p.strip()]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Any] = {"command": "python -m benchmarks.run " + " ".join(argv if argv is not None
+                                                                                 else sys.argv[1:]),
+                               "machine": machine_info(), "presets": presets, "quick": args.quick, "captures": []}
+    for name in names:
+        if name in SYNTHETIC:
+            results["captures"].append(bench_synthetic(SYNTHETIC[name], presets, args.quick, args.out, args.rerender))
+        else:
+            results["captures"].append(bench_real(REAL[name], presets[0], args.out))
+    args.report.mkdir(parents=True, exist_ok=True)
+    write_report(results, args.report / "RESULTS.md", args.report / "results.json")
+    print(f"wrote {args.report / 'RESULTS.md'} and {args.report / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
