@@ -10,9 +10,9 @@ true depth (what SfM would triangulate on the textured parts), so SfM errors do 
    deliberately wrong (upside down), supplied as .npy files and merged by ``core.depth_prior.apply_depth_priors``.
 
 Scores: per view on the product's pixels (true mask): share with a depth within tau of the truth (completeness),
-share with a depth off by more than 5 tau (wrong), median error; and for the cloud kept by a simple multi-view
-consistency check (each depth confirmed by at least two other views within 1 %): precision/recall/F-score against
-the product mesh (benchmarks/evaluate.py). tau = 1 % of the product's bounding-box diagonal.
+share with a depth off by more than 5 tau (wrong), median error; and for the cloud that the real fusion stage keeps
+(``core.fusion.fuse_depth_maps``: multi-view consistency): precision/recall/F-score against the product mesh
+(benchmarks/evaluate.py), cropped to the product's box. tau = 1 % of the product's bounding-box diagonal.
 
     python -m benchmarks.depth_prior_effect [--views 12] [--size 480x360] [--out benchmarks/out/depth_prior_effect]
 """
@@ -33,6 +33,7 @@ import numpy as np
 from benchmarks.evaluate import GroundTruthSurface
 from core.config import DenseConfig, DepthPriorConfig
 from core.depth_prior import apply_depth_priors
+from core.fusion import fuse_depth_maps
 from core.geometry import backproject_depth
 from core.mvs import DepthMaps, DepthView, estimate_depth_maps, load_depth_view
 from core.scene import SparseScene
@@ -98,27 +99,6 @@ def simulate_prior(depth: np.ndarray, rng: np.random.Generator, wrong: bool = Fa
     return prior[::-1].copy() if wrong else prior
 
 
-def consistent_points(views: list[DepthView], min_views: int = 2, tolerance: float = 0.01) -> np.ndarray:
-    """World points of every view's depth that at least ``min_views`` other views confirm within ``tolerance``."""
-    kept = []
-    for i, view in enumerate(views):
-        valid = np.isfinite(view.depth)
-        points = backproject_depth(view.depth, view.camera, valid)
-        votes = np.zeros(len(points), int)
-        for j, other in enumerate(views):
-            if j == i:
-                continue
-            uv, z = other.camera.project(points)
-            c, r = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-            inside = (z > 0) & (c >= 0) & (r >= 0) & (c < other.camera.width) & (r < other.camera.height)
-            idx = np.flatnonzero(inside)
-            d = other.depth[r[idx], c[idx]]
-            agree = np.isfinite(d) & (np.abs(d / z[idx] - 1) < tolerance)
-            votes[idx[agree]] += 1
-        kept.append(points[votes >= min_views])
-    return np.concatenate(kept) if kept else np.zeros((0, 3))
-
-
 def view_scores(views: list[DepthView], gt: CaptureGroundTruth, tau: float) -> dict[str, Any]:
     """Per-view scores on the product's pixels, and their means."""
     rows = []
@@ -178,9 +158,12 @@ def run(out: Path, views: int, size: tuple[int, int], planes: int) -> dict[str, 
     surface = GroundTruthSurface.from_mesh(gt.mesh_path, gt.camera_list(), num_samples=50_000)
     report: dict[str, Any] = {"spec": spec.to_dict(), "tau_m": tau, "sparse_points": len(scene.points),
                               "wrong_prior_view": gt.image_names[WRONG_VIEW]}
-    for label, depth_views in (("stereo_only", stereo_views), ("stereo_plus_prior", merged_views)):
-        points = consistent_points(depth_views, min_views=dense.min_consistent_views)
-        surf = surface.evaluate(points)
+    for label, maps, depth_views in (("stereo_only", stereo, stereo_views),
+                                     ("stereo_plus_prior", merged, merged_views)):
+        t0 = time.perf_counter()
+        fused = fuse_depth_maps(maps, out / f"fused_{label}", dense)
+        timings[f"fusion_{label}_s"] = time.perf_counter() - t0
+        surf = surface.evaluate(fused.points)
         report[label] = {"views": view_scores(depth_views, gt, tau), "cloud": surf.to_dict()}
     per_view = merged.metrics.get("per_view", {})
     report["prior_stage"] = {k: v for k, v in merged.metrics.items() if k != "per_view"}

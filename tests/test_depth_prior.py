@@ -181,7 +181,7 @@ def _one_view_scene(tmp_path: Path, copies: int = 1) -> tuple[object, object, np
     stereo = np.full(truth.shape, np.nan, np.float32)
     confidence = np.zeros(truth.shape, np.float32)
     stereo[:, :40], confidence[:, :40] = truth[:, :40], 0.8  # confident stereo
-    stereo[:10, 40:], confidence[:10, 40:] = truth[:10, 40:] * 1.3, 0.1  # weak and wrong
+    stereo[:10, 40:], confidence[:10, 40:] = truth[:10, 40:] * 1.3, 0.07  # weak and wrong
     (tmp_path / "stereo").mkdir()
     records = []
     for k, name in enumerate(names):
