@@ -11,15 +11,15 @@ from pages._ui import (PAGE_NEW, STATUS_ICONS, VERDICT_ICONS, esc, first_thumbna
 
 SAMPLE_IMAGES = REPO_ROOT / "assets" / "sample" / "images"
 
-store = setup("Home", "🏠")
-st.title("📦 Product Studio")
+store = setup("Home", ":material/home:")
+st.title(":material/deployed_code: Product Studio")
 st.markdown("Turn a set of product photos into a 3D model for the shop.  \n"
             "Upload photos from all around the product, watch the reconstruction, inspect the model, "
             "and approve what goes live.")
 
 left, right = st.columns(2)
 with left:
-    st.page_link(PAGE_NEW, label="Start a new capture", icon="📷")
+    st.page_link(PAGE_NEW, label="Start a new capture", icon=":material/add_a_photo:")
 with right:
     sample_photos = sorted(p for p in SAMPLE_IMAGES.glob("*") if p.suffix.lower() in jobs.PHOTO_SUFFIXES) \
         if SAMPLE_IMAGES.is_dir() else []

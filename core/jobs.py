@@ -458,6 +458,16 @@ def job_progress(job: Job, now: float | None = None) -> JobProgress:
     return JobProgress(job.stage, overall, elapsed, eta, job.message)
 
 
+def stage_label(name: str) -> str:
+    """What the user reads for a stage: the pipeline's own label, else the internal name made readable."""
+    try:
+        from core.pipeline import MULTI_VIEW_STAGES, SINGLE_PHOTO_STAGES
+    except ImportError:  # the pipeline module is optional for the pages that only read runs
+        return name.replace("_", " ").capitalize()
+    labels = {s.name: s.label for s in [*MULTI_VIEW_STAGES, *SINGLE_PHOTO_STAGES]}
+    return labels.get(name) or name.replace("_", " ").capitalize()
+
+
 def read_manifest(run_dir: Path) -> RunManifest | None:
     """The run's manifest, or None when the run has not written one yet (or it cannot be read)."""
     try:

@@ -11,9 +11,9 @@ import streamlit as st
 
 from core import jobs
 from core.config import PRESET_DESCRIPTIONS, PRESETS, CaptureConfig
-from pages._ui import esc, job_title, render_job_panel, run_links, setup, thumbnails
+from pages._ui import BAD_ICON, OK_ICON, WARN_ICON, esc, job_title, render_job_panel, run_links, setup, thumbnails
 
-store = setup("New capture", "📷")
+store = setup("New capture", ":material/add_a_photo:")
 MIN_PHOTOS = CaptureConfig().min_photos
 PHOTOS_PER_ROW = 6
 
@@ -38,7 +38,7 @@ def show_job(job_id: str) -> None:
             for col, row in zip(st.columns(PHOTOS_PER_ROW), rows[start:start + PHOTOS_PER_ROW], strict=False):
                 if row.original_name in thumbs:
                     col.image(str(thumbs[row.original_name]), width="stretch")
-                col.caption(("✅ " if row.ok else "❌ ") + esc(row.original_name)
+                col.caption((f"{OK_ICON} " if row.ok else f"{BAD_ICON} ") + esc(row.original_name)
                             + ("" if row.ok else f" — {esc(row.reason)}"))
     if st.button("Start another capture"):
         del st.query_params["job"]
@@ -83,11 +83,11 @@ def show_checks(photos: list[jobs.IntakePhoto]) -> None:
                 if photo.thumbnail:
                     st.image(str(folder / "thumbs" / photo.thumbnail), width="stretch")
                 if photo.ok:
-                    st.caption(f"✅ {esc(photo.original_name)} · {photo.width}×{photo.height}")
+                    st.caption(f"{OK_ICON} {esc(photo.original_name)} · {photo.width}×{photo.height}")
                     for warning in photo.warnings:
-                        st.caption(f"⚠️ {esc(warning)}")
+                        st.caption(f"{WARN_ICON} {esc(warning)}")
                 else:
-                    st.caption(f"❌ {esc(photo.reason)}")
+                    st.caption(f"{BAD_ICON} {esc(photo.reason)}")
 
 
 job_in_url = st.query_params.get("job")
@@ -95,7 +95,7 @@ if job_in_url:
     show_job(job_in_url)
     st.stop()
 
-st.title("📷 New capture")
+st.title(":material/add_a_photo: New capture")
 st.caption("Photograph the product from all sides (every 15–20°, at two heights), on a plain, non-reflective "
            "background, with even light. 20–40 sharp photos work best.")
 c1, c2 = st.columns(2)

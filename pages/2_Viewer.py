@@ -10,8 +10,8 @@ import streamlit as st
 from core import figures, jobs
 from pages._ui import PAGE_NEW, esc, run_links, run_picker, setup
 
-store = setup("Viewer", "🧊")
-st.title("🧊 3D viewer")
+store = setup("Viewer", ":material/view_in_ar:")
+st.title(":material/view_in_ar: 3D viewer")
 
 # Large arrays stay in Streamlit's cache (keyed by file and modification time), never in session_state.
 
@@ -40,7 +40,7 @@ def mtime(path: Path) -> float:
 job = run_picker(store)
 if job is None:
     st.info("No runs yet. Start a capture first.")
-    st.page_link(PAGE_NEW, label="New capture", icon="📷")
+    st.page_link(PAGE_NEW, label="New capture", icon=":material/add_a_photo:")
     st.stop()
 
 run_dir = store.run_dir(job)
@@ -53,7 +53,7 @@ layers = {"mesh": artifacts.get("mesh"), "dense": artifacts.get("dense_points"),
 if not any(layers.values()):
     if job.status in ("queued", "starting", "running"):
         st.info(f"This run is still {job.status}; the 3D view appears as soon as the cameras are placed.")
-        st.page_link(PAGE_NEW, label="Follow its progress", icon="⏱️", query_params={"job": job.id})
+        st.page_link(PAGE_NEW, label="Follow its progress", icon=":material/timer:", query_params={"job": job.id})
     else:
         reason = job.error or (manifest.failure_reason if manifest else "")
         st.warning("This run has no 3D result to show" + (f": {esc(reason)}" if reason else "."))

@@ -10,14 +10,11 @@ import streamlit as st
 
 from core import figures, jobs
 from core.manifest import RunManifest, StageRecord
-from pages._ui import LEVEL_ICONS, PAGE_NEW, esc, run_links, run_picker, setup, thumbnails
+from pages._ui import BAD_ICON, LEVEL_ICONS, OK_ICON, PAGE_NEW, esc, run_links, run_picker, setup, thumbnails
 
-store = setup("Diagnostics", "🩺")
-st.title("🩺 Diagnostics")
+store = setup("Diagnostics", ":material/monitoring:")
+st.title(":material/monitoring: Diagnostics")
 NOT_AVAILABLE = "Not available for this run."
-STAGE_TITLES = {"capture": "Photo checks", "sfm": "Camera placement (structure from motion)",
-                "depth_prior": "Depth prior", "depth_maps": "Depth maps", "mvs": "Depth maps", "fusion": "Fusion",
-                "mesh": "Mesh", "export": "Exports"}
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the camera model…")
@@ -42,10 +39,11 @@ def artifact(manifest: RunManifest, run_dir: Path, key: str) -> Path | None:
 
 def show_findings(stage: StageRecord) -> None:
     for finding in stage.findings:
-        text = f"{LEVEL_ICONS.get(finding.level, '')} {esc(finding.message)}"
+        text = esc(finding.message)
         if finding.hint:
             text += f"  \n**What to do:** {esc(finding.hint)}"
-        {"error": st.error, "warning": st.warning}.get(finding.level, st.info)(text)
+        show = {"error": st.error, "warning": st.warning}.get(finding.level, st.info)
+        show(text, icon=LEVEL_ICONS.get(finding.level))
 
 
 def panel_capture(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
@@ -84,7 +82,8 @@ def panel_sfm(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
             with cols[i % 8]:
                 if name in thumbs:
                     st.image(str(thumbs[name]), width="stretch")
-                st.caption(("🟢 placed" if entry.get("registered") else "🔴 not placed") + f" · {esc(name)}")
+                st.caption((f"{OK_ICON} placed" if entry.get("registered") else f"{BAD_ICON} not placed")
+                           + f" · {esc(name)}")
     else:
         st.caption(NOT_AVAILABLE)
 
@@ -146,7 +145,8 @@ def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> Non
 
 def panel_fusion(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
     metrics = stage.metrics
-    kept = next((metrics[k] for k in ("points_kept", "kept", "fused_points", "points") if k in metrics), None)
+    kept_keys = ("kept_depths", "points_kept", "kept", "fused_points", "points")
+    kept = next((metrics[k] for k in kept_keys if k in metrics), None)
     dropped = {k: v for k, v in metrics.items() if isinstance(v, int | float) and
                (k.startswith("dropped") or k.startswith("removed") or k.startswith("rejected"))}
     if kept is None and not dropped:
@@ -169,13 +169,13 @@ def panel_mesh(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None
     cols[2].metric("Open edges", boundary if boundary is not None else metrics.get("boundary_edges", "–"))
 
 
-PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth_maps": panel_depth, "mvs": panel_depth,
-          "depth_prior": panel_depth, "fusion": panel_fusion, "mesh": panel_mesh}
+PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth": panel_depth, "depth_maps": panel_depth,
+          "mvs": panel_depth, "depth_prior": panel_depth, "fusion": panel_fusion, "mesh": panel_mesh}
 
 job = run_picker(store)
 if job is None:
     st.info("No runs yet. Start a capture first.")
-    st.page_link(PAGE_NEW, label="New capture", icon="📷")
+    st.page_link(PAGE_NEW, label="New capture", icon=":material/add_a_photo:")
     st.stop()
 run_dir = store.run_dir(job)
 manifest = jobs.read_manifest(run_dir)
@@ -195,7 +195,8 @@ st.caption(esc(why))
 
 st.subheader("Time per stage")
 if manifest.stages:
-    st.plotly_chart(figures.stage_times_figure([(s.name, s.seconds) for s in manifest.stages]), key="times")
+    times = [(jobs.stage_label(s.name), s.seconds) for s in manifest.stages]
+    st.plotly_chart(figures.stage_times_figure(times), key="times")
 else:
     st.caption(NOT_AVAILABLE)
 
@@ -205,12 +206,12 @@ if not findings:
     st.caption("Nothing to report.")
 for stage in manifest.stages:
     if stage.findings:
-        st.markdown(f"**{STAGE_TITLES.get(stage.name, stage.name)}**")
+        st.markdown(f"**{esc(jobs.stage_label(stage.name))}**")
         show_findings(stage)
 
 st.subheader("Stages")
 for stage in manifest.stages:
-    title = STAGE_TITLES.get(stage.name, stage.name)
+    title = jobs.stage_label(stage.name)
     with st.expander(f"{title} — {stage.status}, {stage.seconds:.1f} s", expanded=stage.status == "failed"):
         panel = PANELS.get(stage.name)
         if panel is not None:

@@ -7,8 +7,8 @@ import streamlit as st
 from core import jobs
 from pages._ui import VERDICT_ICONS, esc, first_thumbnail, job_title, run_links, setup, when
 
-store = setup("Review", "✔️")
-st.title("✔️ Review")
+store = setup("Review", ":material/fact_check:")
+st.title(":material/fact_check: Review")
 st.caption("Approve the models that may go to the shop. Every decision is kept with who made it and when.")
 
 all_jobs = store.list_jobs()
@@ -22,7 +22,7 @@ for job in all_jobs:
     verdict, why = jobs.quality_verdict(job, jobs.read_manifest(store.run_dir(job)))
     review = latest.get(job.id)
     rows.append({"id": job.id, "SKU": job.sku, "product": job.product_name, "date": when(job.created),
-                 "status": job.status, "quality": f"{VERDICT_ICONS.get(verdict, '')} {verdict}", "verdict": verdict,
+                 "status": job.status, "quality": verdict,
                  "why": why, "reviewer": review.reviewer if review else "", "decision": review.decision if review
                  else "pending"})
 
@@ -32,7 +32,7 @@ statuses = f2.multiselect("Status", ["done", "failed", "cancelled", "running", "
 search = f3.text_input("Search SKU or product")
 shown = [r for r in rows if (not decisions or r["decision"] in decisions) and (not statuses or r["status"] in statuses)
          and (not search or search.lower() in f"{r['SKU']} {r['product']}".lower())]
-st.dataframe([{k: v for k, v in r.items() if k not in ("id", "verdict", "why")} for r in shown], hide_index=True,
+st.dataframe([{k: v for k, v in r.items() if k not in ("id", "why")} for r in shown], hide_index=True,
              width="stretch")
 st.caption(f"{len(shown)} of {len(rows)} runs.")
 
@@ -56,25 +56,34 @@ with left:
 with right:
     st.markdown(f"### {esc(job.product_name or 'Unnamed product')}")
     st.markdown(f"SKU **{esc(job.sku) or '–'}** · {job.preset} · {job.status} · "
-                f"quality {row['quality']}")
+                f"quality {VERDICT_ICONS.get(row['quality'], '')} {row['quality']}")
     st.caption(esc(row["why"]))
     run_links(job)
 
+# Only a run with a 3D model can go to the shop; any run can be rejected with a note.
+approvable = row["quality"] in ("good", "check", "poor")
+flash = st.session_state.pop("review_flash", None)
+if flash:
+    st.success(flash)
 with st.form("decision", clear_on_submit=True):
     st.markdown("**Your decision**")
     reviewer = st.text_input("Your name", value=st.session_state.get("reviewer", ""), max_chars=80)
-    decision = st.radio("Decision", ["approved", "rejected"], horizontal=True,
+    choices = ["approved", "rejected"] if approvable else ["rejected"]
+    decision = st.radio("Decision", choices, horizontal=True,
                         format_func=lambda d: "Approve for the shop" if d == "approved" else "Reject")
+    if not approvable:
+        st.caption("This run cannot be approved: " + esc(row["why"]))
+    elif row["quality"] != "good":
+        st.caption("Check the findings in Diagnostics before approving: " + esc(row["why"]))
     note = st.text_area("Note (what is good or what must change)", max_chars=2000)
     if st.form_submit_button("Save decision", type="primary"):
         if not reviewer.strip():
             st.error("Enter your name so the decision can be traced.")
-        elif decision == "approved" and job.status != "done":
-            st.error("Only finished runs can be approved; reject it or wait for it to finish.")
         else:
             store.add_review(job.id, reviewer, decision, note)
             st.session_state["reviewer"] = reviewer.strip()
-            st.success(f"Saved: {decision}.")
+            st.session_state["review_flash"] = f"Saved: {decision}."
+            st.rerun()  # redraw the dashboard with the new decision
 
 history = store.reviews(job.id)
 st.markdown("**Decision history**")

@@ -16,10 +16,16 @@ import streamlit as st
 from core import jobs
 from core.store import Job, Store, data_dir
 
-STATUS_ICONS = {"queued": "⏳", "starting": "🚀", "running": "⚙️", "done": "✅", "failed": "❌", "cancelled": "⛔"}
-VERDICT_ICONS = {"good": "🟢", "check": "🟡", "poor": "🔴", "failed": "❌", "incomplete": "🟠", "pending": "⏳",
-                 "cancelled": "⛔"}
-LEVEL_ICONS = {"info": "ℹ️", "warning": "⚠️", "error": "❌"}
+# Material icons ship with Streamlit, so they render everywhere (emoji need a system font).
+OK_ICON, BAD_ICON, WARN_ICON = ":green[:material/check_circle:]", ":red[:material/cancel:]", \
+    ":orange[:material/warning:]"
+STATUS_ICONS = {"queued": ":material/schedule:", "starting": ":material/rocket_launch:",
+                "running": ":blue[:material/autorenew:]", "done": OK_ICON, "failed": ":red[:material/error:]",
+                "cancelled": ":gray[:material/block:]"}
+VERDICT_ICONS = {"good": ":green[:material/verified:]", "check": WARN_ICON, "poor": ":red[:material/report:]",
+                 "failed": ":red[:material/error:]", "incomplete": ":orange[:material/pending:]",
+                 "pending": ":material/schedule:", "cancelled": ":gray[:material/block:]"}
+LEVEL_ICONS = {"info": ":material/info:", "warning": ":material/warning:", "error": ":material/error:"}
 POLL_SECONDS = 2.0
 
 PAGE_NEW = "pages/1_New_capture.py"
@@ -33,7 +39,7 @@ def _store(root: str) -> Store:
     return Store(Path(root))
 
 
-def setup(title: str, icon: str = "📦") -> Store:
+def setup(title: str, icon: str = ":material/deployed_code:") -> Store:
     """Page config, logging, the store; and a dispatch, so queued jobs start whenever anyone opens a page."""
     st.set_page_config(page_title=f"{title} · Product Studio", page_icon=icon, layout="wide")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,7 +67,8 @@ def job_title(job: Job) -> str:
 
 
 def job_label(job: Job) -> str:
-    return f"{STATUS_ICONS.get(job.status, '')} {job_title(job)} · {when(job.created)} · {job.status}"
+    """Plain text for select boxes (they show markdown and icon codes literally)."""
+    return f"{job_title(job)} · {when(job.created)} · {job.status}"
 
 
 def run_picker(store: Store, label: str = "Run", statuses: tuple[str, ...] | None = None) -> Job | None:
@@ -120,17 +127,18 @@ def _job_panel_body(store: Store, job_id: str, was_final: bool) -> None:
     progress = jobs.job_progress(job)
     icon = STATUS_ICONS.get(job.status, "")
     st.markdown(f"#### {icon} {esc(job_title(job))} — {job.status}")
+    if progress.stage and not job.is_final:
+        st.markdown(f"**Now:** {esc(jobs.stage_label(progress.stage))}")
     if job.status == "queued":
         waiting = [j.id for j in reversed(store.list_jobs(("queued",)))]
         position = waiting.index(job.id) + 1 if job.id in waiting else 1
         st.info(f"Waiting for a free worker (position {position} in the queue; "
                 f"{jobs.max_concurrent_jobs()} job(s) run at once). You can leave this page; the job keeps its place.")
     st.progress(progress.overall, text=esc(progress.message) or job.status)
-    cols = st.columns(4)
-    cols[0].metric("Stage", progress.stage or "–")
-    cols[1].metric("Done", f"{progress.overall:.0%}")
-    cols[2].metric("Elapsed", jobs.format_duration(progress.elapsed_s if job.started else None))
-    cols[3].metric("Time left (estimate)", jobs.format_duration(progress.eta_s) if job.status == "running" else "–")
+    cols = st.columns(3)
+    cols[0].metric("Done", f"{progress.overall:.0%}")
+    cols[1].metric("Elapsed", jobs.format_duration(progress.elapsed_s if job.started else None))
+    cols[2].metric("Time left (estimate)", jobs.format_duration(progress.eta_s) if job.status == "running" else "–")
     if job.status == "failed":
         st.error(esc(job.error) or "The run failed.")
     elif job.status == "cancelled":
@@ -148,11 +156,12 @@ def _job_panel_body(store: Store, job_id: str, was_final: bool) -> None:
 
 def run_links(job: Job, include_new: bool = False) -> None:
     cols = st.columns(4 if include_new else 3)
-    cols[0].page_link(PAGE_VIEWER, label="Open in 3D viewer", icon="🧊", query_params={"job": job.id})
-    cols[1].page_link(PAGE_DIAGNOSTICS, label="Diagnostics", icon="🩺", query_params={"job": job.id})
-    cols[2].page_link(PAGE_REVIEW, label="Review", icon="✔️", query_params={"job": job.id})
+    cols[0].page_link(PAGE_VIEWER, label="Open in 3D viewer", icon=":material/view_in_ar:",
+                      query_params={"job": job.id})
+    cols[1].page_link(PAGE_DIAGNOSTICS, label="Diagnostics", icon=":material/monitoring:", query_params={"job": job.id})
+    cols[2].page_link(PAGE_REVIEW, label="Review", icon=":material/fact_check:", query_params={"job": job.id})
     if include_new:
-        cols[3].page_link(PAGE_NEW, label="New capture", icon="📷")
+        cols[3].page_link(PAGE_NEW, label="New capture", icon=":material/add_a_photo:")
 
 
 def wait_hint() -> None:
