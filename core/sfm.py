@@ -69,12 +69,15 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     extraction.sift.max_num_features = config.max_num_features
     extraction.num_threads = config.num_threads
     camera_mode = pycolmap.CameraMode.SINGLE if capture.shared_camera else pycolmap.CameraMode.PER_IMAGE
+    # Import first so image ids follow the sorted names, not the order in which extraction threads finish.
+    pycolmap.Database.open(str(database)).close()
+    pycolmap.import_images(database, image_dir, camera_mode=camera_mode, image_names=image_names, options=reader)
     pycolmap.extract_features(database, image_dir, image_names=image_names, camera_mode=camera_mode,
                               reader_options=reader, extraction_options=extraction, device=device)
 
     progress(_EXTRACT, "matching features between photos")
     matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = config.num_threads
+    matching.num_threads = 1 if config.deterministic else config.num_threads
     verification = pycolmap.TwoViewGeometryOptions()
     verification.min_num_inliers = config.min_num_matches
     if len(image_names) <= config.exhaustive_max_images:
@@ -94,7 +97,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     progress(_EXTRACT + _MATCH, "placing the cameras")
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.min_num_matches = config.min_num_matches
-    mapping.num_threads = config.num_threads
+    mapping.num_threads = 1 if config.deterministic else config.num_threads
     mapping.random_seed = config.seed
     mapping.mapper.random_seed = config.seed
     mapping.triangulation.random_seed = config.seed
