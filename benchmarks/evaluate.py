@@ -264,12 +264,44 @@ def load_points(path: Path, mesh_samples: int = 500_000, seed: int = 0) -> tuple
     """Points of a PLY point cloud, or points sampled on a PLY/OBJ mesh; also the face count (0 for clouds)."""
     import open3d as o3d
 
+    if _ply_face_count(path) == 0:  # a point cloud: reading it as a mesh would only print a warning
+        cloud = o3d.io.read_point_cloud(str(path))
+        return np.asarray(cloud.points, dtype=np.float64), 0
     mesh = o3d.io.read_triangle_mesh(str(path))
     if len(mesh.triangles) > 0:
         vertices, triangles = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
         return sample_mesh(vertices, triangles, mesh_samples, seed), len(triangles)
     cloud = o3d.io.read_point_cloud(str(path))
     return np.asarray(cloud.points, dtype=np.float64), 0
+
+
+def _ply_face_count(path: Path) -> int | None:
+    """Faces declared in a PLY header (0 for a point cloud); None when it is not a PLY file."""
+    if Path(path).suffix.lower() != ".ply":
+        return None
+    with open(path, "rb") as fh:
+        for raw in fh:
+            line = raw.decode("ascii", errors="replace").strip()
+            if line.startswith("element face"):
+                return int(line.split()[-1])
+            if line == "end_header":
+                return 0
+    return 0
+
+
+def load_depth_maps_cloud(folder: Path, min_confidence: float = 0.0) -> np.ndarray:
+    """All depth maps of a folder (core.mvs ``.npz`` layout) back-projected with their cameras, as one cloud.
+
+    Scores of this cloud are per-view depth accuracy before fusion (their own frame, like the sparse model).
+    """
+    from core.geometry import backproject_depth
+    from core.mvs import load_depth_view
+
+    clouds = []
+    for path in sorted(Path(folder).glob("*.npz")):
+        view = load_depth_view(path)
+        clouds.append(backproject_depth(view.depth, view.camera, view.confidence >= min_confidence))
+    return np.concatenate(clouds) if clouds else np.zeros((0, 3))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from benchmarks.evaluate import (
     PoseReport,
     cameras_from_reconstruction,
     evaluate_poses,
+    load_depth_maps_cloud,
     load_points,
     read_middlebury_par,
     read_strecha_folder,
@@ -75,9 +76,15 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
                               backdrop="plain", **_size(q)),
         MODELS / "005_tomato_soup_can"),
     SyntheticCapture(
-        "fuze_turntable", "FUZE bottle (scan), turntable with a plain plate, plain sweep backdrop",
-        lambda q: CaptureSpec(object=str(MODELS / "fuze_bottle"), mode="turntable", support="plain",
+        "fuze_turntable", "FUZE bottle (scan), turntable with a textured plate, plain sweep backdrop",
+        lambda q: CaptureSpec(object=str(MODELS / "fuze_bottle"), mode="turntable", support="textured",
                               backdrop="plain", **_size(q)),
+        MODELS / "fuze_bottle"),
+    SyntheticCapture(
+        "fuze_turntable_plain_plate", "hard case: FUZE bottle on a plain turntable plate, one ring, plain backdrop "
+        "(the static shadow and plate edge mislead SfM)",
+        lambda q: CaptureSpec(object=str(MODELS / "fuze_bottle"), mode="turntable", support="plain",
+                              backdrop="plain", elevations_deg=(30.0,), **_size(q)),
         MODELS / "fuze_bottle"),
     SyntheticCapture(
         "plain_box", "plain-coloured procedural box (low texture), orbit, textured mat, plain studio",
@@ -88,6 +95,9 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
         lambda q: CaptureSpec(object="procedural-bottle", mode="orbit", support="textured", backdrop="plain",
                               **_size(q))),
 ]}
+SURFACE_ARTIFACTS = ("depth_maps", "dense_points_full", "dense_points", "mesh")
+"""Manifest artefacts scored against the true surface: per-view depth maps (folder of .npz, before fusion), the
+fused cloud before and after product isolation, and the final mesh."""
 DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "plain_box")
 QUICK_CAPTURES = ("textured_bottle", "plain_box")
 
@@ -206,14 +216,17 @@ def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_r
     if surface is None:
         return out
     artifacts = manifest.get("artifacts", {})
-    for key in ("dense_points", "mesh"):
+    for key in SURFACE_ARTIFACTS:
         path = artifacts.get(key)
         if not path or not (run_dir / path).exists():
             continue
         if poses.alignment is None:
             out[key] = {"error": "fewer than 3 photos placed: no alignment to the ground truth"}
             continue
-        points, faces = load_points(run_dir / path)
+        if (run_dir / path).is_dir():  # a folder of per-view depth maps
+            points, faces = load_depth_maps_cloud(run_dir / path), 0
+        else:
+            points, faces = load_points(run_dir / path)
         report = surface.evaluate(points, poses.alignment).to_dict()
         report["faces"] = faces
         report["total_points"] = len(points)
@@ -283,7 +296,7 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
                 f"{stages} |")
         surface_rows = []
         for run in cap["runs"]:
-            for key in ("dense_points", "mesh"):
+            for key in SURFACE_ARTIFACTS:
                 s = run.get(key)
                 if not s:
                     continue
@@ -384,7 +397,7 @@ def _print_run(name: str, run: dict[str, Any]) -> None:
     p = run.get("poses", {})
     line = (f"  {name}/{run['preset']}: {run.get('status')} in {run['wall_s']:.0f} s, peak {run['peak_rss_mb']:.0f} MB,"
             f" placed {p.get('num_registered')}/{p.get('num_images')}, rot {_fmt(p.get('median_rotation_deg'))} deg")
-    for key in ("dense_points", "mesh"):
+    for key in SURFACE_ARTIFACTS:
         s = run.get(key)
         if s and "fscore" in s:
             line += f", {key} F@1% {s['fscore'][1]:.3f}"
