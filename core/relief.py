@@ -35,9 +35,12 @@ RELATIVE_FAR_OVER_NEAR = 1.6
 """Relative depth only: the farthest (98th percentile) point is put this many times farther than the nearest (2nd)."""
 GRAZING_COS = 0.1
 """Triangles seen at more than ~84 degrees from their normal are cut: they bridge a depth discontinuity."""
-MIN_GAP_SEPARATION = 0.85
-"""Otsu separation (between-class / total variance of inverse depth) needed to remove the background (an even
-spread of depths scores 0.75, two tight layers close to 1)."""
+SUPPORT_MAX_TILT_DEG = 60.0
+"""A plane counts as the table when its normal is within this angle of the image's up direction."""
+SUPPORT_MIN_SHARE = 0.08
+"""...and holds at least this share of the pixels."""
+MIN_PRODUCT_SHARE = 0.01
+"""The product must cover at least this share of the photo, or the background is kept."""
 # cam_from_world for a camera at the origin looking along world +y with world z up (x_cam = x, y_cam = -z, z_cam = y).
 _R_CAM_FROM_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
@@ -95,38 +98,87 @@ def relative_to_depth(disparity: np.ndarray) -> np.ndarray | None:
     return np.where(valid, 1.0 / inverse, np.nan).astype(np.float32)
 
 
-def foreground_mask(depth: np.ndarray) -> tuple[np.ndarray | None, float]:
-    """Pixels of the product: the near side of the clearest split in inverse depth, biggest connected part.
+@dataclass
+class Isolation:
+    """What background removal found in a single photo."""
 
-    Returns (mask or None when there is no clear depth gap, the split's separation in [0, 1]).
-    """
+    mask: np.ndarray | None
+    """Product pixels, or None when the background was kept."""
+    support_share: float = 0.0
+    """Share of the pixels on the support plane (0 when none was found)."""
+    reason: str = ""
+    """Why the background was kept (empty when it was removed)."""
+
+
+def _support_plane(points: np.ndarray, tolerance: float) -> np.ndarray | None:
+    """(a, b, c, d) of the table plane (normal towards the camera) among camera-frame points, or None."""
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    remaining = cloud
+    for _ in range(3):  # the largest plane may be the backdrop; try a few
+        if len(remaining.points) < 100:
+            return None
+        plane, inliers = remaining.segment_plane(tolerance, 3, 300, probability=0.9999)
+        if len(inliers) < SUPPORT_MIN_SHARE * len(points):
+            return None
+        normal = np.asarray(plane[:3]) / np.linalg.norm(plane[:3])
+        plane = np.asarray(plane) / np.linalg.norm(plane[:3])
+        if plane[3] < 0:  # orient so the camera (origin) is on the positive side
+            normal, plane = -normal, -plane
+        # Image up is -y in the camera frame; a table seen from above has its normal tilted towards it.
+        if np.degrees(np.arccos(np.clip(-normal[1], -1, 1))) <= SUPPORT_MAX_TILT_DEG:
+            return plane
+        remaining = remaining.select_by_index(inliers, invert=True)
+    return None
+
+
+def foreground_mask(depth: np.ndarray, camera: PinholeCamera) -> Isolation:
+    """The product's pixels: drop the support plane and what lies under it, cut at depth edges, keep the central,
+    near region (plus pieces at the same depth that do not touch the border)."""
+    h, w = depth.shape
     valid = np.isfinite(depth) & (depth > 0)
     if valid.sum() < 100:
-        return None, 0.0
-    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
-    lo, hi = np.percentile(inverse[valid], [1, 99])
-    if hi <= lo:
-        return None, 0.0
-    scaled = np.clip((inverse - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
-    threshold, _ = cv2.threshold(scaled[valid].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    values = scaled[valid].astype(np.float64)
-    near_side = values > threshold
-    if near_side.all() or not near_side.any():
-        return None, 0.0
-    w1 = near_side.mean()
-    between = w1 * (1 - w1) * (values[near_side].mean() - values[~near_side].mean()) ** 2
-    separation = float(between / max(values.var(), 1e-12))
-    if separation < MIN_GAP_SEPARATION:
-        return None, separation
-    near = valid & (scaled > threshold)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(near.astype(np.uint8), connectivity=8)
-    if count <= 1:
-        return None, separation
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    mask = labels == largest
-    if mask.mean() < 0.02:  # a speck: the split found noise, not a product
-        return None, separation
-    return mask, separation
+        return Isolation(None, reason="too few pixels with depth")
+    u, v = pixel_grid(w, h)
+    K = camera.K
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth], axis=-1)
+    keep = valid.copy()
+    # Plane tolerance ~1 % of depth: monocular depth is smooth but not exact; tighter would leave the table in bits.
+    tolerance = 0.01 * float(np.percentile(depth[valid], 25))
+    stride = max(1, int(np.sqrt(valid.sum() / 40_000)))  # a thinned copy is plenty for RANSAC
+    sample = cam[::stride, ::stride][valid[::stride, ::stride]]
+    plane = _support_plane(sample.astype(np.float64), tolerance)
+    support_share = 0.0
+    if plane is not None:
+        distance = np.nan_to_num(cam @ plane[:3] + plane[3], nan=-1.0)
+        support = valid & (distance <= 0.01 * depth)  # on the table, or under it (away from the camera)
+        support_share = float(support.mean())
+        keep &= ~support
+    keep &= ~dp.prior_edges(np.where(valid, depth, np.nan))  # cut at depth discontinuities
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(keep.astype(np.uint8), connectivity=4)
+    min_area = MIN_PRODUCT_SHARE * h * w
+    candidates = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= min_area]
+    if not candidates:
+        return Isolation(None, support_share, "nothing stands out from the background")
+    inverse = {k: float(np.median(1.0 / depth[labels == k])) for k in candidates}
+    nearest = max(inverse.values())
+    half_diagonal = 0.5 * np.hypot(w, h)
+
+    def score(k: int) -> float:
+        centrality = 1.0 - np.hypot(*(centroids[k] - (w / 2, h / 2))) / half_diagonal
+        return centrality + inverse[k] / nearest
+
+    best = max(candidates, key=score)
+    mask = labels == best
+    for k in candidates:  # other pieces of the product: as near, not running off the photo
+        x, y, bw, bh = stats[k, :4]
+        inside = x > 0 and y > 0 and x + bw < w and y + bh < h
+        if k != best and inside and 0.8 <= inverse[k] / inverse[best] <= 1.25:
+            mask |= labels == k
+    if mask.sum() >= 0.98 * valid.sum():
+        return Isolation(None, support_share, "no table or depth edge separates the product from its surroundings")
+    return Isolation(mask, support_share)
 
 
 def grid_mesh(depth: np.ndarray, image: np.ndarray, camera: PinholeCamera, step: int,
@@ -213,7 +265,7 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
     else:
         K = intrinsics_from_fov(max(width, height), max(width, height), ASSUMED_FOV_DEG)
         K[:2, 2] = (width / 2, height / 2)
-        focal_note = f"an assumed {ASSUMED_FOV_DEG:.0f} degree field of view across the longer side"
+        focal_note = f"a {ASSUMED_FOV_DEG:.0f} degree field of view across the longer side"
         findings.append(Finding("info", f"The photo has no focal length in its EXIF data; the relief assumes "
                                         f"{focal_note}. Proportions in depth may be off.",
                                 "Upload the original camera file (with EXIF) for a better field of view."))
@@ -265,15 +317,15 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
     assert depth is not None
 
     progress(0.6, "removing the background")
-    separation = 0.0
-    removed = False
+    removed, support_share = False, 0.0
     if config.dense.isolate_product:
-        mask, separation = foreground_mask(depth)
-        if mask is None:
-            findings.append(Finding("info", "The background was kept: no clear depth gap between product and "
-                                            "background.", "Photograph the product away from the wall."))
+        isolation = foreground_mask(depth, camera)
+        support_share = isolation.support_share
+        if isolation.mask is None:
+            findings.append(Finding("info", f"The background was kept: {isolation.reason}.",
+                                    "Photograph the product on a table, away from the wall, filling the frame."))
         else:
-            depth = np.where(mask, depth, np.nan).astype(np.float32)
+            depth = np.where(isolation.mask, depth, np.nan).astype(np.float32)
             removed = True
 
     progress(0.7, "meshing")
@@ -297,7 +349,7 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
         "vertices": len(mesh.vertices), "faces": len(mesh.triangles), "cut_faces": mesh.cut_faces,
         "focal_px": round(float(K[0, 0]), 2), "focal_assumed": float(not check.focal_px),
         "depth_from_file": float(source == "file"), "metric_scale": float(scale == "metric"),
-        "background_removed": float(removed), "depth_gap_separation": round(separation, 3),
+        "background_removed": float(removed), "support_share": round(support_share, 3),
         "covered_fraction": float(finite.mean()),
         "depth_range": [float(np.nanmin(depth)), float(np.nanmax(depth))] if finite.any() else None,
         "seconds": round(time.perf_counter() - started, 2),
