@@ -9,7 +9,9 @@ The app's worker processes call ``run_pipeline`` (multi-view) and ``run_single_p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import shutil
 import sys
 import time
 import traceback
@@ -70,15 +72,59 @@ def _depth(ctx: RunContext, progress: ProgressFn) -> StageOutput:
 def _depth_prior(ctx: RunContext, progress: ProgressFn) -> StageOutput:
     from core.depth_prior import apply_depth_priors
 
+    prior_config = dataclasses.replace(ctx.config.depth_prior)
+    if prior_config.depth_dir:
+        prior_config.depth_dir = str(_collect_supplied_depth(ctx, Path(prior_config.depth_dir)))
     return apply_depth_priors(ctx.results["scene"], ctx.results["depth"], ctx.run_dir / "depth_prior",
-                              ctx.config.depth_prior, progress)
+                              prior_config, progress)
+
+
+def _collect_supplied_depth(ctx: RunContext, depth_dir: Path) -> Path:
+    """Copy the user's depth maps into the run folder, renamed after the working photos the later stages use.
+
+    A depth map is named like the photo file it belongs to (the CLI user's file, or the app's stored upload).
+    Keeping a copy also means the run folder holds every input it was made from.
+    """
+    from core.depth_prior import find_depth_file
+
+    target = ctx.run_dir / "supplied_depth"
+    if not depth_dir.is_dir():
+        return depth_dir  # the prior stage reports the missing folder
+    target.mkdir(exist_ok=True)
+    for source, record in zip(ctx.photos, ctx.results["capture"].photos, strict=True):
+        found = find_depth_file(depth_dir, source.name) if record.working_image else None
+        if found is not None:
+            shutil.copyfile(found, target / f"{Path(record.working_image).stem}{found.suffix.lower()}")
+    return target
+
+
+def _fusion(ctx: RunContext, progress: ProgressFn) -> StageOutput:
+    from core.fusion import fuse_depth_maps
+
+    return fuse_depth_maps(ctx.results["depth_prior"], ctx.run_dir / "fusion", ctx.config.dense, progress)
+
+
+def _isolation(ctx: RunContext, progress: ProgressFn) -> StageOutput:
+    from core.isolation import isolate_product
+
+    return isolate_product(ctx.results["fusion"], ctx.results["scene"], ctx.run_dir / "isolation", ctx.config.dense,
+                           progress)
+
+
+def _mesh(ctx: RunContext, progress: ProgressFn) -> StageOutput:
+    from core.mesh import build_mesh
+
+    return build_mesh(ctx.results["isolation"], ctx.run_dir / "mesh", ctx.config.mesh, progress)
 
 
 MULTI_VIEW_STAGES: list[Stage] = [
     Stage("capture", "Checking photos", 0.03, _capture),
     Stage("sfm", "Placing cameras (structure from motion)", 0.30, _sfm),
-    Stage("depth", "Estimating depth per photo (multi-view stereo)", 0.40, _depth),
+    Stage("depth", "Estimating depth per photo (multi-view stereo)", 0.35, _depth),
     Stage("depth_prior", "Adding the monocular depth prior", 0.05, _depth_prior),
+    Stage("fusion", "Fusing depth maps into a point cloud", 0.10, _fusion),
+    Stage("isolation", "Separating the product from the background", 0.04, _isolation),
+    Stage("mesh", "Building and exporting the mesh", 0.13, _mesh),
 ]
 
 
@@ -191,7 +237,28 @@ def _attach_run_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
-SINGLE_PHOTO_STAGES: list[Stage] = []
+def _single_capture(ctx: RunContext, progress: ProgressFn) -> StageOutput:
+    from core.capture import prepare_capture
+
+    return prepare_capture(ctx.photos, ctx.run_dir, ctx.config.capture, progress, ctx.display_names, min_photos=1)
+
+
+def _relief(ctx: RunContext, progress: ProgressFn) -> StageOutput:
+    from core.relief import build_relief
+
+    from core.depth_prior import find_depth_file
+
+    # The stored original (EXIF intact) rather than the working copy: the relief reads the focal length itself.
+    photo = ctx.run_dir / ctx.results["capture"].accepted[0].stored_as
+    depth_dir = ctx.config.depth_prior.depth_dir
+    depth_file = find_depth_file(Path(depth_dir), ctx.photos[0].name) if depth_dir else None
+    return build_relief(photo, ctx.run_dir / "relief", ctx.config, progress, depth_file=depth_file)
+
+
+SINGLE_PHOTO_STAGES: list[Stage] = [
+    Stage("capture", "Checking the photo", 0.05, _single_capture),
+    Stage("relief", "Turning the photo into a 3D relief", 0.95, _relief),
+]
 
 
 def list_photos(folder: Path) -> list[Path]:
