@@ -56,8 +56,6 @@ class SfmConfig:
     """Random seed for COLMAP (RANSAC, mapping)."""
     num_threads: int = -1
     """Threads for COLMAP; -1 uses all cores."""
-    deterministic: bool = True
-    """Match and map on one thread so a re-run gives bit-identical cameras (parallel RANSAC is not reproducible)."""
 
 
 @dataclass

@@ -77,9 +77,10 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
 
     progress(_EXTRACT, "matching features between photos")
     matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = 1 if config.deterministic else config.num_threads
+    matching.num_threads = config.num_threads
     verification = pycolmap.TwoViewGeometryOptions()
     verification.min_num_inliers = config.min_num_matches
+    verification.ransac.random_seed = config.seed  # seeded per pair, so parallel verification is reproducible
     if len(image_names) <= config.exhaustive_max_images:
         matching_mode = "exhaustive"
         pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification,
@@ -97,7 +98,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     progress(_EXTRACT + _MATCH, "placing the cameras")
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.min_num_matches = config.min_num_matches
-    mapping.num_threads = 1 if config.deterministic else config.num_threads
+    mapping.num_threads = config.num_threads
     mapping.random_seed = config.seed
     mapping.mapper.random_seed = config.seed
     mapping.triangulation.random_seed = config.seed
