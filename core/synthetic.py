@@ -27,9 +27,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -779,8 +781,13 @@ def render_view(scene: _Scene, view: _View, spec: CaptureSpec, rng: np.random.Ge
     return image, depth, mask
 
 
-def render_capture(spec: CaptureSpec, out_dir: Path, progress: ProgressFn = no_progress) -> CaptureGroundTruth:
-    """Render a capture into ``out_dir`` (photos, cameras.json, object.ply, depth, masks, capture.json)."""
+def render_capture(spec: CaptureSpec, out_dir: Path, progress: ProgressFn = no_progress,
+                   workers: int | None = None) -> CaptureGroundTruth:
+    """Render a capture into ``out_dir`` (photos, cameras.json, object.ply, depth, masks, capture.json).
+
+    ``workers`` views are rendered at once (default: up to 2; ray casting and OpenCV release the GIL). Every view
+    has its own seeded noise, so the result does not depend on the number of workers.
+    """
     out_dir = Path(out_dir)
     started = time.perf_counter()
     progress(0.0, "building the scene")
@@ -792,9 +799,10 @@ def render_capture(spec: CaptureSpec, out_dir: Path, progress: ProgressFn = no_p
         (out_dir / "depth").mkdir(exist_ok=True)
     if spec.write_masks:
         (out_dir / "masks").mkdir(exist_ok=True)
-    for index, view in enumerate(views):
-        rng = np.random.default_rng([spec.seed, index])
-        image, depth, mask = render_view(scene, view, spec, rng)
+
+    def render_and_write(index: int) -> str:
+        view = views[index]
+        image, depth, mask = render_view(scene, view, spec, np.random.default_rng([spec.seed, index]))
         stem = Path(view.name).stem
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         params = [cv2.IMWRITE_JPEG_QUALITY, 92] if spec.image_format == "jpg" else []
@@ -804,7 +812,12 @@ def render_capture(spec: CaptureSpec, out_dir: Path, progress: ProgressFn = no_p
             np.save(out_dir / "depth" / f"{stem}.npy", depth)
         if spec.write_masks:
             cv2.imwrite(str(out_dir / "masks" / f"{stem}.png"), mask.astype(np.uint8) * 255)
-        progress((index + 1) / len(views), f"rendered {view.name}")
+        return view.name
+
+    workers = workers or min(2, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, name in enumerate(pool.map(render_and_write, range(len(views))), start=1):
+            progress(done / len(views), f"rendered {name}")
     cameras = [view.camera_object for view in views]
     _write_cameras(out_dir / CAMERAS_JSON, [v.name for v in views], cameras)
     _write_mesh(out_dir / OBJECT_PLY, scene.product)
