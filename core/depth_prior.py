@@ -324,6 +324,13 @@ def read_depth_file(path: Path, size: tuple[int, int] | None = None) -> np.ndarr
         raise ValueError(f"{path.name}: depth maps must be .npy or 16-bit .png")
     if depth.ndim != 2:
         raise ValueError(f"{path.name}: expected a 2-D depth map, got shape {depth.shape}")
+    if size is not None:
+        # Resizing is fine (LiDAR maps are small); a different shape means another crop or orientation.
+        aspect, wanted = depth.shape[1] / depth.shape[0], size[0] / size[1]
+        if abs(np.log(aspect / wanted)) > 0.05:
+            turned = " (turned by 90 degrees?)" if abs(np.log(aspect * wanted)) < 0.05 else ""
+            raise ValueError(f"{path.name} is {depth.shape[1]}x{depth.shape[0]} but the photo is {size[0]}x{size[1]}"
+                             f"{turned}; depth maps must have the photo's shape and orientation")
     if size is not None and (depth.shape[1], depth.shape[0]) != tuple(size):
         depth = resize_depth(depth, size)
     return depth

@@ -157,6 +157,8 @@ def test_supplied_depth_files_are_read_and_resized(tmp_path: Path) -> None:
     assert small.shape == (24, 32)
     with pytest.raises(ValueError, match="16-bit"):
         dp.read_depth_file(tmp_path / "img_003.png")
+    with pytest.raises(ValueError, match="turned by 90 degrees"):
+        dp.read_depth_file(tmp_path / "img_001.npy", size=(48, 64))
 
 
 # ---------------------------------------------------------------- the stage: fusion with stereo
