@@ -39,9 +39,11 @@ class SfmConfig:
     max_num_features: int = 8192
     """SIFT keypoints per photo."""
     exhaustive_max_images: int = 60
-    """Exhaustive matching up to this many photos; sequential matching with wide overlap above."""
-    sequential_overlap: int = 12
-    """Neighbours matched on each side in sequential mode (photos in capture order)."""
+    """Exhaustive matching up to this many photos; above, capture-order neighbours plus retrieved look-alikes."""
+    sequential_overlap: int = 8
+    """Successors in capture order each photo is matched with (large sets)."""
+    retrieval_neighbours: int = 10
+    """Most similar photos (bag of SIFT words) each photo is also matched with (large sets; closes loops)."""
     min_num_matches: int = 15
     """Two-view geometries with fewer inlier matches are ignored."""
     init_min_inliers: int = 50

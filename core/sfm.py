@@ -86,14 +86,17 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
         pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification,
                                   device=device)
     else:
-        # Large sets are usually shot in order around the product: match neighbours in capture order, with
-        # quadratic overlap reaching further back to close the loop (no vocabulary tree is available offline).
-        matching_mode = "sequential"
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = config.sequential_overlap
-        pairing.quadratic_overlap = True
-        pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing,
-                                  verification_options=verification, device=device)
+        # Large sets: neighbours in capture order, plus the photos most alike by retrieval, which closes the loop
+        # when the photographer comes back round to the start (COLMAP's vocabulary trees cannot be fetched offline).
+        matching_mode = "sequential+retrieval"
+        pairs = sequential_pairs(len(image_names), config.sequential_overlap)
+        pairs |= retrieval_pairs(database, image_names, config.retrieval_neighbours, config.seed)
+        pairs_file = work_dir / "pairs.txt"
+        pairs_file.write_text("".join(f"{image_names[i]} {image_names[j]}\n" for i, j in sorted(pairs)))
+        pairing = pycolmap.ImportedPairingOptions()
+        pairing.match_list_path = str(pairs_file)
+        pycolmap.match_image_pairs(database, matching_options=matching, pairing_options=pairing,
+                                   verification_options=verification, device=device)
 
     progress(_EXTRACT + _MATCH, "placing the cameras")
     mapping = pycolmap.IncrementalPipelineOptions()
@@ -170,6 +173,55 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
                           "model. Shoot more photos with more overlap (15-20 degree steps) and more texture in view.")
     progress(1.0, f"{len(registered)} of {len(image_names)} photos placed")
     return result
+
+
+def sequential_pairs(count: int, overlap: int) -> set[tuple[int, int]]:
+    """Each photo with its ``overlap`` successors and, further away, successors at powers of two."""
+    pairs = set()
+    for i in range(count):
+        steps = set(range(1, overlap + 1)) | {2**k for k in range(count.bit_length())}
+        pairs.update((i, i + step) for step in steps if i + step < count)
+    return pairs
+
+
+def retrieval_pairs(database: Path, image_names: list[str], neighbours: int, seed: int,
+                    words: int = 256, sample: int = 100_000) -> set[tuple[int, int]]:
+    """Each photo with its ``neighbours`` most similar photos by a tf-idf bag of SIFT words.
+
+    The vocabulary is learnt from this capture's own descriptors (k-means), which needs no download and suits a
+    single product: what the photos share is what the words describe.
+    """
+    import cv2
+    import pycolmap
+
+    db = pycolmap.Database.open(str(database))
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        descriptors = [np.asarray(db.read_descriptors(ids[name]).data, dtype=np.float32) for name in image_names]
+    finally:
+        db.close()
+    rng = np.random.default_rng(seed)
+    stacked = np.concatenate([d for d in descriptors if len(d)])
+    training = stacked[rng.choice(len(stacked), min(sample, len(stacked)), replace=False)]
+    cv2.setRNGSeed(seed)
+    criteria = (cv2.TERM_CRITERIA_MAX_ITER + cv2.TERM_CRITERIA_EPS, 20, 1.0)
+    _, _, centres = cv2.kmeans(training, words, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    histograms = np.zeros((len(image_names), words), dtype=np.float32)
+    for i, desc in enumerate(descriptors):
+        if len(desc):
+            assigned = [m.trainIdx for m in matcher.match(desc, centres)]
+            histograms[i] = np.bincount(assigned, minlength=words)
+    idf = np.log(len(image_names) / (1.0 + (histograms > 0).sum(0)))
+    weighted = histograms / np.maximum(histograms.sum(1, keepdims=True), 1) * idf
+    weighted /= np.maximum(np.linalg.norm(weighted, axis=1, keepdims=True), 1e-12)
+    similarity = weighted @ weighted.T
+    np.fill_diagonal(similarity, -np.inf)
+    pairs = set()
+    for i in range(len(image_names)):
+        for j in np.argsort(-similarity[i])[:neighbours]:
+            pairs.add((min(i, int(j)), max(i, int(j))))
+    return pairs
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -81,3 +81,22 @@ def test_sfm_is_reproducible_with_a_fixed_seed(tiny_capture: CaptureGroundTruth,
     assert sorted(first) == sorted(second)
     for name in first:  # bit-identical, not merely close: same seed, same machine
         assert np.array_equal(first[name].R, second[name].R) and np.array_equal(first[name].t, second[name].t)
+
+
+def test_large_capture_mode_closes_the_loop_by_retrieval(tiny_capture: CaptureGroundTruth, tiny_run: Path,
+                                                         tmp_path: Path) -> None:
+    """Above ``exhaustive_max_images`` photos are matched with capture-order neighbours plus retrieved look-alikes."""
+    from core.capture import prepare_capture
+    from core.sfm import retrieval_pairs, run_sfm, sequential_pairs
+
+    names = sorted(Path(p.working_image).name for p in load_manifest(tiny_run).photos)
+    retrieved = retrieval_pairs(tiny_run / "sfm" / "database.db", names, neighbours=3, seed=0)
+    assert (0, 11) in retrieved  # the last photo of the ring looks like the first: the loop is closed
+    assert sequential_pairs(12, 2) >= {(0, 1), (0, 2), (0, 4), (0, 8), (10, 11)}
+
+    config = preset_config("preview")
+    config.sfm.exhaustive_max_images, config.sfm.sequential_overlap, config.sfm.retrieval_neighbours = 4, 2, 3
+    capture = prepare_capture(list_photos(tiny_capture.image_dir), tmp_path, config.capture)
+    result = run_sfm(capture, tmp_path, config.sfm)
+    assert result.metrics["matching_mode"] == "sequential+retrieval"
+    assert result.metrics["photos_registered"] == 12
