@@ -75,6 +75,8 @@ class ModelLookup:
     message: str
     tried: list[str] = field(default_factory=list)
     """Each place looked at, with why it did not hold a model."""
+    how_to_enable: str = ""
+    """What the user can do to make the model available (empty when it was found)."""
 
 
 def is_model_folder(path: Path) -> bool:
@@ -164,11 +166,11 @@ def find_model(config: DepthPriorConfig) -> ModelLookup:
                 return ModelLookup(ModelLocation(downloaded, "download", repo_id), f"downloaded {repo_id}", tried)
             tried.append(f"download of {repo_id}: failed (no network?)")
 
-    message = (f"no depth prior: the model {display} was not found ({'; '.join(tried)}). To enable it put the model "
-               f"folder in {MODELS_DIR / basename} (on a machine with network: `hf download {repo_id or display} "
-               f"--local-dir models/{basename}`), or set {ENV_VAR}=/path/to/folder, or supply per-photo depth maps "
-               f"with --depth-prior-dir.")
-    return ModelLookup(None, message, tried)
+    how = (f"To enable it put the model folder in {MODELS_DIR / basename} (on a machine with network: "
+           f"`hf download {repo_id or display} --local-dir models/{basename}`), or set {ENV_VAR}=/path/to/folder, "
+           "or supply per-photo depth maps with --depth-prior-dir.")
+    message = f"no depth prior: the model {display} was not found ({'; '.join(tried)}). {how}"
+    return ModelLookup(None, message, tried, how)
 
 
 def resolve_model(config: DepthPriorConfig) -> ModelLocation | None:

@@ -294,8 +294,8 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
                          "supply a depth map for the photo (--depth-prior-dir).")
         lookup = dp.find_model(prior_config)
         if lookup.location is None:
-            return _fail("A single-photo relief needs a depth model or a depth map, and neither was found. "
-                         + lookup.message, [Finding("error", lookup.message)])
+            return _fail("A single-photo relief needs depth, and neither the depth model nor a depth map for this "
+                         "photo was found. " + lookup.how_to_enable, [Finding("info", lookup.message)])
         model = dp.load_depth_model(lookup.location)
         prediction = dp.predict_relative_depth(model, [image], prior_config.input_size)[0]
         source = "model"
