@@ -72,8 +72,12 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     # Import first so image ids follow the sorted names, not the order in which extraction threads finish.
     pycolmap.Database.open(str(database)).close()
     pycolmap.import_images(database, image_dir, camera_mode=camera_mode, image_names=image_names, options=reader)
-    pycolmap.extract_features(database, image_dir, image_names=image_names, camera_mode=camera_mode,
-                              reader_options=reader, extraction_options=extraction, device=device)
+    chunk = 8  # a few photos per call, so the progress bar moves; each call still uses every core
+    for start in range(0, len(image_names), chunk):
+        progress(_EXTRACT * start / len(image_names), f"finding features ({start} of {len(image_names)} photos)")
+        pycolmap.extract_features(database, image_dir, image_names=image_names[start:start + chunk],
+                                  camera_mode=camera_mode, reader_options=reader, extraction_options=extraction,
+                                  device=device)
 
     progress(_EXTRACT, "matching features between photos")
     matching = pycolmap.FeatureMatchingOptions()
