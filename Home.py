@@ -25,7 +25,9 @@ with right:
         if SAMPLE_IMAGES.is_dir() else []
     if st.button("Try it on the sample product", type="primary", disabled=not sample_photos,
                  help=None if sample_photos else "The sample photos are not installed (assets/sample/images)."):
-        job = jobs.submit_folder(store, SAMPLE_IMAGES, product_name="Sample product", sku="SAMPLE", preset="preview")
+        with st.spinner("Checking the sample photos…"):
+            job = jobs.submit_folder(store, SAMPLE_IMAGES, product_name="Sample product", sku="SAMPLE",
+                                     preset="preview")
         st.switch_page(PAGE_NEW, query_params={"job": job.id})
     if sample_photos:
         st.caption(f"{len(sample_photos)} sample photos, preview detail.")

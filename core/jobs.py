@@ -458,13 +458,14 @@ def job_progress(job: Job, now: float | None = None) -> JobProgress:
     return JobProgress(job.stage, overall, elapsed, eta, job.message)
 
 
-def stage_label(name: str) -> str:
+def stage_label(name: str, mode: str = "multi_view") -> str:
     """What the user reads for a stage: the pipeline's own label, else the internal name made readable."""
     try:
         from core.pipeline import MULTI_VIEW_STAGES, SINGLE_PHOTO_STAGES
     except ImportError:  # the pipeline module is optional for the pages that only read runs
         return name.replace("_", " ").capitalize()
-    labels = {s.name: s.label for s in [*MULTI_VIEW_STAGES, *SINGLE_PHOTO_STAGES]}
+    stages = SINGLE_PHOTO_STAGES if mode == "single_photo" else MULTI_VIEW_STAGES
+    labels = {s.name: s.label for s in stages}
     return labels.get(name) or name.replace("_", " ").capitalize()
 
 
@@ -545,6 +546,7 @@ class _Heartbeat(threading.Thread):
                                CANCEL_GRACE_S)
                 self.store.finish(self.job.id, "cancelled", message="Cancelled by the user.")
                 mark_manifest(self.store.run_dir(self.job), "cancelled", "Cancelled by the user.")
+                dispatch(self.store)  # the slot is free: start the next queued job before leaving
                 os._exit(3)  # the pipeline is inside a long call that cannot be interrupted from Python
 
 

@@ -184,6 +184,19 @@ class Store:
     def photos_dir(self, job: Job) -> Path:
         return self.resolve(job.photos_dir)
 
+    def prune_drafts(self, max_age_s: float = 2 * 86400) -> int:
+        """Delete draft folders nobody turned into a job (closed tabs); returns how many went."""
+        import shutil
+
+        drafts = self.root / "drafts"
+        cutoff = time.time() - max_age_s
+        removed = 0
+        for folder in drafts.iterdir() if drafts.is_dir() else []:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
     def new_draft_dir(self) -> Path:
         """A fresh folder for photos being checked before a job exists."""
         path = self.root / "drafts" / uuid.uuid4().hex[:12]

@@ -67,7 +67,8 @@ if layers["mesh"] is None:
 labels = {"mesh": "Mesh", "dense": "Dense cloud", "sparse": "Sparse cloud", "cameras": "Cameras"}
 available = [k for k in ("mesh", "dense", "sparse") if layers[k]] + (["cameras"] if layers["sparse"] else [])
 cols = st.columns(len(available))
-show = {key: col.toggle(labels[key], value=key != "dense" or layers["mesh"] is None, key=f"show-{key}")
+# With a mesh, open on the product alone (cameras span a much larger space and shrink it); without one, show all.
+show = {key: col.toggle(labels[key], value=key == "mesh" or layers["mesh"] is None, key=f"show-{key}")
         for key, col in zip(available, cols, strict=True)}
 
 mesh = load_mesh(str(layers["mesh"]), mtime(layers["mesh"])) if layers["mesh"] else None

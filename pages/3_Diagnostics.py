@@ -120,7 +120,10 @@ def panel_sfm(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
 
 
 def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
-    folder = artifact(manifest, run_dir, "depth_maps") or artifact(manifest, run_dir, stage.name)
+    # The prior writes its own maps under its stage name; the stereo stage's maps are "depth_maps".
+    folder = artifact(manifest, run_dir, stage.name)
+    if folder is None and stage.name != "depth_prior":
+        folder = artifact(manifest, run_dir, "depth_maps")
     files = sorted(folder.glob("*.npz")) if folder and folder.is_dir() else []
     if not files:
         st.caption("Depth maps: " + NOT_AVAILABLE)
@@ -195,7 +198,7 @@ st.caption(esc(why))
 
 st.subheader("Time per stage")
 if manifest.stages:
-    times = [(jobs.stage_label(s.name), s.seconds) for s in manifest.stages]
+    times = [(jobs.stage_label(s.name, manifest.mode), s.seconds) for s in manifest.stages]
     st.plotly_chart(figures.stage_times_figure(times), key="times")
 else:
     st.caption(NOT_AVAILABLE)
@@ -206,12 +209,12 @@ if not findings:
     st.caption("Nothing to report.")
 for stage in manifest.stages:
     if stage.findings:
-        st.markdown(f"**{esc(jobs.stage_label(stage.name))}**")
+        st.markdown(f"**{esc(jobs.stage_label(stage.name, manifest.mode))}**")
         show_findings(stage)
 
 st.subheader("Stages")
 for stage in manifest.stages:
-    title = jobs.stage_label(stage.name)
+    title = jobs.stage_label(stage.name, manifest.mode)
     with st.expander(f"{title} — {stage.status}, {stage.seconds:.1f} s", expanded=stage.status == "failed"):
         panel = PANELS.get(stage.name)
         if panel is not None:

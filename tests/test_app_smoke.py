@@ -127,3 +127,35 @@ def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path
     app = _run("pages/1_New_capture.py", job_id)
     assert not app.exception
     assert "Finished" in _texts(app)
+
+
+def test_review_of_a_run_without_mesh_offers_only_reject(studio_data: Path, tmp_path: Path) -> None:
+    from core.jobs import submit_folder
+
+    store = Store()
+    write_photos(tmp_path / "p")
+    job = submit_folder(store, tmp_path / "p", product_name="No mesh", sku="N", start=False)
+    store.mark_running(job.id, pid=os.getpid())
+    store.finish(job.id, "failed", error="COLMAP could not place the cameras.")
+    app = _run("pages/4_Review.py", job.id)
+    assert not app.exception
+    assert app.radio[0].options == ["Reject"]
+    assert "cannot be approved" in _texts(app)
+
+
+def test_sample_button_queues_the_sample(studio_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = REPO_ROOT / "assets" / "sample" / "images"
+    if not sample.is_dir() or not any(sample.iterdir()):
+        pytest.skip("the sample capture is not installed")
+    monkeypatch.setenv("PRODUCT_STUDIO_PIPELINE", "tests.conftest:slow_pipeline")
+    app = _run("Home.py")
+    next(b for b in app.button if b.label == "Try it on the sample product").click()
+    app.run()
+    assert not app.exception, app.exception
+    (job,) = Store().list_jobs()
+    assert job.sku == "SAMPLE" and job.preset == "preview"
+    assert len(Store().photos(job.id)) == len([p for p in sample.iterdir() if p.is_file()])
+    deadline = time.time() + 60
+    while time.time() < deadline and not Store().get_job(job.id).is_final:
+        time.sleep(0.5)
+    assert Store().get_job(job.id).status == "done"

@@ -177,7 +177,7 @@ def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Pat
     time.sleep(8)
     _shot(driver, "03_job_running")
     driver.refresh()  # the job survives a reload: the URL brings the page back to it
-    _wait_text(driver, "Stage", timeout=60)
+    _wait_text(driver, "Time left", timeout=60)
 
     from core.store import Store
 
@@ -227,7 +227,6 @@ def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Pat
     time.sleep(1)
     _assert_no_errors(driver, "review")
     _shot(driver, "08_review_decided")
-    assert "E2E Reviewer" in _page_text(driver)  # the dashboard and the history show the decision
 
     reviews = store.reviews(job_id)
     assert [(r.reviewer, r.decision, r.note) for r in reviews] == [

@@ -36,7 +36,9 @@ PAGE_REVIEW = "pages/4_Review.py"
 
 @st.cache_resource
 def _store(root: str) -> Store:
-    return Store(Path(root))
+    store = Store(Path(root))
+    store.prune_drafts()  # once per server start is enough
+    return store
 
 
 def setup(title: str, icon: str = ":material/deployed_code:") -> Store:
@@ -127,14 +129,17 @@ def _job_panel_body(store: Store, job_id: str, was_final: bool) -> None:
     progress = jobs.job_progress(job)
     icon = STATUS_ICONS.get(job.status, "")
     st.markdown(f"#### {icon} {esc(job_title(job))} — {job.status}")
+    message = progress.message
     if progress.stage and not job.is_final:
-        st.markdown(f"**Now:** {esc(jobs.stage_label(progress.stage))}")
+        label = jobs.stage_label(progress.stage)
+        st.markdown(f"**Now:** {esc(label)}")
+        message = message.removeprefix(f"{label}: ")  # the pipeline prefixes its messages with the label
     if job.status == "queued":
         waiting = [j.id for j in reversed(store.list_jobs(("queued",)))]
         position = waiting.index(job.id) + 1 if job.id in waiting else 1
         st.info(f"Waiting for a free worker (position {position} in the queue; "
                 f"{jobs.max_concurrent_jobs()} job(s) run at once). You can leave this page; the job keeps its place.")
-    st.progress(progress.overall, text=esc(progress.message) or job.status)
+    st.progress(progress.overall, text=esc(message) or job.status)
     cols = st.columns(3)
     cols[0].metric("Done", f"{progress.overall:.0%}")
     cols[1].metric("Elapsed", jobs.format_duration(progress.elapsed_s if job.started else None))
