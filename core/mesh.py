@@ -31,7 +31,7 @@ _CROP_MARGIN = 0.03
 _MIN_ISLAND_SHARE = 0.02
 """Connected pieces with fewer faces than this share of the largest piece are removed."""
 _HOLE_SIZE_SHARE = 0.05
-"""Holes whose boundary is shorter than this share of the mesh diagonal are closed."""
+"""Holes about this share of the mesh diagonal across or smaller (rim under pi times that) are closed."""
 _COLOR_NEIGHBOURS = 4
 """Cloud points averaged for each vertex colour."""
 
@@ -85,7 +85,7 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
     if len(mesh.triangles) == 0:
         return MeshResult(ok=False, failure="The surface came out empty after cleanup; the point cloud is too sparse "
                                             "or noisy. Try the 'full' preset or retake the photos closer.")
-    mesh = _fill_small_holes(mesh)
+    mesh, holes_filled = _fill_small_holes(mesh)
     progress(0.7, "decimating")
     if len(mesh.triangles) > config.target_faces:
         mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=config.target_faces)
@@ -107,6 +107,7 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
         "poisson_depth": depth,
         "base_points_added": len(base),
         "islands_removed": islands,
+        "holes_filled": holes_filled,
         "watertight": int(watertight),
         "holes": loops,
         "boundary_edges": boundary_edges,
@@ -178,17 +179,59 @@ def _clean(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleMesh, 
     return mesh, removed
 
 
-def _fill_small_holes(mesh: o3d.geometry.TriangleMesh) -> o3d.geometry.TriangleMesh:
-    """Close holes smaller than a share of the mesh size (Open3D's tensor mesh; keeps the mesh when it fails)."""
-    diagonal = float(np.linalg.norm(mesh.get_max_bound() - mesh.get_min_bound()))
-    try:
-        filled = o3d.t.geometry.TriangleMesh.from_legacy(mesh).fill_holes(_HOLE_SIZE_SHARE * diagonal).to_legacy()
-    except RuntimeError as error:  # pragma: no cover - depends on the Open3D build
-        logger.warning("hole filling skipped: %s", error)
-        return mesh
-    filled.remove_duplicated_vertices()
-    filled.remove_degenerate_triangles()
-    return filled
+def _fill_small_holes(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleMesh, int]:
+    """Close holes whose rim is shorter than a share of the mesh diagonal with a fan around the rim's centroid.
+
+    (Open3D 0.20's tensor ``fill_holes`` returned garbage vertices and crashed decimation on a test can.)
+    """
+    triangles = np.asarray(mesh.triangles)
+    vertices = np.asarray(mesh.vertices)
+    edges = _boundary_edges(triangles)
+    if len(edges) == 0:
+        return mesh, 0
+    labels = _loop_labels(edges)
+    lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)
+    perimeter = np.bincount(labels, lengths)
+    diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
+    small = np.flatnonzero(perimeter < _HOLE_SIZE_SHARE * np.pi * diagonal)
+    if len(small) == 0:
+        return mesh, 0
+    new_vertices, new_triangles = [], []
+    for k, loop in enumerate(small):
+        rim = edges[labels == loop]
+        centre = len(vertices) + k
+        new_vertices.append(vertices[np.unique(rim)].mean(0))
+        # A boundary edge a->b runs along its triangle's winding; the cap runs the other way to match it.
+        new_triangles.append(np.column_stack([rim[:, 1], rim[:, 0], np.full(len(rim), centre)]))
+    filled = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.concatenate([vertices, new_vertices])),
+                                       o3d.utility.Vector3iVector(np.concatenate([triangles, *new_triangles])))
+    return filled, len(small)
+
+
+def _boundary_edges(triangles: np.ndarray) -> np.ndarray:
+    """(E, 2) directed edges (in their triangle's winding) that belong to one triangle only."""
+    directed = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
+    return directed[counts[inverse.ravel()] == 1]
+
+
+def _loop_labels(edges: np.ndarray) -> np.ndarray:
+    """Connected-component label (0..L-1) of every boundary edge (union-find over their vertices)."""
+    parent: dict[int, int] = {}
+
+    def find(a: int) -> int:
+        parent.setdefault(a, a)
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in edges.tolist():
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+    roots = np.array([find(a) for a in edges[:, 0].tolist()])
+    return np.unique(roots, return_inverse=True)[1].ravel()
 
 
 def _transfer_colors(vertices: np.ndarray, points: np.ndarray, colors: np.ndarray) -> np.ndarray:
@@ -204,26 +247,10 @@ def boundary_loops(triangles: np.ndarray) -> tuple[int, int]:
     """(number of boundary loops = holes, number of boundary edges) of a triangle mesh."""
     if len(triangles) == 0:
         return 0, 0
-    edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
-    boundary = unique[counts == 1]
-    if len(boundary) == 0:
+    edges = _boundary_edges(np.asarray(triangles))
+    if len(edges) == 0:
         return 0, 0
-    # Union-find over the boundary vertices: each connected set of boundary edges is one loop.
-    parent: dict[int, int] = {}
-
-    def find(a: int) -> int:
-        parent.setdefault(a, a)
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in boundary.tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
-    return len({find(a) for a in parent}), len(boundary)
+    return int(_loop_labels(edges).max()) + 1, len(edges)
 
 
 def _to_y_up(up: np.ndarray | None) -> np.ndarray:

@@ -1,0 +1,103 @@
+"""Product isolation on a built cloud: a table, a box on it, a backdrop wall and a floater, in a tilted world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+import pytest
+
+from core.config import DenseConfig
+from core.fusion import FusedCloud
+from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
+from core.isolation import isolate_product
+from core.scene import SparseScene
+
+SPACING = 0.003
+
+
+def _grid(u: np.ndarray, v: np.ndarray, origin: np.ndarray, du: np.ndarray, dv: np.ndarray) -> np.ndarray:
+    a, b = np.meshgrid(u, v)
+    return origin + a.reshape(-1, 1) * du + b.reshape(-1, 1) * dv
+
+
+def _box_surface(size: np.ndarray) -> np.ndarray:
+    """Points on the sides and top of a box standing on z = 0, centred on the z axis."""
+    sx, sy = size[:2] / 2
+    x, y = (np.arange(-s, s, SPACING) for s in (sx, sy))
+    z = np.arange(0.004, size[2], SPACING)
+    e = np.eye(3)
+    return np.concatenate([
+        _grid(x, z, np.array([0, -sy, 0]), e[0], e[2]), _grid(x, z, np.array([0, sy, 0]), e[0], e[2]),
+        _grid(y, z, np.array([-sx, 0, 0]), e[1], e[2]), _grid(y, z, np.array([sx, 0, 0]), e[1], e[2]),
+        _grid(x, y, np.array([0, 0, size[2]]), e[0], e[1])])
+
+
+@pytest.fixture
+def tilted_world() -> tuple[np.ndarray, np.ndarray]:
+    """A rotation and translation (SfM frames are arbitrary: nothing may rely on z being up)."""
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal(4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return R, np.array([0.4, -1.2, 2.0])
+
+
+def test_isolation_removes_table_backdrop_and_floaters(tmp_path: Path, tilted_world) -> None:
+    R, shift = tilted_world
+    rng = np.random.default_rng(0)
+    s = np.arange(-0.4, 0.4, SPACING)
+    e = np.eye(3)
+    table = _grid(s, s, np.zeros(3), e[0], e[1]) + rng.normal(0, 0.0005, (len(s) ** 2, 3))
+    box = _box_surface(np.array([0.08, 0.06, 0.16]))
+    backdrop = _grid(s, np.arange(0.0, 0.5, SPACING), np.array([0, 0.45, 0]), e[0], e[2])
+    floater = np.array([0.05, -0.07, 0.25]) + rng.normal(0, 0.002, (30, 3))
+    parts = [table, box, backdrop, floater]
+    points = np.concatenate(parts) @ R.T + shift
+    labels = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+
+    # Twelve cameras on a ring 0.5 m out and 0.3 m up, looking at the box's middle.
+    K = intrinsics_from_fov(320, 240, 50)
+    cameras = []
+    for a in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+        eye = np.array([0.5 * np.cos(a), 0.5 * np.sin(a), 0.3])
+        Rc, tc = look_at(eye, np.array([0, 0, 0.08]))
+        cameras.append(PinholeCamera(K, Rc @ R.T, tc - Rc @ R.T @ shift, 320, 240))  # moved with the world
+    scene = SparseScene([f"{i}.jpg" for i in range(12)], [tmp_path / f"{i}.jpg" for i in range(12)], cameras,
+                        np.empty((0, 3)), np.empty((0, 3), np.uint8), [np.empty(0, np.int64)] * 12)
+    normals = np.tile(R @ np.array([0, 0, 1.0]), (len(points), 1))  # orientation is not what is tested here
+    colors = np.full((len(points), 3), 128, np.uint8)
+    cloud = FusedCloud(points=points, colors=colors, normals=normals, cameras=cameras, voxel_size=SPACING,
+                       artifacts={"dense_points": tmp_path / "full.ply"})
+
+    result = isolate_product(cloud, scene, tmp_path, DenseConfig())
+    assert result.ok, result.failure
+    survivors = {tuple(p) for p in result.points.round(9)}
+    kept = np.array([tuple(p) in survivors for p in points.round(9)])
+    share = {name: kept[labels == k].mean() for k, name in enumerate(["table", "box", "backdrop", "floater"])}
+    # The box keeps everything but a band at its foot as thick as the plane tolerance (3 point spacings x 1.5).
+    assert kept[labels == 1][box[:, 2] > 0.015].mean() > 0.99 and share["box"] > 0.9
+    assert share["table"] < 0.01 and share["backdrop"] == 0 and share["floater"] == 0
+    assert np.degrees(np.arccos(result.up @ (R @ np.array([0, 0, 1.0])))) < 2
+    assert result.plane is not None
+    m = result.metrics
+    assert m["removed_support_plane"] > 0.9 * len(table) and m["removed_small_clusters"] >= len(floater)
+    assert m["points_out"] == len(result.points)
+    assert result.artifacts["dense_points_full"] == tmp_path / "full.ply"
+    saved = o3d.io.read_point_cloud(str(result.artifacts["dense_points"]))
+    assert len(saved.points) == len(result.points) and saved.has_normals()
+
+
+def test_isolation_can_be_switched_off(tmp_path: Path) -> None:
+    cameras = [PinholeCamera(intrinsics_from_fov(320, 240, 50), *look_at(np.array([1.0, 0, 0.5]), np.zeros(3)),
+                             320, 240)]
+    points = np.random.default_rng(0).normal(size=(1000, 3))
+    cloud = FusedCloud(points=points, colors=np.zeros((1000, 3), np.uint8), normals=points, cameras=cameras)
+    scene = SparseScene(["a.jpg"], [tmp_path / "a.jpg"], cameras, np.empty((0, 3)), np.empty((0, 3), np.uint8),
+                        [np.empty(0, np.int64)])
+    result = isolate_product(cloud, scene, tmp_path, DenseConfig(isolate_product=False))
+    assert result.ok and len(result.points) == 1000 and result.metrics["isolated"] == 0
