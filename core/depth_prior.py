@@ -390,10 +390,14 @@ def aligned_depth(prior: np.ndarray, scale: float, shift: float, kind: PriorKind
 
 def _weighted_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     """Least squares of the relative residual (s x + b - y) / y with weights w."""
-    a = np.sqrt(w) / y
-    A = np.stack([x * a, a], axis=1)
-    sol, *_ = np.linalg.lstsq(A, y * a, rcond=None)
-    return float(sol[0]), float(sol[1])
+    # Normal equations of a 2-parameter problem, in closed form (lstsq goes through LAPACK for nothing here).
+    q = w / (y * y)
+    sxx, sx, s1 = (q * x * x).sum(), (q * x).sum(), q.sum()
+    sxy, sy = (q * x * y).sum(), (q * y).sum()
+    det = sxx * s1 - sx * sx
+    if not abs(det) > 1e-300:
+        return float("nan"), float("nan")
+    return float((sxy * s1 - sx * sy) / det), float((sxx * sy - sx * sxy) / det)
 
 
 def align_prior(prior: np.ndarray, target_depth: np.ndarray, weights: np.ndarray | None = None,
@@ -542,7 +546,7 @@ def smooth_correction(aligned: np.ndarray, index: np.ndarray, target: np.ndarray
     A = np.concatenate([basis * sw[:, None], np.sqrt(smoothness / len(pairs)) * reg,
                         np.sqrt(smoothness * 0.01 / (nx * ny)) * np.eye(nx * ny)])
     rhs = np.concatenate([log_ratio[ok] * sw, np.zeros(len(pairs) + nx * ny)])
-    nodes, *_ = np.linalg.lstsq(A, rhs, rcond=None)
+    nodes = np.linalg.solve(A.T @ A, A.T @ rhs)  # 35 unknowns, regularised: the normal equations are well posed
     nodes = np.clip(nodes, -limit, limit).reshape(ny, nx)
     full_wy = _hat_weights(np.arange(h) + 0.5, h, ny)
     full_wx = _hat_weights(np.arange(w) + 0.5, w, nx)
@@ -817,7 +821,7 @@ def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path,
         path = save_depth_view(DepthView(view.name, view.camera, merged.depth, merged.confidence, view.image),
                                out_dir / f"{stem}.npz")
         np.savez_compressed(out_dir / f"{stem}.prior.npz", prior=prior.astype(np.float32),
-                            prior_depth=aligned, source=merged.source, stereo_depth=view.depth,
+                            prior_depth=aligned, source=merged.source,
                             alignment=np.array([fit.scale, fit.shift, fit.residual, fit.inlier_fraction]),
                             inverse_depth=np.array(fit.kind == "relative"))
         new_records.append(DepthMapRecord(record.name, record.camera, path.resolve(), record.source_views,
