@@ -299,6 +299,8 @@ def load_depth_maps_cloud(folder: Path, min_confidence: float = 0.0) -> np.ndarr
 
     clouds = []
     for path in sorted(Path(folder).glob("*.npz")):
+        if path.name.endswith(".prior.npz"):  # the depth prior stage's side files (raw prior, alignment)
+            continue
         view = load_depth_view(path)
         clouds.append(backproject_depth(view.depth, view.camera, view.confidence >= min_confidence))
     return np.concatenate(clouds) if clouds else np.zeros((0, 3))

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import threading
@@ -95,9 +96,9 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
         lambda q: CaptureSpec(object="procedural-bottle", mode="orbit", support="textured", backdrop="plain",
                               **_size(q))),
 ]}
-SURFACE_ARTIFACTS = ("depth_maps", "dense_points_full", "dense_points", "mesh")
-"""Manifest artefacts scored against the true surface: per-view depth maps (folder of .npz, before fusion), the
-fused cloud before and after product isolation, and the final mesh."""
+SURFACE_ARTIFACTS = ("depth_maps", "depth_prior", "dense_points_full", "dense_points", "mesh")
+"""Manifest artefacts scored against the true surface: per-view depth maps (folders of .npz: stereo, then merged
+with the depth prior), the fused cloud before and after product isolation, and the final mesh."""
 DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "plain_box")
 QUICK_CAPTURES = ("textured_bottle", "plain_box")
 
@@ -325,8 +326,30 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
 # --------------------------------------------------------------------------------------------------------------
 
 
+def merge_results(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the captures and runs of ``new`` added; a run of the same capture and preset is replaced."""
+    merged = dict(old)
+    merged["command"] = f"{old.get('command', '')}; then {new['command']}"
+    merged["machine"] = new["machine"]
+    captures = {c["name"]: c for c in old.get("captures", [])}
+    for cap in new["captures"]:
+        if cap["name"] in captures and not cap.get("skipped"):
+            runs = {r["preset"]: r for r in captures[cap["name"]].get("runs", [])}
+            runs.update({r["preset"]: r for r in cap["runs"]})
+            captures[cap["name"]] = {**captures[cap["name"]], **cap, "runs": list(runs.values())}
+        elif cap["name"] not in captures:
+            captures[cap["name"]] = cap
+    merged["captures"] = list(captures.values())
+    return merged
+
+
 def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, out_root: Path,
-                    rerender: bool) -> dict[str, Any]:
+                    rerender: bool, variants: list[tuple[str, list[str]]]) -> dict[str, Any]:
+    """Render (once) and reconstruct one capture with every preset and pipeline-argument variant.
+
+    A variant is (label, extra CLI arguments); the argument ``{gt_depth}`` stands for the capture's ground-truth
+    depth folder (an oracle depth prior).
+    """
     result: dict[str, Any] = {"name": capture.name, "description": capture.description, "runs": []}
     if capture.needs is not None and not capture.needs.exists():
         result["skipped"] = f"source data {capture.needs} is not there"
@@ -343,12 +366,14 @@ def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, 
     result.update(num_photos=len(gt.image_names), size=f"{spec.width}x{spec.height}",
                   render_seconds=summary.get("render_seconds", float("nan")), object_diagonal_m=gt.object_diagonal)
     surface = GroundTruthSurface.from_mesh(gt.mesh_path, gt.camera_list())
-    for preset in presets:
-        run_dir = out_root / "runs" / f"{cap_dir.name}_{preset}"
+    for preset, (label, extra) in [(p, v) for p in presets for v in variants]:
+        name = preset + (f"+{label}" if label else "")
+        run_dir = out_root / "runs" / f"{cap_dir.name}_{name}"
         _clear(run_dir)
-        print(f"pipeline {capture.name} / {preset} ...", flush=True)
-        measurement = run_pipeline_cli(gt.image_dir, run_dir, preset)
-        run = {"preset": preset, "returncode": measurement.returncode, "wall_s": measurement.wall_s,
+        print(f"pipeline {capture.name} / {name} ...", flush=True)
+        extra = [a.replace("{gt_depth}", str(cap_dir / "depth")) for a in extra]
+        measurement = run_pipeline_cli(gt.image_dir, run_dir, preset, extra)
+        run = {"preset": name, "returncode": measurement.returncode, "wall_s": measurement.wall_s,
                "peak_rss_mb": measurement.peak_rss_mb}
         run.update(evaluate_run(run_dir, gt.cameras, gt.object_diagonal, surface))
         if measurement.returncode != 0 and not run.get("failure_reason"):
@@ -412,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="preview,balanced", help="comma-separated presets")
     parser.add_argument("--quick", action="store_true",
                         help="12 photos of 640x480, preview preset, procedural captures only (unless --captures)")
+    parser.add_argument("--pipeline-args", default="",
+                        help="extra arguments for core.pipeline on the synthetic captures, e.g. '--no-depth-prior'")
+    parser.add_argument("--tag", default="", help="label of runs made with --pipeline-args (shown after the preset)")
+    parser.add_argument("--gt-depth-prior", action="store_true",
+                        help="also run every synthetic capture with its ground-truth depth as the depth prior")
+    parser.add_argument("--append", action="store_true",
+                        help="add these results to the existing results.json (same capture: runs are merged by preset)")
     parser.add_argument("--rerender", action="store_true", help="render the captures again even if present")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="work folder (git-ignored)")
     parser.add_argument("--report", type=Path, default=BENCH_DIR,
@@ -429,16 +461,22 @@ def main(argv: list[str] | None = None) -> int:
     presets = ["preview"] if args.quick and args.presets == parser.get_default("presets") else \
         [p.strip() for p in args.presets.split(",") if p.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
+    variants = [(args.tag or ("custom" if args.pipeline_args else ""), shlex.split(args.pipeline_args))]
+    if args.gt_depth_prior:
+        variants.append(("gt-depth-prior", [*shlex.split(args.pipeline_args), "--depth-prior-dir", "{gt_depth}"]))
 
     results: dict[str, Any] = {"command": "python -m benchmarks.run " + " ".join(argv if argv is not None
                                                                                  else sys.argv[1:]),
                                "machine": machine_info(), "presets": presets, "quick": args.quick, "captures": []}
     for name in names:
         if name in SYNTHETIC:
-            results["captures"].append(bench_synthetic(SYNTHETIC[name], presets, args.quick, args.out, args.rerender))
+            results["captures"].append(bench_synthetic(SYNTHETIC[name], presets, args.quick, args.out, args.rerender,
+                                                       variants))
         else:
             results["captures"].append(bench_real(REAL[name], presets[0], args.out))
     args.report.mkdir(parents=True, exist_ok=True)
+    if args.append and (args.report / "results.json").exists():
+        results = merge_results(json.loads((args.report / "results.json").read_text(encoding="utf-8")), results)
     write_report(results, args.report / "RESULTS.md", args.report / "results.json")
     print(f"wrote {args.report / 'RESULTS.md'} and {args.report / 'results.json'}")
     return 0

@@ -545,6 +545,9 @@ def _build_scene(spec: CaptureSpec) -> _Scene:
                                   front=2.5 * distance, bend=0.5 * distance, z=floor_z, texture=tex)
         else:
             backdrop = room_mesh(5.0 * distance, 4.0 * distance, floor_z, tex)
+        if spec.backdrop == "textured":
+            # Repeat the pattern so its detail is near product scale (a patterned room, not a few giant blobs).
+            backdrop.uvs = backdrop.uvs * (3.0 if spec.mode == "turntable" else 8.0)
         components.append(_Component(backdrop, False, evenly_lit=True))
     K = intrinsics_from_fov(spec.width, spec.height, spec.horizontal_fov_deg)
     pixel_footprint = distance / K[0, 0] / max(1, spec.supersample)  # metres per pixel at the product
