@@ -118,3 +118,43 @@ def test_same_seed_same_images(tmp_path: Path) -> None:
         assert (a.image_dir / name).read_bytes() == (b.image_dir / name).read_bytes()
     c = render_capture(CaptureSpec(**{**spec.__dict__, "seed": spec.seed + 1}), tmp_path / "c")
     assert (a.image_dir / a.image_names[0]).read_bytes() != (c.image_dir / c.image_names[0]).read_bytes()
+
+
+def test_obj_texture_orientation(tmp_path: Path) -> None:
+    """OBJ convention: vt v = 0 is the bottom row of the texture image (a red top half must render on top)."""
+    model = tmp_path / "quad"
+    model.mkdir()
+    texture = np.zeros((64, 64, 3), np.uint8)
+    texture[:32] = (0, 0, 255)  # BGR red, top rows of the image
+    texture[32:] = (255, 0, 0)  # blue, bottom rows
+    cv2.imwrite(str(model / "tex.png"), texture)
+    (model / "quad.mtl").write_text("newmtl m\nmap_Kd tex.png\n")
+    (model / "quad.obj").write_text(
+        "mtllib quad.mtl\n"
+        "v 0 -0.05 0\nv 0 0.05 0\nv 0 0.05 0.1\nv 0 -0.05 0.1\n"
+        "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
+        "f 1/1 2/2 3/3 4/4\n")
+    spec = CaptureSpec(object=str(model), num_views=1, width=120, height=90, elevations_deg=(10.0,),
+                       support="none", backdrop="none", noise_sigma=0.0, image_format="png")
+    gt = render_capture(spec, tmp_path / "cap")
+    name = gt.image_names[0]
+    rgb = cv2.cvtColor(cv2.imread(str(gt.image_dir / name)), cv2.COLOR_BGR2RGB).astype(float)
+    mask = gt.load_mask(name)
+    rows = np.nonzero(mask.any(axis=1))[0]
+    top, bottom = rows[: len(rows) // 3], rows[-len(rows) // 3:]
+    top_rgb = rgb[top][mask[top]].mean(0)
+    bottom_rgb = rgb[bottom][mask[bottom]].mean(0)
+    assert top_rgb[0] > 3 * top_rgb[2]
+    assert bottom_rgb[2] > 3 * bottom_rgb[0]
+
+
+@pytest.mark.skipif(not Path("/work/shared/data/product_models/fuze_bottle").exists(),
+                    reason="product scans not present in /work/shared/data")
+def test_scanned_product_renders(tmp_path: Path) -> None:
+    spec = CaptureSpec(object="/work/shared/data/product_models/fuze_bottle", num_views=2, width=120, height=90,
+                       image_format="png")
+    gt = render_capture(spec, tmp_path)
+    assert 0.2 < gt.object_diagonal < 0.3  # 0.073 x 0.074 x 0.215 m
+    name = gt.image_names[0]
+    points = backproject_depth(gt.load_depth(name), gt.cameras[name], gt.load_mask(name))
+    assert np.median(_mesh_distance(gt, points)) < 1e-5
