@@ -711,9 +711,11 @@ def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path,
                        progress: ProgressFn = no_progress) -> DepthMaps:
     """Align a depth prior to each view and merge it with the stereo depth where stereo is weak.
 
-    Returns new ``DepthMaps``: views whose prior was accepted point to merged maps in ``out_dir`` (the prior itself,
-    raw and aligned, and the per-pixel source are in ``<index>_<stem>.prior.npz`` beside them); the other views keep
-    their stereo maps. Never fails the run: without a prior it returns the stereo maps and says how to enable one.
+    Returns new ``DepthMaps``: views whose prior was accepted point to merged maps ``out_dir/<index>_<stem>.npz`` (the
+    mvs layout); the prior itself (``prior`` raw, ``prior_depth`` aligned), the per-pixel ``source`` (0 none, 1 stereo,
+    2 prior) and the fit are in ``out_dir/priors/<index>_<stem>.npz``, so ``*.npz`` in ``out_dir`` are all depth maps.
+    The other views keep their stereo maps. Never fails the run: without a prior it returns the stereo maps and says
+    how to enable one.
     """
     from core.mvs import DepthMapRecord, DepthMaps, DepthView, load_depth_view, save_depth_view
 
@@ -832,7 +834,8 @@ def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path,
         stem = Path(record.path).stem
         path = save_depth_view(DepthView(view.name, view.camera, merged.depth, merged.confidence, view.image),
                                out_dir / f"{stem}.npz")
-        np.savez_compressed(out_dir / f"{stem}.prior.npz", prior=prior.astype(np.float32),
+        (out_dir / "priors").mkdir(exist_ok=True)
+        np.savez_compressed(out_dir / "priors" / f"{stem}.npz", prior=prior.astype(np.float32),
                             prior_depth=aligned, source=merged.source,
                             alignment=np.array([fit.scale, fit.shift, fit.residual, fit.inlier_fraction]),
                             inverse_depth=np.array(fit.kind == "relative"))

@@ -214,7 +214,7 @@ def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, isolat
     assert stats["stereo_fraction"] == pytest.approx(0.5, abs=0.01)
     assert stats["prior_fraction"] == pytest.approx(0.5, abs=0.03)
     assert stats["inverse_depth"] == 1.0 and stats["residual"] < 0.01
-    side = np.load(str(result.views[0].path).replace(".npz", ".prior.npz"))
+    side = np.load(result.views[0].path.parent / "priors" / result.views[0].path.name)
     assert set(np.unique(side["source"])) <= {1, 2} and side["prior"].shape == truth.shape
     assert any("Depth prior from 1 supplied" in f.message for f in result.findings)
 
