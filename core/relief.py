@@ -33,6 +33,9 @@ ASSUMED_FOV_DEG = 60.0
 is about 65-70 degrees, a 50 mm-equivalent lens about 40)."""
 RELATIVE_FAR_OVER_NEAR = 1.6
 """Relative depth only: the farthest (98th percentile) point is put this many times farther than the nearest (2nd)."""
+PRODUCT_DEPTH_OVER_WIDTH = 0.5
+"""Relative depth with the background removed: the product's visible depth is taken as this share of its width
+(a cylinder or a box seen corner-on shows about half its width in depth)."""
 GRAZING_COS = 0.1
 """Triangles seen at more than ~84 degrees from their normal are cut: they bridge a depth discontinuity."""
 SUPPORT_MAX_TILT_DEG = 60.0
@@ -83,16 +86,21 @@ def _read_photo(photo: Path, max_side: int) -> tuple[np.ndarray, float]:
     return np.asarray(rgb), factor
 
 
-def relative_to_depth(disparity: np.ndarray) -> np.ndarray | None:
-    """Depth (nearest ~1) from affine-invariant inverse depth; None when the prediction holds no depth variation."""
+def relative_to_depth(disparity: np.ndarray, far_over_near: float = RELATIVE_FAR_OVER_NEAR,
+                      region: np.ndarray | None = None) -> np.ndarray | None:
+    """Depth (nearest ~1) from affine-invariant inverse depth; None when the prediction holds no depth variation.
+
+    The 2nd-98th percentiles of ``disparity`` (over ``region`` when given) are put at depths 1 and ``far_over_near``.
+    """
     valid = np.isfinite(disparity)
-    if valid.sum() < 16:
+    reference = valid if region is None else valid & region
+    if reference.sum() < 16:
         return None
-    lo, hi = np.percentile(disparity[valid], [2, 98])
+    lo, hi = np.percentile(disparity[reference], [2, 98])
     if not hi - lo > 1e-6 * max(abs(hi), abs(lo), 1e-12):
         return None
     t = (disparity - lo) / (hi - lo)
-    inverse = 1.0 / RELATIVE_FAR_OVER_NEAR + t * (1.0 - 1.0 / RELATIVE_FAR_OVER_NEAR)
+    inverse = 1.0 / far_over_near + t * (1.0 - 1.0 / far_over_near)
     # Beyond the far percentile inverse depth keeps falling; stop at a tenth of the near one (far, not infinite).
     inverse = np.maximum(inverse, 0.1)
     return np.where(valid, 1.0 / inverse, np.nan).astype(np.float32)
@@ -277,6 +285,7 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
         depth_file = dp.find_depth_file(Path(prior_config.depth_dir), photo.name)
     scale: Literal["relative", "metric"] = "relative"
     depth: np.ndarray | None
+    relative_prediction: np.ndarray | None = None
     if depth_file is not None:
         try:
             depth = dp.read_depth_file(Path(depth_file), (width, height))
@@ -305,15 +314,11 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
             findings.append(Finding("info", f"Depth from the metric model {model.location.name}: sizes are the "
                                             "model's estimate in metres (typically within 10-20%)."))
         else:
+            relative_prediction = prediction
             depth = relative_to_depth(prediction)
             if depth is None:
                 return _fail(f"The depth model {model.location.name} saw no depth in this photo; try a photo with "
                              "the product filling more of the frame, or supply a depth map.")
-            findings.append(Finding(
-                "info", f"Depth from {model.location.name} is relative: the relief has true proportions across the "
-                        f"photo but its depth extent is a guess (the far side set {RELATIVE_FAR_OVER_NEAR}x farther "
-                        "than the near side) and it has no real-world size.",
-                "For true size, supply a metric depth map (phone LiDAR) or use several photos."))
     assert depth is not None
 
     progress(0.6, "removing the background")
@@ -327,6 +332,23 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
         else:
             depth = np.where(isolation.mask, depth, np.nan).astype(np.float32)
             removed = True
+    if relative_prediction is not None:
+        depth_note = f"the far side set {RELATIVE_FAR_OVER_NEAR}x farther than the near side"
+        if removed:
+            # The whole-photo mapping squeezes the product against the backdrop; give it its own, shape-based extent.
+            cols = np.nonzero(np.isfinite(depth))[1]
+            width_px = float(np.percentile(cols, 98) - np.percentile(cols, 2))
+            # Depth extent (far - 1) = k * width, the width measured at the middle depth (1 + far) / 2.
+            half = min(0.45, 0.5 * PRODUCT_DEPTH_OVER_WIDTH * width_px / float(K[0, 0]))
+            ratio = (1.0 + half) / (1.0 - half)
+            redone = relative_to_depth(relative_prediction, ratio, np.isfinite(depth))
+            if redone is not None:
+                depth = np.where(np.isfinite(depth), redone, np.nan).astype(np.float32)
+                depth_note = f"the product taken to be {PRODUCT_DEPTH_OVER_WIDTH:.1f} times as deep as it is wide"
+        findings.append(Finding(
+            "info", f"Depth from the model is relative: the relief has true proportions across the photo but its "
+                    f"depth extent is a guess ({depth_note}) and it has no real-world size.",
+            "For true size, supply a metric depth map (phone LiDAR) or use several photos."))
 
     progress(0.7, "meshing")
     step = grid_step(width, height, config.mesh.target_faces)

@@ -144,3 +144,20 @@ def test_relief_without_depth_fails_with_a_reason(tmp_path: Path, config, no_mod
     bad.write_text("not a photo", encoding="utf-8")
     result = relief.build_relief(bad, tmp_path / "out", config)
     assert not result.ok and "notes.jpg" in result.failure
+
+
+def test_relative_depth_gives_the_product_a_plausible_depth(tmp_path: Path, config,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative prediction (disparity up to scale and shift): the isolated product gets half its width in depth."""
+    photo, depth = _photo_and_depth(tmp_path)
+    location = dp.ModelLocation(tmp_path, "explicit", "stub")
+    stub = dp.DepthModel(model=None, device="cpu", kind="relative", location=location)
+    monkeypatch.setattr(dp, "find_model", lambda _config: dp.ModelLookup(location, "stub"))
+    monkeypatch.setattr(dp, "load_depth_model", lambda _location: stub)
+    monkeypatch.setattr(dp, "predict_relative_depth", lambda _m, images, _size: [3.0 / depth + 0.4])
+    result = relief.build_relief(photo, tmp_path / "out", config)
+    assert result.ok and result.scale == "relative" and result.metrics["background_removed"] == 1.0
+    vertices, _ = _reload(Path(result.artifacts["mesh"]))
+    width, deep = np.ptp(vertices[:, 0]), np.ptp(vertices[:, 1])  # x right, y away from the camera
+    assert deep / width == pytest.approx(relief.PRODUCT_DEPTH_OVER_WIDTH, rel=0.2)
+    assert any("as deep as it is wide" in f.message for f in result.findings)
