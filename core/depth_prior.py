@@ -869,6 +869,17 @@ def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path,
                        f"{' ...' if len(rejected) > 3 else ''}.",
             "Those photos use stereo only. If the depth maps were supplied, check that they belong to these photos "
             "and hold depth (not colour)."))
+    # Metric maps fix the reconstruction's scale: z_world = s * z_metric + b, so s is world units per metre.
+    metric_scales = [s["scale"] for s in accepted if s["from_file"] and not s["inverse_depth"]]
+    if len(metric_scales) >= 2:
+        per_metre = float(np.median(metric_scales))
+        spread = float(np.subtract(*np.percentile(metric_scales, [75, 25])) / per_metre)
+        metrics["world_units_per_metre"], metrics["metric_scale_spread"] = per_metre, spread
+        if spread < 0.05:
+            findings.append(Finding(
+                "info", f"The supplied depth maps read as metric: 1 m is {per_metre:.4g} model units (photos agree "
+                        f"within {spread:.1%}), so the model can be given its real size.",
+                "Sizes are as good as the depth sensor (phone LiDAR: about 1 cm)."))
     artifacts = {"depth_prior": out_dir.resolve()} if accepted else {}
     progress(1.0, "depth prior done")
     logger.info("depth prior: %d/%d views accepted", len(accepted), len(priors))

@@ -274,3 +274,15 @@ def test_smooth_correction_undoes_a_low_frequency_warp() -> None:
     warp = dp.smooth_correction(aligned, index, depth.ravel()[index], np.ones(len(index)))
     assert warp is not None and warp.residual_after < 0.3 * warp.residual_before
     assert np.median(np.abs(aligned * warp.field / depth - 1)) < 0.3 * np.median(np.abs(aligned / depth - 1))
+
+
+def test_metric_maps_give_the_world_scale(tmp_path: Path, isolated: Path) -> None:
+    scene, maps, truth = _one_view_scene(tmp_path, copies=3)  # the scene's world is in metres
+    (tmp_path / "depth").mkdir()
+    for k in range(3):  # phone-style 16-bit millimetre maps at a lower resolution
+        small = cv2.resize(truth, (40, 30), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(tmp_path / "depth" / f"view{k}.png"), np.round(small * 1000).astype(np.uint16))
+    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig(depth_dir=str(tmp_path / "depth")))
+    assert result.metrics["accepted_views"] == 3
+    assert result.metrics["world_units_per_metre"] == pytest.approx(1.0, rel=0.02)
+    assert any("read as metric" in f.message for f in result.findings)
