@@ -120,10 +120,10 @@ def view_scores(views: list[DepthView], gt: CaptureGroundTruth, tau: float) -> d
     return {"mean": mean, "per_view": rows}
 
 
-def run(out: Path, views: int, size: tuple[int, int], planes: int) -> dict[str, Any]:
+def run(out: Path, views: int, size: tuple[int, int], planes: int, obj: str = "procedural-bottle") -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     capture_dir = out / "capture"
-    spec = CaptureSpec(object="procedural-bottle", product_texture="plain", support="textured", backdrop="plain",
+    spec = CaptureSpec(object=obj, product_texture="plain", support="textured", backdrop="plain",
                        num_views=views, width=size[0], height=size[1])
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -176,7 +176,7 @@ def run(out: Path, views: int, size: tuple[int, int], planes: int) -> dict[str, 
 
 
 def summary(report: dict[str, Any]) -> str:
-    lines = [f"tau = {report['tau_m'] * 1000:.1f} mm (1 % of the bottle's diagonal); "
+    lines = [f"{report['spec']['object']}: tau = {report['tau_m'] * 1000:.1f} mm (1 % of its diagonal); "
              f"wrong prior on {report['wrong_prior_view']} rejected: {report['wrong_prior_rejected']}",
              "| | covered | within tau | wrong (>5 tau) | median err (mm) | cloud precision | recall | F-score |",
              "|---|---|---|---|---|---|---|---|"]
@@ -195,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=12)
     parser.add_argument("--size", default="480x360", help="WIDTHxHEIGHT of the renders")
     parser.add_argument("--planes", type=int, default=64, help="depth planes of the stereo sweep")
+    parser.add_argument("--object", default="procedural-bottle", help="procedural-bottle or procedural-box (plain)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/depth_prior_effect"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     width, height = (int(v) for v in args.size.lower().split("x"))
-    report = run(args.out, args.views, (width, height), args.planes)
+    report = run(args.out, args.views, (width, height), args.planes, args.object)
     logger.info("\n%s", summary(report))
     (args.out / "summary.md").write_text(summary(report) + "\n", encoding="utf-8")
     return 0
