@@ -48,7 +48,7 @@ ObjectKind = str
 """'procedural-box', 'procedural-bottle', or the path of a folder holding a textured OBJ (metres, z up)."""
 CaptureMode = Literal["orbit", "turntable"]
 BackdropKind = Literal["plain", "textured", "none"]
-SurfaceTexture = Literal["rich", "plain"]
+SurfaceTexture = Literal["packaging", "rich", "plain"]
 SupportKind = Literal["textured", "plain", "none"]
 
 DEFAULT_SEED = 20261121
@@ -69,8 +69,9 @@ class CaptureSpec:
     """Around the product: 'plain' studio surfaces, 'textured' ones, or 'none' (flat background colour)."""
     support: SupportKind = "textured"
     """The disc (mat or turntable plate) the product stands on: 'textured', 'plain' or 'none'."""
-    product_texture: SurfaceTexture = "rich"
-    """Procedural products only: 'rich' non-repeating texture, or 'plain' (nearly uniform colour)."""
+    product_texture: SurfaceTexture = "packaging"
+    """Procedural products only: 'packaging' (brand colour, names, illustrations, small print), 'rich' (dense
+    random marks and words), or 'plain' (nearly uniform colour); the first two never repeat."""
     num_views: int = 24
     """Number of photos."""
     width: int = 1024
@@ -221,6 +222,81 @@ def rich_texture(rng: np.random.Generator, size: int = 2048, text: bool = True, 
                                    cv2.FONT_HERSHEY_COMPLEX]))
             cv2.putText(img, word, org, font, float(rng.uniform(0.6, 2.2) * scale), colour,
                         int(rng.integers(1, 4) * scale) + 1, cv2.LINE_AA)
+    return img.astype(np.float32) / 255.0
+
+
+def _pseudo_word(rng: np.random.Generator, length: int) -> str:
+    consonants, vowels = "BCDFGHKLMNPRSTVZ", "AEIOU"
+    return "".join(str(rng.choice(list(consonants if i % 2 == 0 else vowels))) for i in range(length))
+
+
+def packaging_texture(rng: np.random.Generator, size: int = 2048) -> np.ndarray:
+    """Product packaging: a brand colour, bands, large brand names, an illustration, small print, a barcode.
+
+    Laid out at random over the whole image, so no two parts of the product look alike (SfM needs that), with
+    enough mid-scale detail that SIFT finds features at product-photo resolutions. (size, size, 3) float32 RGB.
+    """
+    scale = size / 1024
+
+    def colour() -> tuple[int, int, int]:
+        return tuple(int(c) for c in rng.integers(0, 256, 3))
+
+    brand = rng.uniform(0.15, 0.85, 3).astype(np.float32)
+    noise = _value_noise(rng, size, base=6)
+    img = brand * (0.8 + 0.35 * noise[..., None])  # printed card is never perfectly flat
+    img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    for _ in range(int(rng.integers(3, 6))):  # bands of a second colour
+        y0 = int(rng.integers(0, size))
+        cv2.rectangle(img, (0, y0), (size, y0 + int(rng.integers(20, 160) * scale)), colour(), -1)
+    for _ in range(int(rng.integers(4, 8))):  # illustrations: clusters of shaded blobs ("fruit")
+        cx, cy = (int(c) for c in rng.integers(0, size, 2))
+        for _ in range(int(rng.integers(4, 12))):
+            r = int(rng.integers(15, 70) * scale)
+            centre = (cx + int(rng.normal(0, 60 * scale)), cy + int(rng.normal(0, 60 * scale)))
+            base = np.array(colour())
+            cv2.circle(img, centre, r, tuple(int(c) for c in base), -1, cv2.LINE_AA)
+            cv2.circle(img, (centre[0] - r // 3, centre[1] - r // 3), max(2, r // 3),
+                       tuple(int(c) for c in np.minimum(base + 80, 255)), -1, cv2.LINE_AA)
+    fonts = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_COMPLEX]
+    for _ in range(int(12 * scale) + 6):  # brand names and claims, large
+        word = _pseudo_word(rng, int(rng.integers(3, 8))) if rng.random() < 0.6 else str(rng.choice(_WORDS))
+        org = (int(rng.integers(-50, size - 200)), int(rng.integers(60, size)))
+        thickness = int(rng.integers(3, 9) * scale) + 1
+        cv2.putText(img, word, org, int(rng.choice(fonts)), float(rng.uniform(2.0, 4.5) * scale), colour(),
+                    thickness + 4, cv2.LINE_AA)  # outline
+        cv2.putText(img, word, org, int(rng.choice(fonts)), float(rng.uniform(2.0, 4.5) * scale), colour(),
+                    thickness, cv2.LINE_AA)
+    for _ in range(int(rng.integers(2, 4))):  # small-print panels with ruled lines
+        x0, y0 = (int(c) for c in rng.integers(0, size - int(300 * scale), 2))
+        w, h = int(rng.integers(180, 300) * scale), int(rng.integers(120, 260) * scale)
+        cv2.rectangle(img, (x0, y0), (x0 + w, y0 + h), (245, 245, 240), -1)
+        for y in range(y0 + int(14 * scale), y0 + h, int(rng.integers(12, 20) * scale) + 1):
+            line = " ".join(_pseudo_word(rng, int(rng.integers(2, 7))) for _ in range(6))
+            cv2.putText(img, line, (x0 + 4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale, (20, 20, 20),
+                        max(1, int(scale)), cv2.LINE_AA)
+            if rng.random() < 0.3:
+                cv2.line(img, (x0, y + 3), (x0 + w, y + 3), (60, 60, 60), max(1, int(scale)))
+    for _ in range(2):  # barcodes
+        x0, y0 = (int(c) for c in rng.integers(0, size - int(160 * scale), 2))
+        cv2.rectangle(img, (x0, y0), (x0 + int(150 * scale), y0 + int(90 * scale)), (255, 255, 255), -1)
+        x = x0 + int(8 * scale)
+        while x < x0 + int(140 * scale):
+            bar = int(rng.integers(1, 4) * scale) + 1
+            if rng.random() < 0.55:
+                cv2.rectangle(img, (x, y0 + int(8 * scale)), (x + bar - 1, y0 + int(80 * scale)), (0, 0, 0), -1)
+            x += bar
+    for _ in range(int(320 * scale)):  # scattered small marks: icons, dots, dashes, short words
+        centre = tuple(int(c) for c in rng.integers(0, size, 2))
+        kind = rng.random()
+        if kind < 0.35:
+            cv2.circle(img, centre, int(rng.integers(3, 12) * scale) + 1, colour(), -1, cv2.LINE_AA)
+        elif kind < 0.65:
+            cv2.putText(img, _pseudo_word(rng, int(rng.integers(2, 6))), centre, int(rng.choice(fonts)),
+                        float(rng.uniform(0.5, 1.2) * scale), colour(), int(rng.integers(1, 3) * scale) + 1,
+                        cv2.LINE_AA)
+        else:
+            end = tuple(int(c + d) for c, d in zip(centre, rng.integers(-40, 40, 2) * scale, strict=True))
+            cv2.line(img, centre, end, colour(), int(rng.integers(2, 6) * scale) + 1, cv2.LINE_AA)
     return img.astype(np.float32) / 255.0
 
 
@@ -499,7 +575,9 @@ def _texture_size(spec: CaptureSpec) -> int:
 
 def _product_mesh(spec: CaptureSpec, rng: np.random.Generator) -> TexturedMesh:
     if spec.object in ("procedural-box", "procedural-bottle"):
-        if spec.product_texture == "rich":
+        if spec.product_texture == "packaging":
+            texture = packaging_texture(rng, _texture_size(spec))
+        elif spec.product_texture == "rich":
             texture = rich_texture(rng, _texture_size(spec))
         else:
             texture = plain_texture(rng, tuple(float(c) for c in rng.uniform(0.35, 0.8, 3)))
@@ -913,7 +991,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["orbit", "turntable"], default="orbit")
     parser.add_argument("--backdrop", choices=["plain", "textured", "none"], default="plain")
     parser.add_argument("--support", choices=["textured", "plain", "none"], default="textured")
-    parser.add_argument("--product-texture", choices=["rich", "plain"], default="rich")
+    parser.add_argument("--product-texture", choices=["packaging", "rich", "plain"], default="packaging")
     parser.add_argument("--elevations", default="25,40", help="ring elevations in degrees, comma-separated")
     parser.add_argument("--format", choices=["jpg", "png"], default="jpg")
     parser.add_argument("--no-depth", action="store_true", help="skip depth/ and masks/")
