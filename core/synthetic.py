@@ -966,8 +966,8 @@ def load_ground_truth(capture_dir: Path) -> CaptureGroundTruth:
 # --------------------------------------------------------------------------------------------------------------
 
 SAMPLE_SPEC = CaptureSpec(object="procedural-bottle", mode="orbit", backdrop="plain", support="textured",
-                          num_views=24, width=800, height=600, image_format="jpg", write_depth=False,
-                          write_masks=False, seed=DEFAULT_SEED)
+                          product_texture="packaging", num_views=24, width=800, height=600, image_format="jpg",
+                          write_depth=False, write_masks=False, seed=DEFAULT_SEED)
 """The bundled sample capture (assets/sample): regenerate with ``python -m core.synthetic --sample assets/sample``."""
 
 
