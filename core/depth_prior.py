@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,23 +293,16 @@ def predict_relative_depth(model: DepthModel, images: list[np.ndarray], input_si
 def find_depth_file(depth_dir: Path, image_name: str) -> Path | None:
     """The depth file for a photo: same base name, .npy or .png (case-insensitive suffix).
 
-    ``image_name`` may be the user's file name or the run's working copy (``007_<safe stem>.jpg``, see
-    core.capture): the index prefix and the file-system-safe spelling are matched too.
+    The pipeline copies the user's maps into the run under the working copies' names (core.pipeline), so this
+    stays the one simple rule a user is told: name each depth map like its photo.
     """
-    from core.capture import safe_stem
-
     stem = Path(image_name).stem
     folder = Path(depth_dir)
     for suffix in DEPTH_SUFFIXES:
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
             if candidate.is_file():
                 return candidate
-    if not folder.is_dir():
-        return None
-    keys = [safe_stem(Path(image_name).name), re.sub(r"^\d{3,}_", "", stem)]
-    by_key = {safe_stem(f.name): f for f in sorted(folder.iterdir())
-              if f.suffix.lower() in DEPTH_SUFFIXES and f.is_file()}
-    return next((by_key[k] for k in keys if k in by_key), None)
+    return None
 
 
 def read_depth_file(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -103,3 +103,36 @@ def test_large_capture_mode_closes_the_loop_by_retrieval(tiny_capture: CaptureGr
     result = run_sfm(capture, tmp_path, config.sfm)
     assert result.metrics["matching_mode"] == "sequential+retrieval"
     assert result.metrics["photos_registered"] == 12
+
+
+def test_supplied_depth_maps_named_like_the_photos_reach_the_prior_stage(tiny_capture: CaptureGroundTruth,
+                                                                         tiny_run: Path, tmp_path: Path) -> None:
+    """The user names depth maps like their photos; the run renames its copies after the working images."""
+    from core.pipeline import RunContext, _depth_prior
+    from core.stage import no_progress
+
+    depth_dir = tmp_path / "depth_maps"
+    depth_dir.mkdir()
+    for name in tiny_capture.image_names:
+        depth = tiny_capture.load_depth(name)
+        np.save(depth_dir / f"{Path(name).stem}.npy", np.where(np.isfinite(depth), depth, 0).astype(np.float32))
+
+    from core.capture import prepare_capture
+    from core.mvs import estimate_depth_maps
+    from core.scene import load_sparse_scene
+    from core.sfm import run_sfm
+
+    config = preset_config("preview")
+    config.depth_prior.depth_dir = str(depth_dir)
+    photos = list_photos(tiny_capture.image_dir)
+    ctx = RunContext(tmp_path / "run", config, photos, [p.name for p in photos])
+    ctx.results["capture"] = prepare_capture(photos, ctx.run_dir, config.capture)
+    ctx.results["sfm"] = run_sfm(ctx.results["capture"], ctx.run_dir, config.sfm)
+    undistorted = ctx.results["sfm"].undistorted_dir
+    ctx.results["scene"] = load_sparse_scene(undistorted / "sparse", undistorted / "images")
+    ctx.results["depth"] = estimate_depth_maps(ctx.results["scene"], ctx.run_dir / "depth", config.dense)
+    result = _depth_prior(ctx, no_progress)
+
+    copies = sorted(p.name for p in (ctx.run_dir / "supplied_depth").iterdir())
+    assert copies == sorted(f"{Path(p.working_image).stem}.npy" for p in ctx.results["capture"].accepted)
+    assert result.metrics["prior_views"] >= 10  # ground-truth depth fits the SfM scale in (almost) every view
