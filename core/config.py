@@ -101,7 +101,9 @@ class MeshConfig:
     target_faces: int = 100_000
     """Face budget after decimation."""
     poisson_depth: int = 9
-    """Octree depth of screened Poisson reconstruction."""
+    """Octree depth of screened Poisson reconstruction (an upper bound: meshing uses at most ~2 points per cell)."""
+    close_base: bool = True
+    """Close the unseen base of a product standing on a table with a flat cap on the table (a closed model)."""
 
 
 @dataclass

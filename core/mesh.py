@@ -54,7 +54,8 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
     spacing = cloud.voxel_size if cloud.voxel_size > 0 else _mean_spacing(cloud.points)
     points, normals = cloud.points, cloud.normals
     plane = getattr(cloud, "plane", None)
-    base = _base_points(points, plane, spacing) if plane is not None else np.empty((0, 3))
+    close = config.close_base and plane is not None
+    base = _base_points(points, plane, spacing) if close else np.empty((0, 3))
     if len(base):
         # The product stands on the table, so its unseen base is the table inside its footprint: give Poisson
         # that flat base (normals pointing down) instead of letting it guess or leaving a hole.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ _MIN_CONFIDENCE = 0.05
 """Depths whose confidence falls below this are stored as NaN."""
 _BEST_ANGLE_DEG = 10.0
 """Triangulation angle that source selection prefers (wider is more precise, narrower matches more easily)."""
+_BEST_K_SHARE = 0.5
+"""Share of the source views whose costs are averaged per plane (the best ones: occlusion robustness)."""
 _INVALID_COST = 2.0
 """Cost of a source that does not see the pixel on this plane (1 - ZNCC lies in [0, 2])."""
 _OUTSIDE = -10.0
@@ -110,13 +113,15 @@ def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
     cameras, images, greys = _load_views(scene, config.max_side)
     sources = _select_sources(scene, config.num_source_views)
     ranges = [_depth_range(scene, i) for i in range(len(scene))]
+    device = _gpu_device()
+    logger.info("plane sweep on %s", device or "the CPU (OpenCV)")
 
     def run_view(i: int) -> tuple[int, DepthMapRecord | None, dict[str, float]]:
         t0 = time.perf_counter()
         if not sources[i] or ranges[i] is None:
             return i, None, {"valid_fraction": 0.0, "median_confidence": 0.0, "seconds": 0.0}
         depth, conf = _sweep(greys[i], cameras[i], [greys[j] for j in sources[i]], [cameras[j] for j in sources[i]],
-                             ranges[i], config.num_depth_planes)
+                             ranges[i], config.num_depth_planes, device)
         stem = Path(scene.image_names[i]).stem
         path = save_depth_view(DepthView(scene.image_names[i], cameras[i], depth, conf, images[i]),
                                out_dir / f"{i:03d}_{stem}.npz")
@@ -128,8 +133,8 @@ def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
 
     records: list[DepthMapRecord | None] = [None] * len(scene)
     per_view: list[dict[str, float]] = [{}] * len(scene)
-    # Two views at a time: OpenCV and numpy release the GIL, so this keeps both cores busy.
-    workers = max(1, min(2, os.cpu_count() or 1))
+    # On the CPU two views at a time: OpenCV and numpy release the GIL, so this keeps both cores busy.
+    workers = 1 if device else max(1, min(2, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, (i, record, stats) in enumerate(pool.map(run_view, range(len(scene))), start=1):
             records[i], per_view[i] = record, stats
@@ -142,6 +147,7 @@ def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
         "width": cameras[0].width,
         "height": cameras[0].height,
         "num_depth_planes": config.num_depth_planes,
+        "gpu": int(device is not None),
         "valid_fraction": float(fractions.mean()),
         "median_confidence": float(np.median([s["median_confidence"] for s in per_view])),
         "seconds": round(time.perf_counter() - start, 2),
@@ -155,6 +161,15 @@ def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
                                  "photos with more overlap (about 15 degrees between neighbouring shots).")
     logger.info("depth maps: %d views, %.0f%% valid, %.1f s", len(views), 100 * fractions.mean(), metrics["seconds"])
     return DepthMaps(metrics=metrics, findings=findings, artifacts={"depth_maps": out_dir.resolve()}, views=views)
+
+
+def _gpu_device() -> str | None:
+    """'cuda' when torch sees a GPU (the sweep then runs there), else None (OpenCV on the CPU)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else None
 
 
 def _findings(names: list[str], fractions: np.ndarray) -> list[Finding]:
@@ -255,17 +270,30 @@ def _box(image: np.ndarray) -> np.ndarray:
 
 
 def _sweep(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray], src_cams: list[PinholeCamera],
-           depth_range: tuple[float, float], num_planes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Plane sweep for one reference view; returns (depth with NaN, confidence)."""
+           depth_range: tuple[float, float], num_planes: int, device: str | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Plane sweep for one reference view; returns (depth with NaN, confidence).
+
+    The per-plane costs come from OpenCV on the CPU, or from torch on ``device`` (a GPU) when given; the winner
+    selection is shared.
+    """
+    h, w = ref.shape
+    inv_depths = np.linspace(1.0 / depth_range[0], 1.0 / depth_range[1], num_planes)
+    k = max(1, round(_BEST_K_SHARE * len(srcs)))
+    costs = _plane_costs_torch if device else _plane_costs_opencv
+    wta = _StreamingWinner(h, w)
+    for cost in costs(ref, ref_cam, srcs, src_cams, inv_depths, k, device):
+        wta.add(cost)
+    std_r = np.sqrt(np.maximum(_box(ref * ref) - _box(ref) ** 2, 0))
+    return wta.result(inv_depths, std_r > _MIN_TEXTURE_STD)
+
+
+def _plane_costs_opencv(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray], src_cams: list[PinholeCamera],
+                        inv_depths: np.ndarray, k: int, device: str | None = None) -> Iterator[np.ndarray]:
+    """Per plane: the mean of the k best source costs (1 - ZNCC), each source warped by the plane's homography."""
     h, w = ref.shape
     mu_r = _box(ref)
-    var_r = np.maximum(_box(ref * ref) - mu_r * mu_r, 0)
-    std_r = np.sqrt(var_r)
-    textured = std_r > _MIN_TEXTURE_STD
-    inv_std_r = 1.0 / np.maximum(std_r, _MIN_TEXTURE_STD)
-    inv_depths = np.linspace(1.0 / depth_range[0], 1.0 / depth_range[1], num_planes)
-    k = max(1, (len(srcs) + 1) // 2)
-    wta = _StreamingWinner(h, w)
+    inv_std_r = 1.0 / np.maximum(np.sqrt(np.maximum(_box(ref * ref) - mu_r * mu_r, 0)), _MIN_TEXTURE_STD)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for inv_d in inv_depths:
         best = [np.full((h, w), _INVALID_COST, dtype=np.float32) for _ in range(k)]
@@ -282,8 +310,50 @@ def _sweep(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray], src_
                 lower = np.minimum(best[i], cost)
                 cost = np.maximum(best[i], cost)
                 best[i] = lower
-        wta.add(sum(best) / k)
-    return wta.result(inv_depths, textured)
+        yield sum(best) / k
+
+
+def _plane_costs_torch(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray], src_cams: list[PinholeCamera],
+                       inv_depths: np.ndarray, k: int, device: str | None = None) -> Iterator[np.ndarray]:
+    """The same costs as ``_plane_costs_opencv`` computed with torch (grid_sample + avg_pool) on ``device``."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device(device or "cpu")
+    h, w = ref.shape
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        # Separable (rows then columns): several times faster than one square pooling; the normalisation by the
+        # in-image count is exact because the window is a product of the two.
+        x = F.avg_pool2d(x, (1, _WINDOW), stride=1, padding=(0, _WINDOW // 2), count_include_pad=False)
+        return F.avg_pool2d(x, (_WINDOW, 1), stride=1, padding=(_WINDOW // 2, 0), count_include_pad=False)
+
+    with torch.no_grad():
+        r = torch.from_numpy(ref).to(dev)[None, None]
+        mu_r = box(r)
+        inv_std_r = 1.0 / (box(r * r) - mu_r * mu_r).clamp_min(0).sqrt().clamp_min(_MIN_TEXTURE_STD)
+        ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
+                                torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")
+        pix = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=dev)])
+        sources = [torch.from_numpy(s).to(dev)[None, None] for s in srcs]
+        for inv_d in inv_depths:
+            costs = []
+            for src, cam in zip(sources, src_cams, strict=True):
+                H = torch.from_numpy(_homography(ref_cam, cam, 1.0 / inv_d)).to(dev, torch.float32)
+                mapped = H @ pix
+                x, y = mapped[0] / mapped[2], mapped[1] / mapped[2]  # source pixel indices
+                hs, ws = src.shape[-2:]
+                inside = ((x >= 0) & (x <= ws - 1) & (y >= 0) & (y <= hs - 1) & (mapped[2] > 0)).reshape(1, 1, h, w)
+                # grid_sample (align_corners=False) wants the continuous coordinate index + 0.5 scaled to [-1, 1].
+                grid = torch.stack([(2 * x + 1) / ws - 1, (2 * y + 1) / hs - 1], dim=-1).reshape(1, h, w, 2)
+                warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+                mu_s = box(warped)
+                var_s = (box(warped * warped) - mu_s * mu_s).clamp_min(0)
+                cov = box(r * warped) - mu_r * mu_s
+                cost = 1.0 - cov * inv_std_r / (var_s.sqrt() + 1e-4)
+                costs.append(torch.where(inside, cost, torch.full_like(cost, _INVALID_COST)))
+            best = torch.topk(torch.cat(costs), k, dim=0, largest=False).values.mean(0)
+            yield best[0].cpu().numpy()
 
 
 class _StreamingWinner:
