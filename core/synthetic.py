@@ -420,16 +420,17 @@ def lathe_mesh(profiles: list[np.ndarray], texture: np.ndarray, segments: int = 
 
 
 def bottle_profiles(radius: float = 0.036, height: float = 0.2) -> list[np.ndarray]:
-    """Profile pieces (radius, z) of a bottle: bottom, body, shoulder and neck, cap side, cap top."""
+    """Profile pieces (radius, z) of a closed bottle: bottom, body, shoulder and neck, cap underside, side, top."""
     r, h = radius, height
     bottom = np.array([[0, 0], [r * 0.5, 0], [r, 0.0]])
     body = np.stack([np.full(12, r), np.linspace(0, 0.62 * h, 12)], 1)
     t = np.linspace(0, 1, 14)
     shoulder = np.stack([r - (r - 0.42 * r) * (0.5 - 0.5 * np.cos(np.pi * t)), 0.62 * h + 0.22 * h * t], 1)
     neck = np.array([[0.42 * r, 0.84 * h], [0.42 * r, 0.88 * h]])
+    cap_under = np.array([[0.42 * r, 0.88 * h], [0.5 * r, 0.88 * h]])  # the cap's overhang (closes the surface)
     cap_side = np.array([[0.5 * r, 0.88 * h], [0.5 * r, h]])
     cap_top = np.array([[0.5 * r, h], [0.25 * r, h], [0, h]])
-    return [bottom, body, np.concatenate([shoulder, neck[1:]]), cap_side, cap_top]
+    return [bottom, body, np.concatenate([shoulder, neck[1:]]), cap_under, cap_side, cap_top]
 
 
 def disc_mesh(radius: float, z: float, texture: np.ndarray, segments: int = 96, rings: int = 6) -> TexturedMesh:
@@ -936,9 +937,13 @@ def read_cameras_json(path: Path) -> dict[str, PinholeCamera]:
 def _write_mesh(path: Path, mesh: TexturedMesh) -> None:
     import open3d as o3d
 
-    # Weld the duplicated seam/face vertices only by index sharing already present; keep geometry exact.
     o3d_mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices),
                                          o3d.utility.Vector3iVector(mesh.triangles.astype(np.int32)))
+    # Box faces and lathe pieces have their own copies of shared edge vertices (for UVs and sharp shading); weld
+    # them so the ground-truth surface is one connected mesh. Positions are unchanged.
+    o3d_mesh = o3d_mesh.merge_close_vertices(1e-9)
+    o3d_mesh.remove_degenerate_triangles()
+    o3d_mesh.remove_unreferenced_vertices()
     o3d_mesh.compute_vertex_normals()
     if not o3d.io.write_triangle_mesh(str(path), o3d_mesh, write_ascii=False):
         raise OSError(f"could not write {path}")
