@@ -391,8 +391,8 @@ def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, 
                "peak_rss_mb": measurement.peak_rss_mb}
         run.update(evaluate_run(run_dir, gt.cameras, gt.object_diagonal, surface))
         if measurement.returncode != 0 and not run.get("failure_reason"):
-            run["failure_reason"] = measurement.stderr_tail.strip().splitlines()[-1:] or ["(no output)"]
-            run["failure_reason"] = run["failure_reason"][0]
+            last_lines = measurement.stderr_tail.strip().splitlines()
+            run["failure_reason"] = last_lines[-1] if last_lines else f"exit code {measurement.returncode}"
         _print_run(capture.name, run)
         result["runs"].append(run)
     return result

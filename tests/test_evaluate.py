@@ -133,3 +133,25 @@ def test_strecha_camera_reader() -> None:
     np.testing.assert_allclose(cam.R @ cam.R.T, np.eye(3), atol=1e-4)
     np.testing.assert_allclose(cam.center, [-6.71999, -14.2551, 0.279539], atol=1e-5)
     assert (cam.width, cam.height) == (1536, 1024)
+
+
+def test_report_and_merge(tmp_path: Path) -> None:
+    from benchmarks.run import merge_results, write_report
+
+    machine = {"date": "today", "cpu_count": 2, "cpu": "x86_64", "ram_gb": 8.0, "load_avg_at_start": [1.0],
+               "platform": "Linux", "python": "3.11", "git": "abc"}
+    surface = {"num_points": 10, "faces": 0, "precision": [0.5, 0.9], "recall": [0.4, 0.8], "fscore": [0.44, 0.85],
+               "accuracy": 0.001, "completeness": 0.002}
+    run = {"preset": "preview", "status": "done", "wall_s": 12.0, "peak_rss_mb": 300.0, "stages": {"sfm": 3.0},
+           "poses": {"num_images": 4, "num_registered": 4, "median_rotation_deg": 0.1,
+                     "median_center_error_rel": 0.002}, "dense_points": surface}
+    old = {"command": "a", "machine": machine, "captures": [
+        {"name": "x", "description": "d", "runs": [run]},
+        {"name": "gone", "skipped": "no data", "runs": []}]}
+    new = {"command": "b", "machine": machine, "captures": [
+        {"name": "x", "description": "d", "runs": [{**run, "preset": "balanced", "failure_reason": "boom"}]}]}
+    merged = merge_results(old, new)
+    assert [r["preset"] for r in merged["captures"][0]["runs"]] == ["preview", "balanced"]
+    write_report(merged, tmp_path / "R.md", tmp_path / "r.json")
+    text = (tmp_path / "R.md").read_text()
+    assert "| preview | dense_points | 10 |" in text and "Skipped: no data" in text and "balanced: boom" in text
