@@ -64,5 +64,5 @@ for row_start in range(0, len(recent), 4):
             decision = reviews.get(job.id)
             st.caption(f"{STATUS_ICONS.get(job.status, '')} {job.status} · {VERDICT_ICONS.get(verdict, '')} {verdict}"
                        f" · {when(job.created)}" + (f" · {decision.decision}" if decision else ""))
-            run_links(job)
+            run_links(job, stacked=True)
 wait_hint()

@@ -204,7 +204,7 @@ def _layout_3d(fig: go.Figure, cameras: Sequence[PinholeCamera] = (), title: str
         if np.linalg.norm(up) > 1e-6:
             up = up / np.linalg.norm(up)
             scene["camera"] = {"up": dict(zip("xyz", up.tolist(), strict=True)),
-                               "eye": dict(zip("xyz", (1.8 * _side_of(up)).tolist(), strict=True))}
+                               "eye": dict(zip("xyz", (2.0 * _side_of(up)).tolist(), strict=True))}
     fig.update_layout(scene=scene, title=title or None, margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
                       legend={"itemsizing": "constant", "yanchor": "top", "y": 0.98, "xanchor": "left", "x": 0.01},
                       height=620, uirevision="keep")  # uirevision: reruns keep the user's camera angle

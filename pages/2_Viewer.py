@@ -84,13 +84,13 @@ figure = figures.scene_figure(mesh=mesh, dense=dense, sparse=sparse, photo_names
 st.plotly_chart(figure, key="scene", config={"displaylogo": False})
 details = []
 if mesh is not None:
-    details.append(f"{len(mesh[1]):,} faces shown")
+    details.append(f"mesh: {len(mesh[1]):,} faces")
 if dense is not None:
-    details.append(f"{len(dense[0]):,} dense points shown")
+    details.append(f"dense cloud: {len(dense[0]):,} points")
 if sparse is not None:
-    details.append(f"{len(sparse.cameras)} cameras, {len(sparse.points):,} sparse points")
-st.caption(" · ".join(details) + ". Drag to rotate, scroll to zoom, hover a camera to see its photo; "
-           "click a legend entry to hide or show it.")
+    details.append(f"{len(sparse.cameras)} cameras and {len(sparse.points):,} sparse points")
+st.caption("This run has " + ", ".join(details) + ". Drag to rotate, scroll to zoom, hover a camera to see its "
+           "photo; the switches above (or a click on the legend) hide and show each layer.")
 
 st.subheader("Download")
 base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id

@@ -141,16 +141,37 @@ def _click_button(driver, label: str) -> None:
     button = WebDriverWait(driver, 30).until(
         lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
                         if b.text.strip() == label and b.is_enabled()), None), message=f"no enabled '{label}' button")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-    button.click()
+    _click(driver, button)
 
 
-def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Path) -> None:
-    photos = sorted(p for p in SAMPLE.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if len(photos) < 3:
+def _click(driver, element) -> None:
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    time.sleep(0.3)
+    try:
+        element.click()
+    except WebDriverException:  # covered by a toast or still animating: a DOM click does the same
+        driver.execute_script("arguments[0].click();", element)
+
+
+def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Path, tmp_path: Path) -> None:
+    sample = sorted(p for p in SAMPLE.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if len(sample) < 3:
         pytest.skip(f"the sample capture is not in {SAMPLE}")
+    photos = []  # a snapshot, so the test does not depend on the sample staying untouched while it runs
+    for path in sample:
+        photos.append(tmp_path / "upload" / path.name)
+        photos[-1].parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, photos[-1])
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    driver = browser
+    try:
+        _journey(server, browser, studio_data, photos)
+    except BaseException:
+        _shot(browser, "failure")
+        (ARTIFACTS / "failure.txt").write_text(_page_text(browser))
+        raise
+
+
+def _journey(server: str, driver, studio_data: Path, photos: list[Path]) -> None:
 
     driver.get(server)
     _wait_text(driver, "No finished runs yet")
@@ -163,8 +184,9 @@ def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Pat
     _fill(driver, "SKU", "BOTTLE-001")
     upload = driver.find_elements(By.CSS_SELECTOR, 'input[type="file"]')[0]
     upload.send_keys("\n".join(str(p) for p in photos))
-    _wait_text(driver, f"{len(photos)} of {len(photos)} photos accepted", timeout=180)
-    driver.find_element(By.XPATH, "//label[contains(., 'Preview —')]").click()
+    _wait_text(driver, "photos accepted", timeout=300)
+    assert f"{len(photos)} of {len(photos)} photos accepted" in _page_text(driver)
+    _click(driver, driver.find_element(By.XPATH, "//label[contains(., 'Preview —')]"))
     time.sleep(1)
     _assert_no_errors(driver, "new capture")
     _shot(driver, "02_upload_checked")
@@ -204,10 +226,9 @@ def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Pat
     time.sleep(3)
     _assert_no_errors(driver, "diagnostics")
     _shot(driver, "06_diagnostics")
-    sfm = driver.find_elements(By.XPATH, "//summary[contains(., 'Camera placement')]")
+    sfm = driver.find_elements(By.XPATH, "//summary[contains(., 'Placing cameras')]")
     if sfm:
-        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", sfm[0])
-        sfm[0].click()
+        _click(driver, sfm[0])
         time.sleep(3)
         _shot(driver, "07_diagnostics_sfm")
 

@@ -159,12 +159,18 @@ def _job_panel_body(store: Store, job_id: str, was_final: bool) -> None:
         st.caption("This page updates by itself. You can close it: the run continues and this link brings you back.")
 
 
-def run_links(job: Job, include_new: bool = False) -> None:
+def run_links(job: Job, include_new: bool = False, stacked: bool = False) -> None:
+    """Links to the run on the other pages; ``stacked`` for narrow places such as the cards on Home."""
+    links = [(PAGE_VIEWER, "3D viewer" if stacked else "Open in 3D viewer", ":material/view_in_ar:"),
+             (PAGE_DIAGNOSTICS, "Diagnostics", ":material/monitoring:"),
+             (PAGE_REVIEW, "Review", ":material/fact_check:")]
+    if stacked:
+        for page, label, icon in links:
+            st.page_link(page, label=label, icon=icon, query_params={"job": job.id})
+        return
     cols = st.columns(4 if include_new else 3)
-    cols[0].page_link(PAGE_VIEWER, label="Open in 3D viewer", icon=":material/view_in_ar:",
-                      query_params={"job": job.id})
-    cols[1].page_link(PAGE_DIAGNOSTICS, label="Diagnostics", icon=":material/monitoring:", query_params={"job": job.id})
-    cols[2].page_link(PAGE_REVIEW, label="Review", icon=":material/fact_check:", query_params={"job": job.id})
+    for col, (page, label, icon) in zip(cols, links, strict=False):
+        col.page_link(page, label=label, icon=icon, query_params={"job": job.id})
     if include_new:
         cols[3].page_link(PAGE_NEW, label="New capture", icon=":material/add_a_photo:")
 
