@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from core.config import CaptureConfig, PipelineConfig, preset_config
 from core.manifest import MANIFEST_NAME, RunManifest, load_manifest
 from core.stage import Cancelled
-from core.store import REPO_ROOT, Job, PhotoRow, Store
+from core.store import REPO_ROOT, Job, PhotoRow, Store, new_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +262,6 @@ def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_
                photos: list[IntakePhoto], depth_files: list[tuple[str, bytes]] | None = None,
                pipeline: str | None = None, start: bool = True) -> tuple[Job, list[str]]:
     """Turn a checked draft into a queued job: its photos move to ``uploads/<job_id>`` and stay there for good."""
-    from core.store import new_job_id
-
     job_id = new_job_id()
     photos_dir = store.root / "uploads" / job_id
     photos_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -159,3 +159,25 @@ def test_sample_button_queues_the_sample(studio_data: Path, monkeypatch: pytest.
     while time.time() < deadline and not Store().get_job(job.id).is_final:
         time.sleep(0.5)
     assert Store().get_job(job.id).status == "done"
+
+
+def test_job_page_cancels_a_running_job(studio_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.jobs import submit_folder
+
+    monkeypatch.setenv("PRODUCT_STUDIO_TEST_STEPS", "300")
+    monkeypatch.setenv("PRODUCT_STUDIO_TEST_STEP_S", "0.2")
+    write_photos(tmp_path / "p")
+    store = Store()
+    job = submit_folder(store, tmp_path / "p", product_name="Long", sku="L", pipeline="tests.conftest:slow_pipeline")
+    deadline = time.time() + 60
+    while time.time() < deadline and store.get_job(job.id).stage != "work":
+        time.sleep(0.3)
+    app = _run("pages/1_New_capture.py", job.id)
+    assert not app.exception, app.exception
+    assert "running" in _texts(app)
+    next(b for b in app.button if b.label == "Cancel this run").click()
+    app.run()
+    assert not app.exception, app.exception
+    while time.time() < deadline and not store.get_job(job.id).is_final:
+        time.sleep(0.3)
+    assert store.get_job(job.id).status == "cancelled"

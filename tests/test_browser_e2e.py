@@ -231,6 +231,17 @@ def _journey(server: str, driver, studio_data: Path, photos: list[Path]) -> None
         _click(driver, sfm[0])
         time.sleep(3)
         _shot(driver, "07_diagnostics_sfm")
+        heading = driver.find_elements(By.XPATH, "//*[contains(text(), 'Which photos matched which')]")
+        if heading:
+            driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading[0])
+            _shot(driver, "07b_diagnostics_matches")
+        _click(driver, sfm[0])  # fold it again
+    depth = driver.find_elements(By.XPATH, "//summary[contains(., 'Estimating depth')]")
+    if depth:
+        _click(driver, depth[0])
+        time.sleep(4)
+        _assert_no_errors(driver, "depth panel")
+        _shot(driver, "07c_diagnostics_depth")
 
     # Approval needs a 3D model; until the pipeline makes a mesh the reviewer can only reject (with a note).
     from core.jobs import read_manifest
