@@ -6,7 +6,11 @@ range the view's sparse points span. Every source view is warped onto each plane
 (box filters), and the best ``k`` of the source costs are averaged so a surface hidden in some sources still matches
 in the others. Winner-take-all picks a plane per pixel, a parabola through the neighbouring costs gives a sub-plane
 depth, and the confidence comes from how good and how unique the best match is. Views run two at a time (OpenCV and
-numpy release the GIL), which is what two cores give.
+numpy release the GIL), which is what two cores give. With a CUDA GPU the per-plane costs are computed by torch there.
+
+Tried and measured against ground truth, not kept: filling unmatched pixels from half- and quarter-resolution sweeps
+(a plain sugar box: product coverage 65% -> 77-98%, but mesh F-score at 1% fell 0.88 -> 0.84: coarse depths are
+biased the same way in neighbouring views, so fusion keeps them).
 
 Every view is written as ``<out_dir>/<index>_<stem>.npz`` holding float32 ``depth`` (camera z, NaN = unknown),
 float32 ``confidence`` in [0, 1], the uint8 RGB ``image`` at the working resolution and the scaled camera; read them
