@@ -8,6 +8,7 @@ arbitrary orientation.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from collections.abc import Sequence
@@ -134,6 +135,11 @@ def decimate(points: np.ndarray, colors: np.ndarray, max_points: int, seed: int 
 
 # --- 3D builders ---------------------------------------------------------------------------------------------
 
+def _plain(text: str) -> str:
+    """User text (photo names) for Plotly, which renders a subset of HTML (<b>, <a href>) in labels and hovers."""
+    return html.escape(str(text), quote=False)
+
+
 def _rgb_strings(colors: np.ndarray) -> list[str]:
     return [f"rgb({r},{g},{b})" for r, g, b in np.asarray(colors, dtype=np.uint8).tolist()]
 
@@ -173,7 +179,7 @@ def camera_traces(cameras: Sequence[PinholeCamera], names: Sequence[str], size: 
         lines = frustum_lines(camera, size)
         traces.append(go.Scatter3d(
             x=lines[:, 0], y=lines[:, 1], z=lines[:, 2], mode="lines", line={"color": color, "width": 3},
-            name="Cameras", legendgroup="cameras", showlegend=i == 0, hovertext=name, hoverinfo="text",
+            name="Cameras", legendgroup="cameras", showlegend=i == 0, hovertext=_plain(name), hoverinfo="text",
             connectgaps=False))
     return traces
 
@@ -288,7 +294,7 @@ def depth_view_figure(depth: np.ndarray, confidence: np.ndarray | None = None, i
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(title=title or None, height=330, margin={"l": 0, "r": 0, "t": 50, "b": 0})
+    fig.update_layout(title=_plain(title) or None, height=330, margin={"l": 0, "r": 0, "t": 50, "b": 0})
     return fig
 
 
@@ -336,7 +342,8 @@ def track_length_histogram(track_lengths: np.ndarray) -> go.Figure:
 def match_matrix_figure(names: Sequence[str], matrix: np.ndarray, value_label: str = "inlier matches") -> go.Figure:
     """Which photos matched which: a symmetric heatmap, dark where two photos share nothing."""
     matrix = np.asarray(matrix, dtype=np.float64)
-    fig = go.Figure(go.Heatmap(z=matrix, x=list(names), y=list(names), colorscale="Blues",
+    labels = [_plain(n) for n in names]
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues",
                                colorbar={"title": value_label},
                                hovertemplate="%{y} ↔ %{x}<br>%{z:.0f} " + value_label + "<extra></extra>"))
     side = min(900, 200 + 18 * len(names))

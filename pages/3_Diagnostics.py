@@ -128,22 +128,29 @@ def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> Non
     if not files:
         st.caption("Depth maps: " + NOT_AVAILABLE)
         return
-    chosen = st.selectbox("Photo", files, format_func=lambda p: p.stem, key=f"depth-{stage.name}")
+    # Depth files are named after the working images (possibly with an index prefix): show the user's photo names.
+    by_working = {Path(p.working_image).stem: p.name for p in manifest.photos if p.working_image}
+
+    def photo_name(path: Path) -> str:
+        return next((name for stem, name in by_working.items()
+                     if path.stem == stem or path.stem.endswith(f"_{stem}")), path.stem)
+
+    chosen = st.selectbox("Photo", files, format_func=photo_name, key=f"depth-{stage.name}")
     try:
         from core.mvs import load_depth_view
 
         view = load_depth_view(chosen)
-        depth, confidence, image, name = view.depth, view.confidence, view.image, view.name
+        depth, confidence, image = view.depth, view.confidence, view.image
     except (OSError, KeyError, ValueError, ImportError):
         with np.load(chosen) as data:  # another stage's layout: show whatever maps it holds
             depth, confidence = data.get("depth"), data.get("confidence")
-            image, name = None, chosen.stem
+            image = None
     if depth is None:
         st.caption(NOT_AVAILABLE)
         return
     valid = float(np.isfinite(depth).mean())
-    st.plotly_chart(figures.depth_view_figure(depth, confidence, image, title=f"{name} · {valid:.0%} of pixels "
-                                                                                "have a depth"), key=f"dv-{stage.name}")
+    title = f"{photo_name(chosen)} · {valid:.0%} of pixels have a depth"
+    st.plotly_chart(figures.depth_view_figure(depth, confidence, image, title=title), key=f"dv-{stage.name}")
 
 
 def panel_fusion(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:

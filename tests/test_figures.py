@@ -106,3 +106,12 @@ def test_2d_diagnostics_figures(run_dir: Path) -> None:
     fusion = figures.fusion_figure(100, {"dropped_inconsistent": 30, "dropped_background": 5})
     assert list(fusion.data[0].x) == ["kept", "dropped inconsistent", "dropped background"]
     assert figures.read_match_matrix(run_dir / "missing.json") is None
+
+
+def test_user_names_are_escaped_for_plotly(run_dir: Path) -> None:
+    sparse = figures.read_sparse_model(run_dir / "sparse")
+    names = ['<a href="http://x">click</a>.jpg'] * 5
+    fig = figures.sparse_figure(sparse, photo_names=names)
+    assert all("<a" not in t.hovertext for t in fig.data if t.legendgroup == "cameras")
+    heat = figures.match_matrix_figure(["<b>a</b>.jpg"], np.zeros((1, 1)))
+    assert list(heat.data[0].x) == ["&lt;b&gt;a&lt;/b&gt;.jpg"]
