@@ -337,11 +337,10 @@ def dispatch(store: Store, max_active: int | None = None) -> list[Job]:
 
 
 def _spawn_worker(store: Store, job: Job) -> None:
-    log_dir = store.root / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    store.log_path(job).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PRODUCT_STUDIO_DATA": str(store.root), "PYTHONUNBUFFERED": "1"}
     try:
-        with open(log_dir / f"{job.id}.log", "ab") as log:
+        with open(store.log_path(job), "ab") as log:
             # A new session: the worker outlives a restart of the Streamlit server that started it.
             process = subprocess.Popen([sys.executable, "-m", "core.jobs", "worker", job.id], cwd=REPO_ROOT, env=env,
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -497,6 +496,18 @@ def quality_verdict(job: Job, manifest: RunManifest | None) -> tuple[str, str]:
     if warnings:
         return "check", f"{len(warnings)} warning(s): {warnings[0].message}"
     return "good", "No problems found."
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The end of a log file, for support ('' when there is none)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64_000))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def format_duration(seconds: float | None) -> str:

@@ -197,6 +197,10 @@ class Store:
                 removed += 1
         return removed
 
+    def log_path(self, job: Job) -> Path:
+        """The worker's own log (start-up and crashes); the pipeline also logs into RUN_DIR/logs/run.log."""
+        return self.root / "logs" / f"{job.id}.log"
+
     def new_draft_dir(self) -> Path:
         """A fresh folder for photos being checked before a job exists."""
         path = self.root / "drafts" / uuid.uuid4().hex[:12]

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import figures, jobs
 from core.manifest import RunManifest, StageRecord
+from core.store import Job
 from pages._ui import BAD_ICON, LEVEL_ICONS, OK_ICON, PAGE_NEW, esc, run_links, run_picker, setup, thumbnails
 
 store = setup("Diagnostics", ":material/monitoring:")
@@ -179,6 +180,18 @@ def panel_mesh(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None
     cols[2].metric("Open edges", boundary if boundary is not None else metrics.get("boundary_edges", "–"))
 
 
+def show_logs(job: Job, run_dir: Path) -> None:
+    """For failed runs: the end of the worker's and the pipeline's logs, to send to support."""
+    if job.status != "failed":
+        return
+    with st.expander("Technical details (for support)"):
+        for title, path in (("Worker log", store.log_path(job)), ("Run log", run_dir / "logs" / "run.log")):
+            tail = jobs.log_tail(path)
+            if tail:
+                st.caption(title)
+                st.code(tail, language=None)  # st.code shows text verbatim: nothing in a log is rendered
+
+
 PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth": panel_depth, "depth_maps": panel_depth,
           "mvs": panel_depth, "depth_prior": panel_depth, "fusion": panel_fusion, "mesh": panel_mesh}
 
@@ -191,6 +204,7 @@ run_dir = store.run_dir(job)
 manifest = jobs.read_manifest(run_dir)
 if manifest is None:
     st.info(f"This run has no record yet (it is {job.status}).")
+    show_logs(job, run_dir)
     run_links(job)
     st.stop()
 
@@ -231,4 +245,5 @@ for stage in manifest.stages:
             st.caption("Numbers")
             st.dataframe([{"metric": k, "value": str(v)} for k, v in numbers.items()], hide_index=True,
                          width="stretch")
+show_logs(job, run_dir)
 run_links(job)

@@ -128,8 +128,8 @@ def finished_job(studio_data: Path, tmp_path: Path):
     from core.store import Store
 
     store = Store()
-    job = submit_folder(store, tmp_path / "photos" if (tmp_path / "photos").exists() else
-                        write_photos(tmp_path / "photos")[0].parent, product_name="Teapot <script>", sku="SKU-1",
+    write_photos(tmp_path / "finished-photos")
+    job = submit_folder(store, tmp_path / "finished-photos", product_name="Teapot <script>", sku="SKU-1",
                         preset="preview", start=False)
     make_run_folder(store.run_dir(job))
     store.mark_running(job.id, pid=os.getpid())

@@ -73,6 +73,11 @@ def test_viewer_without_mesh_says_so(studio_data: Path, tmp_path: Path) -> None:
     app = _run("pages/2_Viewer.py", job.id)
     assert not app.exception
     assert "no 3D result" in _texts(app)
+    store.log_path(job).parent.mkdir(parents=True, exist_ok=True)
+    store.log_path(job).write_text("Traceback ...\nRuntimeError: <b>boom</b>\n")
+    app = _run("pages/3_Diagnostics.py", job.id)
+    assert not app.exception, app.exception
+    assert "RuntimeError: <b>boom</b>" in app.code[0].value  # shown verbatim, for support
 
 
 def test_review_records_a_decision(finished_job) -> None:
