@@ -149,7 +149,9 @@ def _job_panel_body(store: Store, job_id: str, was_final: bool) -> None:
     elif job.status == "cancelled":
         st.warning("The run was cancelled. Finished stages and your photos are kept.")
     elif job.status == "done":
-        st.success("Finished. Open the 3D viewer or the diagnostics below.")
+        verdict, why = jobs.quality_verdict(job, jobs.read_manifest(store.run_dir(job)))
+        st.success(f"Finished. Quality: {VERDICT_ICONS.get(verdict, '')} **{verdict}** — {esc(why)}  \n"
+                   "Open the 3D viewer or the diagnostics below.")
     if not job.is_final:
         if job.cancel_requested:
             st.caption("Cancelling… the run stops at its next checkpoint.")
