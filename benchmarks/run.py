@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="label of runs made with --pipeline-args (shown after the preset)")
     parser.add_argument("--gt-depth-prior", action="store_true",
                         help="also run every synthetic capture with its ground-truth depth as the depth prior")
+    parser.add_argument("--only-gt-depth-prior", action="store_true",
+                        help="with --gt-depth-prior: skip the runs without it (e.g. to --append them to a report)")
     parser.add_argument("--append", action="store_true",
                         help="add these results to the existing results.json (same capture: runs are merged by preset)")
     parser.add_argument("--rerender", action="store_true", help="render the captures again even if present")
@@ -477,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [(args.tag or ("custom" if args.pipeline_args else ""), shlex.split(args.pipeline_args))]
     if args.gt_depth_prior:
-        variants.append(("gt-depth-prior", [*shlex.split(args.pipeline_args), "--depth-prior-dir", "{gt_depth}"]))
+        oracle = ("gt-depth-prior", [*shlex.split(args.pipeline_args), "--depth-prior-dir", "{gt_depth}"])
+        variants = [oracle] if args.only_gt_depth_prior else [*variants, oracle]
 
     results: dict[str, Any] = {"command": "python -m benchmarks.run " + " ".join(argv if argv is not None
                                                                                  else sys.argv[1:]),
