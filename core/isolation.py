@@ -40,6 +40,9 @@ _OBJECT_FRAME_SHARE = 0.8
 """The product is assumed to fill at most this share of the narrower half field of view."""
 _CLUSTER_POINTS = 40_000
 """Clustering runs on a thinned copy of about this many points (DBSCAN cost grows quickly with density)."""
+_MIN_PRODUCT_POINTS = 500
+_MIN_PRODUCT_SHARE = 0.01
+"""Below this many points (or share of the cloud) the cut is taken to have failed and everything is kept."""
 _NORMAL_NEIGHBOURS = 16
 """Neighbours in each normal's plane fit."""
 _KEEP_CLUSTER_SHARE = 0.2
@@ -127,13 +130,15 @@ def isolate_product(cloud: FusedCloud, scene: SparseScene, out_dir: Path, config
         "object_radius": radius,
         "isolated": 1,
     }
-    if n_out < 500:
-        metrics["seconds"] = round(time.perf_counter() - start, 2)
-        return IsolatedCloud(ok=False, metrics=metrics, findings=findings, artifacts=artifacts, up=up, focus=focus,
-                             plane=plane, **base,
-                             failure="Almost nothing was left after removing the table and the background. The "
-                                     "product should be in the middle of every photo; set isolate_product off to "
-                                     "keep everything.")
+    if n_out < max(_MIN_PRODUCT_POINTS, _MIN_PRODUCT_SHARE * n_in):
+        # Better a model with its surroundings than none: keep everything and say so.
+        metrics.update({"points_out": n_in, "isolated": 0, "seconds": round(time.perf_counter() - start, 2)})
+        findings.append(Finding(
+            "warning", "The product could not be separated from the table and background; the model keeps them.",
+            "Keep the product in the middle of every photo and walk all the way around it; a patterned mat under "
+            "it helps find the table."))
+        return IsolatedCloud(metrics=metrics, findings=findings, artifacts=dict(cloud.artifacts), up=up,
+                             focus=focus, plane=plane, **base)
     product = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts[keep]))
     product.colors = o3d.utility.Vector3dVector(cloud.colors[keep].astype(np.float64) / 255.0)
     # Fusion's normals come from smoothed depth maps; a local plane fit over neighbours is cleaner, and the fused

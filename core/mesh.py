@@ -273,8 +273,9 @@ def export_mesh(mesh: o3d.geometry.TriangleMesh, out_dir: Path, stem: str = "mes
     """Write ``stem``.ply, ``stem``.glb and ``stem``.obj (+ .mtl) to ``out_dir``; returns artefact key -> path.
 
     PLY and OBJ stay in world coordinates. glTF is y-up by definition, so the GLB is rotated at this boundary so
-    that ``up`` (a world direction; z when None, as in synthetic captures and reliefs) becomes +y; a viewer then
-    shows the product standing. Vertex colours go to GLB as COLOR_0 and to OBJ as ``v x y z r g b``.
+    that ``up`` (a world direction; z when None, as in synthetic captures and reliefs) becomes +y, and moved to stand
+    on y = 0 centred on the y axis; a viewer then shows the product standing where it orbits. Vertex colours go to
+    GLB as COLOR_0 and to OBJ as ``v x y z r g b``.
     """
     import trimesh
 
@@ -291,6 +292,9 @@ def export_mesh(mesh: o3d.geometry.TriangleMesh, out_dir: Path, stem: str = "mes
 
     glb = out_dir / f"{stem}.glb"
     y_up = vertices @ _to_y_up(up).T
+    if len(y_up):  # viewers orbit the origin: stand the model on y = 0, centred on the y axis
+        lo, hi = y_up.min(0), y_up.max(0)
+        y_up = y_up - np.array([(lo[0] + hi[0]) / 2, lo[1], (lo[2] + hi[2]) / 2])
     scene_mesh = trimesh.Trimesh(vertices=y_up, faces=faces, vertex_colors=rgba, process=False)
     glb.write_bytes(scene_mesh.export(file_type="glb"))
 

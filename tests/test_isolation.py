@@ -101,3 +101,19 @@ def test_isolation_can_be_switched_off(tmp_path: Path) -> None:
                         [np.empty(0, np.int64)])
     result = isolate_product(cloud, scene, tmp_path, DenseConfig(isolate_product=False))
     assert result.ok and len(result.points) == 1000 and result.metrics["isolated"] == 0
+
+
+def test_a_failed_cut_keeps_everything_and_says_so(tmp_path: Path) -> None:
+    """Only a table in view: removing it would leave nothing, so the whole cloud is kept with a warning."""
+    s = np.arange(-0.3, 0.3, SPACING)
+    points = _grid(s, s, np.zeros(3), np.eye(3)[0], np.eye(3)[1])
+    K = intrinsics_from_fov(320, 240, 50)
+    cameras = [PinholeCamera(K, *look_at(np.array([0.5 * np.cos(a), 0.5 * np.sin(a), 0.3]), np.zeros(3)), 320, 240)
+               for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    cloud = FusedCloud(points=points, colors=np.zeros((len(points), 3), np.uint8),
+                       normals=np.tile([0, 0, 1.0], (len(points), 1)), cameras=cameras, voxel_size=SPACING)
+    scene = SparseScene([f"{i}.jpg" for i in range(8)], [tmp_path / f"{i}.jpg" for i in range(8)], cameras,
+                        np.empty((0, 3)), np.empty((0, 3), np.uint8), [np.empty(0, np.int64)] * 8)
+    result = isolate_product(cloud, scene, tmp_path, DenseConfig())
+    assert result.ok and len(result.points) == len(points) and result.metrics["isolated"] == 0
+    assert any(f.level == "warning" and "could not be separated" in f.message for f in result.findings)

@@ -68,6 +68,7 @@ def test_exports_reload_with_the_same_faces(tmp_path: Path) -> None:
     assert len(glb.faces) == faces
     # glTF is y-up: the box's height (world z, 0.4) is along y, and the vertex colours came through as COLOR_0.
     assert np.allclose(glb.bounds[1] - glb.bounds[0], [0.1, 0.4, 0.2], atol=1e-6)
+    assert np.allclose(glb.bounds[0], [-0.05, 0, -0.1], atol=1e-6)  # standing on y = 0, centred on the y axis
     assert glb.visual.kind == "vertex" and len(glb.visual.vertex_colors) == len(glb.vertices)
     assert glb.visual.vertex_colors[:, :3].std() > 10
 
