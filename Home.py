@@ -5,11 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core import jobs
-from core.store import REPO_ROOT
 from pages._ui import (PAGE_NEW, STATUS_ICONS, VERDICT_ICONS, esc, first_thumbnail, job_title, run_links, setup,
                        wait_hint, when)
-
-SAMPLE_IMAGES = REPO_ROOT / "assets" / "sample" / "images"
 
 store = setup("Home", ":material/home:")
 st.title(":material/deployed_code: Product Studio")
@@ -21,13 +18,11 @@ left, right = st.columns(2)
 with left:
     st.page_link(PAGE_NEW, label="Start a new capture", icon=":material/add_a_photo:")
 with right:
-    sample_photos = sorted(p for p in SAMPLE_IMAGES.glob("*") if p.suffix.lower() in jobs.PHOTO_SUFFIXES) \
-        if SAMPLE_IMAGES.is_dir() else []
+    sample_photos = jobs.sample_photos()
     if st.button("Try it on the sample product", type="primary", disabled=not sample_photos,
                  help=None if sample_photos else "The sample photos are not installed (assets/sample/images)."):
         with st.spinner("Checking the sample photos…"):
-            job = jobs.submit_folder(store, SAMPLE_IMAGES, product_name="Sample product", sku="SAMPLE",
-                                     preset="preview")
+            job = jobs.submit_sample(store, preset="preview")
         st.switch_page(PAGE_NEW, query_params={"job": job.id})
     if sample_photos:
         st.caption(f"{len(sample_photos)} sample photos, preview detail.")

@@ -13,12 +13,9 @@ import logging
 import sys
 import time
 from core.config import PRESETS
-from core.jobs import dispatch, job_progress, submit_folder
+from core.jobs import SAMPLE_SKU, dispatch, job_progress, sample_photos, submit_sample
 from core.pipeline import TerminalProgress
-from core.store import REPO_ROOT, Store
-
-SAMPLE_PHOTOS = REPO_ROOT / "assets" / "sample" / "images"
-SAMPLE_SKU = "SAMPLE-001"
+from core.store import Store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--again", action="store_true", help="reconstruct even if a finished sample run exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not SAMPLE_PHOTOS.is_dir():
-        print(f"error: the sample photos are missing ({SAMPLE_PHOTOS}); regenerate them with "
+    if not sample_photos():
+        print("error: the sample photos are missing (assets/sample/images); regenerate them with "
               "`python -m core.synthetic --sample assets/sample`", file=sys.stderr)
         return 1
     store = Store()
@@ -36,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if finished and not args.again:
         print(f"the sample was already reconstructed (job {finished[0].id}); opening the studio")
         return 0
-    job = submit_folder(store, SAMPLE_PHOTOS, product_name="Sample product (synthetic)", sku=SAMPLE_SKU,
-                        preset=args.preset)
+    job = submit_sample(store, preset=args.preset)
     print(f"reconstructing the sample product ({args.preset} preset) as job {job.id}")
     bar = TerminalProgress()
     while True:

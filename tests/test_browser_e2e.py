@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
+from core.jobs import sample_photos
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SAMPLE = REPO_ROOT / "assets" / "sample" / "images"
 ARTIFACTS = REPO_ROOT / "tests" / "_artifacts"
 JOB_TIMEOUT_S = float(os.environ.get("PRODUCT_STUDIO_E2E_TIMEOUT", "1500"))
 """A preview run on the sample takes minutes on two shared cores."""
@@ -154,9 +155,9 @@ def _click(driver, element) -> None:
 
 
 def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Path, tmp_path: Path) -> None:
-    sample = sorted(p for p in SAMPLE.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    sample = sample_photos()
     if len(sample) < 3:
-        pytest.skip(f"the sample capture is not in {SAMPLE}")
+        pytest.skip("the sample capture is not in assets/sample/images")
     photos = []  # a snapshot, so the test does not depend on the sample staying untouched while it runs
     for path in sample:
         photos.append(tmp_path / "upload" / path.name)
