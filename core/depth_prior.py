@@ -747,7 +747,9 @@ def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path,
         if lookup.location is not None:
             model = load_depth_model(lookup.location)
         else:
-            findings.append(Finding("info", lookup.message, f"Put the model folder in {MODELS_DIR} or set {ENV_VAR}."))
+            logger.info(lookup.message)  # every place searched, for whoever installs the model
+            findings.append(Finding("info", "No depth prior was used: the monocular depth model is not installed. "
+                                            "Plain or shiny surfaces may have gaps.", lookup.how_to_enable))
     if model is None and not supplied:
         unchanged.metrics = {"prior_views": 0, "model_available": 0}
         unchanged.findings = findings

@@ -233,7 +233,7 @@ def test_no_prior_available_keeps_going(tmp_path: Path, isolated: Path) -> None:
     result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig())
     assert result.ok and result.views == maps.views
     assert result.metrics["model_available"] == 0
-    assert any(dp.ENV_VAR in f.message and "models" in f.message for f in result.findings)
+    assert any("not installed" in f.message and dp.ENV_VAR in f.hint and "models" in f.hint for f in result.findings)
 
 
 def test_stage_runs_the_tiny_model(tmp_path: Path, isolated: Path, tiny_model_dir: Path) -> None:
