@@ -24,6 +24,18 @@ def studio_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def no_depth_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No depth model anywhere: no environment variable, an empty models/ folder and an empty Hugging Face cache."""
+    from core import depth_prior
+
+    monkeypatch.delenv(depth_prior.ENV_VAR, raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(depth_prior, "MODELS_DIR", tmp_path / "models")
+    return tmp_path
+
+
 def write_photos(folder: Path, count: int = 4, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[Path]:
     """Small textured JPEGs (random blocks: sharp, well exposed) named like camera files."""
     from PIL import Image

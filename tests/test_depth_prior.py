@@ -36,16 +36,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "Depth-Anything-V2-Small-hf")
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No env var, an empty models/ folder and an empty Hugging Face cache."""
-    monkeypatch.delenv(dp.ENV_VAR, raising=False)
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(dp, "MODELS_DIR", tmp_path / "models")
-    return tmp_path
-
-
 def _fake_hf_cache(hf_home: Path, model_dir: Path) -> Path:
     repo_dir = hf_home / "hub" / ("models--" + REPO.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / "0123abcd"
@@ -55,11 +45,11 @@ def _fake_hf_cache(hf_home: Path, model_dir: Path) -> Path:
     return snapshot
 
 
-def test_resolution_order(isolated: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    explicit = shutil.copytree(tiny_model_dir, isolated / "explicit")
-    env_dir = shutil.copytree(tiny_model_dir, isolated / "env")
-    project = shutil.copytree(tiny_model_dir, isolated / "models" / "Depth-Anything-V2-Small-hf")
-    cached = _fake_hf_cache(isolated / "hf_home", tiny_model_dir)
+def test_resolution_order(no_depth_model: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    explicit = shutil.copytree(tiny_model_dir, no_depth_model / "explicit")
+    env_dir = shutil.copytree(tiny_model_dir, no_depth_model / "env")
+    project = shutil.copytree(tiny_model_dir, no_depth_model / "models" / "Depth-Anything-V2-Small-hf")
+    cached = _fake_hf_cache(no_depth_model / "hf_home", tiny_model_dir)
     monkeypatch.setenv(dp.ENV_VAR, str(env_dir))
 
     config = DepthPriorConfig(model=REPO, model_path=str(explicit))
@@ -73,12 +63,12 @@ def test_resolution_order(isolated: Path, tiny_model_dir: Path, monkeypatch: pyt
     shutil.rmtree(project)
     location = dp.resolve_model(config)
     assert (location.source, location.path) == ("hf_cache", cached)
-    shutil.rmtree(isolated / "hf_home")
+    shutil.rmtree(no_depth_model / "hf_home")
     assert dp.resolve_model(config) is None
 
 
-def test_not_available_says_how_to_enable(isolated: Path) -> None:
-    lookup = dp.find_model(DepthPriorConfig(model=REPO, model_path=str(isolated / "nowhere")))
+def test_not_available_says_how_to_enable(no_depth_model: Path) -> None:
+    lookup = dp.find_model(DepthPriorConfig(model=REPO, model_path=str(no_depth_model / "nowhere")))
     assert lookup.location is None
     assert dp.ENV_VAR in lookup.message and "models" in lookup.message and "nowhere" in lookup.message
 
@@ -194,7 +184,7 @@ def _one_view_scene(tmp_path: Path, copies: int = 1) -> tuple[object, object, np
     return scene, DepthMaps(views=records), truth
 
 
-def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, isolated: Path) -> None:
+def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, no_depth_model: Path) -> None:
     from core.mvs import load_depth_view
 
     scene, maps, truth = _one_view_scene(tmp_path)
@@ -217,7 +207,7 @@ def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, isolat
     assert any("Depth prior from 1 supplied" in f.message for f in result.findings)
 
 
-def test_wrong_supplied_prior_is_rejected_and_stereo_kept(tmp_path: Path, isolated: Path) -> None:
+def test_wrong_supplied_prior_is_rejected_and_stereo_kept(tmp_path: Path, no_depth_model: Path) -> None:
     scene, maps, truth = _one_view_scene(tmp_path)
     (tmp_path / "depth").mkdir()
     unrelated = cv2.GaussianBlur(np.random.default_rng(4).random(truth.shape), (0, 0), 6) + 1.0
@@ -228,7 +218,7 @@ def test_wrong_supplied_prior_is_rejected_and_stereo_kept(tmp_path: Path, isolat
     assert any(f.level == "warning" and "rejected" in f.message for f in result.findings)
 
 
-def test_no_prior_available_keeps_going(tmp_path: Path, isolated: Path) -> None:
+def test_no_prior_available_keeps_going(tmp_path: Path, no_depth_model: Path) -> None:
     scene, maps, _ = _one_view_scene(tmp_path)
     result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig())
     assert result.ok and result.views == maps.views
@@ -236,7 +226,7 @@ def test_no_prior_available_keeps_going(tmp_path: Path, isolated: Path) -> None:
     assert any("not installed" in f.message and dp.ENV_VAR in f.hint and "models" in f.hint for f in result.findings)
 
 
-def test_stage_runs_the_tiny_model(tmp_path: Path, isolated: Path, tiny_model_dir: Path) -> None:
+def test_stage_runs_the_tiny_model(tmp_path: Path, no_depth_model: Path, tiny_model_dir: Path) -> None:
     scene, maps, _ = _one_view_scene(tmp_path)
     result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig(model_path=str(tiny_model_dir),
                                                                                       input_size=70))
@@ -244,7 +234,7 @@ def test_stage_runs_the_tiny_model(tmp_path: Path, isolated: Path, tiny_model_di
     assert "residual" in result.metrics["per_view"]["view.jpg"]  # a random model may well be rejected; it still ran
 
 
-def test_one_odd_map_cannot_pick_the_other_reading(tmp_path: Path, isolated: Path) -> None:
+def test_one_odd_map_cannot_pick_the_other_reading(tmp_path: Path, no_depth_model: Path) -> None:
     """One source made the folder: an odd map that only fits when read as depth is rejected among disparity maps
     (on real data: an upside-down disparity map read as depth fitted a ground plane; see the benchmark)."""
     scene, maps, truth = _one_view_scene(tmp_path, copies=3)
@@ -274,7 +264,7 @@ def test_smooth_correction_undoes_a_low_frequency_warp() -> None:
     assert np.median(np.abs(aligned * warp.field / depth - 1)) < 0.3 * np.median(np.abs(aligned / depth - 1))
 
 
-def test_metric_maps_give_the_world_scale(tmp_path: Path, isolated: Path) -> None:
+def test_metric_maps_give_the_world_scale(tmp_path: Path, no_depth_model: Path) -> None:
     scene, maps, truth = _one_view_scene(tmp_path, copies=3)  # the scene's world is in metres
     (tmp_path / "depth").mkdir()
     for k in range(3):  # phone-style 16-bit millimetre maps at a lower resolution

@@ -43,14 +43,6 @@ def config():
     return config
 
 
-@pytest.fixture
-def no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(dp.ENV_VAR, raising=False)
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(dp, "MODELS_DIR", tmp_path / "models")
-
-
 def _reload(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import trimesh
 
@@ -59,7 +51,7 @@ def _reload(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("fmt", ["npy", "png"])
-def test_relief_from_supplied_metric_depth(tmp_path: Path, config, no_model: None, fmt: str) -> None:
+def test_relief_from_supplied_metric_depth(tmp_path: Path, config, no_depth_model: Path, fmt: str) -> None:
     photo, depth = _photo_and_depth(tmp_path)
     (tmp_path / "depth").mkdir()
     if fmt == "npy":
@@ -83,7 +75,7 @@ def test_relief_from_supplied_metric_depth(tmp_path: Path, config, no_model: Non
     assert np.ptp(vertices[:, 2]) == pytest.approx(2 * RADIUS / focal, rel=0.1)  # z is up: the dome stands upright
 
 
-def test_relief_uses_exif_focal_and_keeps_background_without_gap(tmp_path: Path, config, no_model: None) -> None:
+def test_relief_uses_exif_focal_and_keeps_background_without_gap(tmp_path: Path, config, no_depth_model: Path) -> None:
     photo, _ = _photo_and_depth(tmp_path, exif_35mm=36)
     v = np.mgrid[0:HEIGHT, 0:WIDTH][0]
     slope = (1.0 + v / HEIGHT).astype(np.float32)  # a floor receding smoothly: no product/background gap
@@ -106,7 +98,7 @@ def test_grid_mesh_cuts_discontinuities() -> None:
     assert (normals[:, 2] < 0).all()  # facing the camera (which looks along +z)
 
 
-def test_relief_from_tiny_model(tmp_path: Path, config, no_model: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relief_from_tiny_model(tmp_path: Path, config, no_depth_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
@@ -135,7 +127,7 @@ def test_relief_from_tiny_model(tmp_path: Path, config, no_model: None, monkeypa
     assert result.depth is not None and result.depth.shape == (HEIGHT, WIDTH)
 
 
-def test_relief_without_depth_fails_with_a_reason(tmp_path: Path, config, no_model: None) -> None:
+def test_relief_without_depth_fails_with_a_reason(tmp_path: Path, config, no_depth_model: Path) -> None:
     photo, _ = _photo_and_depth(tmp_path)
     result = relief.build_relief(photo, tmp_path / "out", config)
     assert not result.ok
