@@ -24,6 +24,33 @@ def studio_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+def build_tiny_model(folder: Path, head_spread: float = 0.0) -> Path:
+    """A ~140k-parameter randomly initialised Depth Anything saved like a real checkpoint (no network).
+
+    ``head_spread`` > 0 re-draws the head's weights: a fresh head predicts ~0 everywhere, which some tests cannot use.
+    """
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=70, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8)
+    model = DepthAnythingForDepthEstimation(config)
+    if head_spread:
+        with torch.no_grad():
+            for parameter in model.head.parameters():
+                parameter.normal_(0, head_spread)
+            model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        '{"image_processor_type": "DPTImageProcessor", "image_mean": [0.485, 0.456, 0.406], '
+        '"image_std": [0.229, 0.224, 0.225], "ensure_multiple_of": 14, "keep_aspect_ratio": true}', encoding="utf-8")
+    return folder
+
+
 @pytest.fixture
 def no_depth_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No depth model anywhere: no environment variable, an empty models/ folder and an empty Hugging Face cache."""

@@ -11,24 +11,9 @@ import pytest
 
 from core import depth_prior as dp
 from core.config import DepthPriorConfig
+from tests.conftest import build_tiny_model
 
 REPO = "depth-anything/Depth-Anything-V2-Small-hf"
-
-
-def build_tiny_model(folder: Path) -> Path:
-    """A ~140k-parameter randomly initialised Depth Anything saved like a real checkpoint (no network)."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            image_size=70, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-                                 fusion_hidden_size=16, head_hidden_size=8)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(
-        '{"image_processor_type": "DPTImageProcessor", "image_mean": [0.485, 0.456, 0.406], '
-        '"image_std": [0.229, 0.224, 0.225], "ensure_multiple_of": 14, "keep_aspect_ratio": true}', encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from core import depth_prior as dp
 from core import relief
 from core.config import preset_config
 from core.geometry import PinholeCamera
+from tests.conftest import build_tiny_model
 
 WIDTH, HEIGHT, RADIUS = 320, 240, 90
 
@@ -99,21 +100,7 @@ def test_grid_mesh_cuts_discontinuities() -> None:
 
 
 def test_relief_from_tiny_model(tmp_path: Path, config, no_depth_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            image_size=70, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
-                            reshape_hidden_states=False)
-    model = DepthAnythingForDepthEstimation(DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16, head_hidden_size=8))
-    with torch.no_grad():  # a freshly initialised head predicts ~0 everywhere; give it some spread
-        for parameter in model.head.parameters():
-            parameter.normal_(0, 0.5)
-        model.head.conv3.bias.fill_(1.0)
-    model.save_pretrained(tmp_path / "models" / "Depth-Anything-V2-Small-hf")  # found as the project's models/
+    build_tiny_model(tmp_path / "models" / "Depth-Anything-V2-Small-hf", head_spread=0.5)  # the project's models/
 
     photo, _ = _photo_and_depth(tmp_path)
     # A random model's depth is noise from pixel to pixel, which the discontinuity cut would remove entirely.
