@@ -25,6 +25,7 @@ from core.config import DenseConfig
 from core.fusion import FusedCloud
 from core.geometry import PinholeCamera
 from core.manifest import Finding
+from core.mvs import cameras_focus
 from core.scene import SparseScene
 from core.stage import ProgressFn, no_progress
 
@@ -70,7 +71,7 @@ def isolate_product(cloud: FusedCloud, scene: SparseScene, out_dir: Path, config
     if "dense_points" in artifacts:
         artifacts["dense_points_full"] = artifacts["dense_points"]
     up = _camera_up(cameras)
-    focus = _axes_focus(cameras)
+    focus = cameras_focus(cameras)
     base = {"points": cloud.points, "colors": cloud.colors, "normals": cloud.normals, "cameras": cloud.cameras,
             "voxel_size": cloud.voxel_size}
     n_in = len(cloud.points)
@@ -167,20 +168,6 @@ def _camera_up(cameras: list[PinholeCamera]) -> np.ndarray:
     """Mean image-up direction (-y of each camera) in world coordinates."""
     up = -np.array([c.R[1] for c in cameras]).sum(0)
     return up / max(np.linalg.norm(up), 1e-12)
-
-
-def _axes_focus(cameras: list[PinholeCamera]) -> np.ndarray:
-    """Least-squares point nearest to every optical axis: sum_i (I - d_i d_i^T)(x - c_i) = 0."""
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for cam in cameras:
-        d = cam.viewing_direction
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ cam.center
-    if np.linalg.cond(A) > 1e8:  # parallel axes (a sweep, not an orbit): no convergence point
-        return np.mean([c.center + c.viewing_direction for c in cameras], axis=0)
-    return np.linalg.solve(A, b)
 
 
 def _narrowest_half_view(cameras: list[PinholeCamera]) -> float:

@@ -44,6 +44,10 @@ _MIN_TEXTURE_STD = 0.006
 """Reference windows with a grey-level std below this (images in [0, 1]) are too plain to match."""
 _MIN_CONFIDENCE = 0.05
 """Depths whose confidence falls below this are stored as NaN."""
+_CENTRE_RADIUS = 0.2
+"""Coverage verdicts look at a disc this share of the shorter image side around where the cameras converge."""
+_LOW_CENTRE_COVERAGE = 0.6
+"""Warn when less than this share of that disc gets a depth (on renders: 75-90% for textured products)."""
 _BEST_ANGLE_DEG = 10.0
 """Triangulation angle that source selection prefers (wider is more precise, narrower matches more easily)."""
 _BEST_K_SHARE = 0.5
@@ -118,19 +122,23 @@ def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
     sources = _select_sources(scene, config.num_source_views)
     ranges = [_depth_range(scene, i) for i in range(len(scene))]
     device = _gpu_device()
+    focus = cameras_focus(scene.cameras)
     logger.info("plane sweep on %s", device or "the CPU (OpenCV)")
 
     def run_view(i: int) -> tuple[int, DepthMapRecord | None, dict[str, float]]:
         t0 = time.perf_counter()
         if not sources[i] or ranges[i] is None:
-            return i, None, {"valid_fraction": 0.0, "median_confidence": 0.0, "seconds": 0.0}
+            return i, None, {"valid_fraction": 0.0, "centre_valid_fraction": 0.0, "median_confidence": 0.0,
+                             "seconds": 0.0}
         depth, conf = _sweep(greys[i], cameras[i], [greys[j] for j in sources[i]], [cameras[j] for j in sources[i]],
                              ranges[i], config.num_depth_planes, device)
         stem = Path(scene.image_names[i]).stem
         path = save_depth_view(DepthView(scene.image_names[i], cameras[i], depth, conf, images[i]),
                                out_dir / f"{i:03d}_{stem}.npz")
         valid = np.isfinite(depth)
+        centre = _central_disc(cameras[i], focus)
         stats = {"valid_fraction": float(valid.mean()),
+                 "centre_valid_fraction": float(valid[centre].mean()) if centre.any() else 0.0,
                  "median_confidence": float(np.median(conf[valid])) if valid.any() else 0.0,
                  "seconds": round(time.perf_counter() - t0, 3)}
         return i, DepthMapRecord(scene.image_names[i], cameras[i], path.resolve(), sources[i], ranges[i]), stats
@@ -145,6 +153,7 @@ def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
             progress(done / len(scene), f"depth map {done}/{len(scene)}")
     views = [r for r in records if r is not None]
     fractions = np.array([s["valid_fraction"] for s in per_view])
+    centre_fractions = np.array([s["centre_valid_fraction"] for s in per_view])
     metrics = {
         "views": len(scene),
         "views_with_depth": len(views),
@@ -153,12 +162,13 @@ def estimate_depth_maps(scene: SparseScene, out_dir: Path, config: DenseConfig,
         "num_depth_planes": config.num_depth_planes,
         "gpu": int(device is not None),
         "valid_fraction": float(fractions.mean()),
+        "centre_valid_fraction": float(centre_fractions.mean()),
         "median_confidence": float(np.median([s["median_confidence"] for s in per_view])),
         "seconds": round(time.perf_counter() - start, 2),
         "seconds_per_view": round((time.perf_counter() - start) / len(scene), 3),
         "per_view": {scene.image_names[i]: per_view[i] for i in range(len(scene))},
     }
-    findings = _findings(scene.image_names, fractions)
+    findings = _findings(scene.image_names, centre_fractions)
     if not views:
         return DepthMaps(ok=False, metrics=metrics, findings=findings,
                          failure="No photo got a depth map: the photos share too few matched points. Take more "
@@ -176,20 +186,50 @@ def _gpu_device() -> str | None:
     return "cuda" if torch.cuda.is_available() else None
 
 
-def _findings(names: list[str], fractions: np.ndarray) -> list[Finding]:
+def _findings(names: list[str], centre_fractions: np.ndarray) -> list[Finding]:
+    """Verdicts from the coverage in the middle of the photos (where the product is), not of whole photos: a plain
+    backdrop rightly gets no depth and says nothing about the product."""
     findings = []
-    mean = float(fractions.mean())
-    if mean < 0.5:
+    mean = float(centre_fractions.mean())
+    if mean < _LOW_CENTRE_COVERAGE:
         findings.append(Finding(
-            "warning", f"Only {mean:.0%} of pixels got a reliable depth; the product may be shiny, see-through or "
-                       "plain, or the photos are too far apart.",
+            "warning", f"Only {mean:.0%} of the product area got a reliable depth; the product may be shiny, "
+                       "see-through or plain, or the photos are too far apart.",
             "Use soft, even light, put the product on a patterned mat, and take photos closer together."))
-    weak = [names[i] for i in np.flatnonzero(fractions < 0.2)]
-    if weak and len(weak) < len(names):
+    weak = [names[i] for i in np.flatnonzero(centre_fractions < 0.5 * _LOW_CENTRE_COVERAGE)]
+    if weak and len(weak) <= len(names) // 3:  # more than that: the warning above already says it
         findings.append(Finding(
             "info", f"{len(weak)} photo(s) gave little depth: {', '.join(weak[:5])}{' ...' if len(weak) > 5 else ''}.",
-            "These photos may be blurred or see mostly plain background; retake them if the model has gaps there."))
+            "These photos may be blurred or not centred on the product; retake them if the model has gaps there."))
     return findings
+
+
+def cameras_focus(cameras: list[PinholeCamera]) -> np.ndarray:
+    """Least-squares point nearest to every optical axis (where the cameras converge: the product).
+
+    Solves sum_i (I - d_i d_i^T)(x - c_i) = 0; for parallel axes (a sweep, not an orbit) there is no such point and
+    the mean of the points one unit in front of the cameras is returned.
+    """
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for cam in cameras:
+        d = cam.viewing_direction
+        P = np.eye(3) - np.outer(d, d)
+        A += P
+        b += P @ cam.center
+    if np.linalg.cond(A) > 1e8:
+        return np.mean([c.center + c.viewing_direction for c in cameras], axis=0)
+    return np.linalg.solve(A, b)
+
+
+def _central_disc(camera: PinholeCamera, focus: np.ndarray) -> np.ndarray:
+    """Pixels within a fifth of the shorter image side of where the focus projects (the product's middle)."""
+    uv, z = camera.project(focus[None])
+    if z[0] <= 0:
+        return np.zeros((camera.height, camera.width), dtype=bool)
+    v, u = np.mgrid[0:camera.height, 0:camera.width] + 0.5
+    radius = _CENTRE_RADIUS * min(camera.width, camera.height)
+    return (u - uv[0, 0]) ** 2 + (v - uv[0, 1]) ** 2 < radius**2
 
 
 def _load_views(scene: SparseScene, max_side: int) -> tuple[list[PinholeCamera], list[np.ndarray], list[np.ndarray]]:

@@ -70,7 +70,11 @@ def test_depth_matches_ground_truth(capture: CaptureGroundTruth, depth_maps: Dep
     assert np.median(coverage) > 0.6
     per_view = depth_maps.metrics["per_view"]
     assert set(per_view) == set(capture.image_names)
-    assert all({"valid_fraction", "median_confidence", "seconds"} <= set(v) for v in per_view.values())
+    assert all({"valid_fraction", "centre_valid_fraction", "median_confidence", "seconds"} <= set(v)
+               for v in per_view.values())
+    # A richly textured product: the coverage verdict (taken in the middle of the photos) raises no warning.
+    assert depth_maps.metrics["centre_valid_fraction"] > 0.6
+    assert not [f for f in depth_maps.findings if f.level == "warning"]
 
 
 def test_confidence_ranks_errors(capture: CaptureGroundTruth, depth_maps: DepthMaps) -> None:
@@ -128,3 +132,14 @@ def test_torch_costs_match_opencv(capture: CaptureGroundTruth) -> None:
     # here is about 2% of the depth).
     assert np.mean(np.abs(depth_cv[both] - depth_torch[both]) < 0.01 * depth_cv[both]) > 0.95
     assert np.median(np.abs(conf_cv - conf_torch)) < 0.02
+
+
+def test_coverage_verdicts() -> None:
+    from core.mvs import _findings
+
+    names = [f"IMG_{i}.jpg" for i in range(12)]
+    assert not _findings(names, np.full(12, 0.8))
+    plain = _findings(names, np.full(12, 0.16))  # measured on a render of a plain box: 16% of the product area
+    assert len(plain) == 1 and plain[0].level == "warning" and "16%" in plain[0].message
+    one_bad = _findings(names, np.array([0.85] * 11 + [0.1]))
+    assert len(one_bad) == 1 and one_bad[0].level == "info" and "IMG_11.jpg" in one_bad[0].message
