@@ -9,6 +9,9 @@
    an object in frame (a cylinder sized from the camera distance and field of view).
 5. What is left is clustered (DBSCAN on a thinned copy); the cluster nearest the focus is the product, together with
    any cluster at least a fifth of its size (products in several pieces). Small clusters are floaters and go.
+
+When the cut would leave almost nothing (not a product on a table: a façade, a room), the whole cloud is kept and a
+warning says so: a model with its surroundings is more use than none.
 """
 
 from __future__ import annotations
