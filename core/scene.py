@@ -56,17 +56,34 @@ def load_sparse_scene(model_dir: Path, image_dir: Path) -> SparseScene:
     names, paths, cameras, visibility = [], [], [], []
     for image_id in sorted(rec.reg_image_ids(), key=lambda i: rec.images[i].name):
         image = rec.images[image_id]
-        camera = rec.cameras[image.camera_id]
-        if not camera.is_undistorted():
-            raise ValueError(f"{model_dir} holds distorted cameras ({camera.model_name}); undistort first")
-        pose = image.cam_from_world()
-        cameras.append(PinholeCamera(
-            K=np.asarray(camera.calibration_matrix(), dtype=np.float64),
-            R=np.asarray(pose.rotation.matrix(), dtype=np.float64),
-            t=np.asarray(pose.translation, dtype=np.float64),
-            width=int(camera.width), height=int(camera.height)))
+        if not rec.cameras[image.camera_id].is_undistorted():
+            raise ValueError(f"{model_dir} holds distorted cameras ({rec.cameras[image.camera_id].model_name}); "
+                             "undistort first")
+        cameras.append(_pinhole(rec, image))
         names.append(image.name)
         paths.append(Path(image_dir) / image.name)
         observed = [index_of[p.point3D_id] for p in image.points2D if p.has_point3D()]
         visibility.append(np.unique(np.array(observed, dtype=np.int64)))
     return SparseScene(names, paths, cameras, points, colors, visibility)
+
+
+def cameras_from_model(model_dir: Path) -> dict[str, PinholeCamera]:
+    """Registered cameras of any COLMAP model folder by image name (distortion parameters are ignored).
+
+    For poses (accuracy checks against ground truth); the dense stages use ``load_sparse_scene`` on the undistorted
+    model instead.
+    """
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(model_dir))
+    return {rec.images[i].name: _pinhole(rec, rec.images[i]) for i in rec.reg_image_ids()}
+
+
+def _pinhole(rec, image) -> PinholeCamera:
+    """A registered COLMAP image as a PinholeCamera: the conversion at the pycolmap boundary (same axes)."""
+    camera = rec.cameras[image.camera_id]
+    pose = image.cam_from_world()  # a method since pycolmap 4.1
+    return PinholeCamera(K=np.asarray(camera.calibration_matrix(), dtype=np.float64),
+                         R=np.asarray(pose.rotation.matrix(), dtype=np.float64),
+                         t=np.asarray(pose.translation, dtype=np.float64),
+                         width=int(camera.width), height=int(camera.height))

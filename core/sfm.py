@@ -17,7 +17,6 @@ import numpy as np
 
 from core.capture import CaptureResult
 from core.config import SfmConfig
-from core.geometry import PinholeCamera
 from core.manifest import Finding
 from core.stage import ProgressFn, StageOutput, no_progress
 
@@ -341,18 +340,3 @@ def sfm_findings(metrics: dict) -> list[Finding]:
                                 "The product or background is very plain; add a textured mat or more light."))
     return findings
 
-
-def cameras_from_model(sparse_dir: Path) -> dict[str, PinholeCamera]:
-    """Registered cameras of a COLMAP model by image name, in the project's conventions (distortion ignored)."""
-    import pycolmap
-
-    model = pycolmap.Reconstruction(str(sparse_dir))
-    cameras = {}
-    for image_id in model.reg_image_ids():
-        image = model.images[image_id]
-        camera = model.cameras[image.camera_id]
-        pose = image.cam_from_world()
-        cameras[image.name] = PinholeCamera(np.asarray(camera.calibration_matrix()),
-                                            np.asarray(pose.rotation.matrix()), np.asarray(pose.translation),
-                                            int(camera.width), int(camera.height))
-    return cameras

@@ -13,7 +13,7 @@ from core.config import preset_config
 from core.geometry import compare_poses
 from core.manifest import load_manifest
 from core.pipeline import list_photos, run_pipeline
-from core.sfm import cameras_from_model
+from core.scene import cameras_from_model
 from core.synthetic import CaptureGroundTruth, CaptureSpec, render_capture
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import pytest
 from core.capture import prepare_capture
 from core.config import preset_config
 from core.geometry import compare_poses, relative_rotation_errors_deg
-from core.sfm import cameras_from_model, run_sfm
+from core.scene import cameras_from_model
+from core.sfm import run_sfm
 from tests.reference_data import SHARED_DATA, read_bundler_cameras, read_middlebury_par
 
 pytestmark = pytest.mark.real_data
