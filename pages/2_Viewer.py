@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import figures, jobs
-from pages._ui import PAGE_NEW, esc, run_links, run_picker, setup
+from pages._ui import PAGE_NEW, esc, run_links, run_picker_or_stop, setup
 
 store = setup("Viewer", ":material/view_in_ar:")
 st.title(":material/view_in_ar: 3D viewer")
@@ -37,11 +37,7 @@ def mtime(path: Path) -> float:
         else path.stat().st_mtime
 
 
-job = run_picker(store)
-if job is None:
-    st.info("No runs yet. Start a capture first.")
-    st.page_link(PAGE_NEW, label="New capture", icon=":material/add_a_photo:")
-    st.stop()
+job = run_picker_or_stop(store)
 
 run_dir = store.run_dir(job)
 manifest = jobs.read_manifest(run_dir)

@@ -11,7 +11,7 @@ import streamlit as st
 from core import figures, jobs
 from core.manifest import RunManifest, StageRecord
 from core.store import Job
-from pages._ui import BAD_ICON, LEVEL_ICONS, OK_ICON, PAGE_NEW, esc, run_links, run_picker, setup, thumbnails
+from pages._ui import BAD_ICON, LEVEL_ICONS, OK_ICON, esc, run_links, run_picker_or_stop, setup, thumbnails
 
 store = setup("Diagnostics", ":material/monitoring:")
 st.title(":material/monitoring: Diagnostics")
@@ -195,11 +195,7 @@ def show_logs(job: Job, run_dir: Path) -> None:
 PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth": panel_depth, "depth_maps": panel_depth,
           "mvs": panel_depth, "depth_prior": panel_depth, "fusion": panel_fusion, "mesh": panel_mesh}
 
-job = run_picker(store)
-if job is None:
-    st.info("No runs yet. Start a capture first.")
-    st.page_link(PAGE_NEW, label="New capture", icon=":material/add_a_photo:")
-    st.stop()
+job = run_picker_or_stop(store)
 run_dir = store.run_dir(job)
 manifest = jobs.read_manifest(run_dir)
 if manifest is None:

@@ -95,6 +95,16 @@ def run_picker(store: Store, label: str = "Run", statuses: tuple[str, ...] | Non
     return by_id[chosen]
 
 
+def run_picker_or_stop(store: Store) -> Job:
+    """``run_picker``, ending the page with a pointer to New capture when there is no run yet."""
+    job = run_picker(store)
+    if job is None:
+        st.info("No runs yet. Start a capture first.")
+        st.page_link(PAGE_NEW, label="New capture", icon=":material/add_a_photo:")
+        st.stop()
+    return job
+
+
 def thumbnails(store: Store, job: Job) -> dict[str, Path]:
     """The user's photo name -> its upload thumbnail."""
     folder = store.photos_dir(job) / "thumbs"
