@@ -54,6 +54,14 @@ class SfmConfig:
     """Inlier ratio a photo needs to be placed."""
     camera_model: str = "SIMPLE_RADIAL"
     """COLMAP camera model for the photos."""
+    static_pixel_diff: float = 6.0
+    """Grey-level difference under which a pixel looks the same in two photos (still background test)."""
+    static_texture_std: float = 4.0
+    """Local grey-level spread above which a pixel counts as textured (only texture tells camera positions apart)."""
+    same_spot_share: float = 0.5
+    """Share of textured pixels two photos must have in common to count as taken from the same spot (turntable)."""
+    min_camera_spread: float = 0.05
+    """Camera spread / scene distance below which the photos all landed at one spot (a failed reconstruction)."""
     seed: int = 0
     """Random seed for COLMAP (RANSAC, mapping)."""
     num_threads: int = -1

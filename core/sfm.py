@@ -59,6 +59,10 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     progress(0.0, f"finding features in {len(image_names)} photos")
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = config.camera_model
+    static_fraction = static_background_masks(image_dir, image_names, work_dir / "masks", config)
+    if static_fraction is not None:
+        # A fixed camera (turntable): features on the still background would place every photo at the tripod.
+        reader.mask_path = str(work_dir / "masks")
     if capture.shared_camera and capture.focal_px:
         # EXIF focal seeds the shared camera; SfM still refines it.
         width, height = _image_size(image_dir / image_names[0])
@@ -126,6 +130,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     result = SfmResult()
     db_stats = _database_stats(database, image_names)
     result.metrics.update(matching_mode=matching_mode, photos_usable=len(image_names),
+                          static_background_fraction=round(static_fraction or 0.0, 3),
                           keypoints_median=float(np.median([s["keypoints"] for s in db_stats.values()] or [0])))
     _write_match_matrix(work_dir / "matches.json", image_names, db_stats)
     result.artifacts["sfm_matches"] = work_dir / "matches.json"
@@ -153,6 +158,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     registered = {model.images[i].name for i in model.reg_image_ids()}
     result.registered = sorted(registered)
     result.metrics.update(_model_metrics(model))
+    result.metrics["camera_spread_ratio"] = round(camera_spread_ratio(model), 4)
     result.metrics.update(
         photos_registered=len(registered),
         registered_fraction=round(len(registered) / len(image_names), 3),
@@ -170,12 +176,75 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     result.artifacts["undistorted"] = undistorted
 
     result.findings = sfm_findings(result.metrics)
-    if len(registered) < 3:
+    if result.metrics["camera_spread_ratio"] < config.min_camera_spread:
+        result.ok = False
+        result.failure = ("The photos were placed, but all at one spot: COLMAP matched the still background instead "
+                          "of the product (typical of a turntable in front of a patterned wall or table). Use a plain "
+                          "backdrop, or walk around the product instead of turning it.")
+    elif len(registered) < 3:
         result.ok = False
         result.failure = (f"Only {len(registered)} of {len(image_names)} photos could be placed, too few for a 3D "
                           "model. Shoot more photos with more overlap (15-20 degree steps) and more texture in view.")
     progress(1.0, f"{len(registered)} of {len(image_names)} photos placed")
     return result
+
+
+def static_background_masks(image_dir: Path, image_names: list[str], mask_dir: Path,
+                            config: SfmConfig) -> float | None:
+    """Masks hiding the still background of photos taken from a fixed camera (a turntable), when there are some.
+
+    Two photos were taken from the same spot when most of the *textured* pixels of one look the same at the same
+    place in the other (plain areas match anywhere, so they do not count). In a walk-around capture no photo has
+    such a partner; on a turntable each has all the others from its tripod height. A pixel is then still background
+    when it looks the same in at least half of its photo's partners: the product turns, the backdrop does not.
+    Returns the still share of the frames, or None (no masks written) when the camera was not fixed.
+    """
+    import cv2
+
+    if len(image_names) < 4:
+        return None
+    greys = [cv2.imread(str(image_dir / name), cv2.IMREAD_GRAYSCALE) for name in image_names]
+    full_size = greys[0].shape
+    if any(g is None or g.shape != full_size for g in greys):
+        return None  # mixed sizes: not one fixed camera
+    small_size = (max(1, full_size[1] // 4), max(1, full_size[0] // 4))
+    small = np.stack([cv2.GaussianBlur(cv2.resize(g, small_size, interpolation=cv2.INTER_AREA).astype(np.float32),
+                                       (0, 0), 1.0) for g in greys])
+    local_mean = np.stack([cv2.blur(g, (5, 5)) for g in small])
+    local_var = np.stack([cv2.blur(g * g, (5, 5)) for g in small]) - local_mean**2
+    textured = np.sqrt(np.maximum(local_var, 0)) > config.static_texture_std
+
+    still = np.zeros(small.shape, dtype=bool)
+    partner_counts = []
+    for i in range(len(small)):
+        same = np.abs(small - small[i]) < config.static_pixel_diff
+        share = (same & textured[i]).reshape(len(small), -1).sum(1) / max(int(textured[i].sum()), 1)
+        share[i] = 0.0
+        partners = np.flatnonzero(share > config.same_spot_share)
+        partner_counts.append(len(partners))
+        if len(partners) >= 2:
+            still[i] = same[partners].sum(0) >= max(2, len(partners) / 2)
+    if np.median(partner_counts) < 2:
+        return None
+    fraction = float(still.mean())
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    for name, still_pixels in zip(image_names, still, strict=True):
+        keep = cv2.dilate((~still_pixels).astype(np.uint8), np.ones((5, 5), np.uint8))  # a margin around what moves
+        mask = cv2.resize(keep * 255, (full_size[1], full_size[0]), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(mask_dir / f"{name}.png"), mask)  # COLMAP's naming: <image name>.png
+    logger.info("fixed camera detected: %.0f%% of the frame is still and was masked", 100 * fraction)
+    return fraction
+
+
+def camera_spread_ratio(model) -> float:
+    """How far apart the cameras are, relative to how far they are from the scene (≈0 when all at one spot)."""
+    centres = np.array([model.images[i].projection_center() for i in model.reg_image_ids()])
+    points = np.array([p.xyz for p in model.points3D.values()])
+    if len(centres) < 2 or not len(points):
+        return 0.0
+    spread = np.median(np.linalg.norm(centres - centres.mean(0), axis=1))
+    distance = np.median(np.linalg.norm(points - np.median(centres, axis=0), axis=1))
+    return float(spread / max(distance, 1e-12))
 
 
 def sequential_pairs(count: int, overlap: int) -> set[tuple[int, int]]:
@@ -321,6 +390,10 @@ def sfm_findings(metrics: dict) -> list[Finding]:
             "photos with 20-30 degree steps, add a textured mat, avoid plain backgrounds filling the frame."))
     else:
         findings.append(Finding("info", f"All {usable} photos were placed."))
+    still = metrics.get("static_background_fraction", 0.0)
+    if still:
+        findings.append(Finding("info", f"The camera stood still (turntable): {still:.0%} of each photo is background "
+                                        "that does not move, and it was ignored when matching."))
     if metrics.get("num_models", 1) > 1:
         findings.append(Finding(
             "warning", f"COLMAP split the photos into {metrics['num_models']} separate groups; the largest "
