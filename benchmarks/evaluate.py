@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,10 @@ def load_depth_maps_cloud(folder: Path, min_confidence: float = 0.0) -> np.ndarr
 # Camera files of public photo sets
 # --------------------------------------------------------------------------------------------------------------
 
+SHARED_DATA = Path(os.environ.get("PRODUCT_STUDIO_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+"""The real photo sets and product scans (``../shared/data`` beside the repository); never copied into it."""
+
 
 def read_middlebury_par(path: Path, image_size: tuple[int, int] = (640, 480)) -> dict[str, PinholeCamera]:
     """Middlebury ``*_par.txt``: ``name k(9) R(9) t(3)`` per line, world-to-camera like ours (see its SOURCE.txt)."""
@@ -339,3 +344,23 @@ def read_strecha_camera(path: Path) -> PinholeCamera:
 def read_strecha_folder(camera_dir: Path) -> dict[str, PinholeCamera]:
     """All ``NAME.camera`` files of a folder, keyed by NAME (the image file name)."""
     return {p.name[: -len(".camera")]: read_strecha_camera(p) for p in sorted(Path(camera_dir).glob("*.camera"))}
+
+
+def read_bundler_cameras(path: Path, image_names: list[str], width: int, height: int) -> dict[str, PinholeCamera]:
+    """Bundler v0.3 ``bundle.out`` cameras (the registered ones), converted to OpenCV axes.
+
+    Bundler's camera looks down -z with y up: flipping the y and z rows of R and t gives x right, y down, z forward.
+    Its principal point is the image centre.
+    """
+    lines = [line for line in Path(path).read_text().splitlines() if not line.startswith("#")]
+    num_cameras = int(lines[0].split()[0])
+    flip = np.diag([1.0, -1.0, -1.0])
+    cameras = {}
+    for index in range(num_cameras):
+        block = np.array([line.split() for line in lines[1 + 5 * index: 6 + 5 * index]], dtype=float)
+        focal, R, t = block[0, 0], block[1:4], block[4]
+        if focal == 0:
+            continue  # not registered by Bundler
+        K = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+        cameras[image_names[index]] = PinholeCamera(K, flip @ R, flip @ t, width, height)
+    return cameras

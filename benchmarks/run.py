@@ -40,6 +40,7 @@ from benchmarks.evaluate import (
     evaluate_poses,
     load_depth_maps_cloud,
     load_points,
+    SHARED_DATA,
     read_middlebury_par,
     read_strecha_folder,
 )
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-DATA_ROOT = Path(os.environ.get("PRODUCT_STUDIO_SHARED_DATA", "/work/shared/data"))
+DATA_ROOT = SHARED_DATA
 MODELS = DATA_ROOT / "product_models"
 
 
@@ -82,6 +83,12 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
                               backdrop="plain", **_size(q)),
         MODELS / "fuze_bottle"),
     SyntheticCapture(
+        "soup_turntable_textured_backdrop", "YCB soup can (scan), turntable with a textured plate in front of a "
+        "textured backdrop (the still background must not decide the cameras)",
+        lambda q: CaptureSpec(object=str(MODELS / "005_tomato_soup_can"), mode="turntable", support="textured",
+                              backdrop="textured", **_size(q)),
+        MODELS / "005_tomato_soup_can"),
+    SyntheticCapture(
         "fuze_turntable_plain_plate", "hard case: FUZE bottle on a plain turntable plate, one ring, plain backdrop "
         "(the static shadow and plate edge mislead SfM)",
         lambda q: CaptureSpec(object=str(MODELS / "fuze_bottle"), mode="turntable", support="plain",
@@ -99,7 +106,7 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
 SURFACE_ARTIFACTS = ("depth_maps", "depth_prior", "dense_points_full", "dense_points", "mesh")
 """Manifest artefacts scored against the true surface: per-view depth maps (folders of .npz: stereo, then merged
 with the depth prior), the fused cloud before and after product isolation, and the final mesh."""
-DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "plain_box")
+DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "soup_turntable_textured_backdrop", "plain_box")
 QUICK_CAPTURES = ("textured_bottle", "plain_box")
 
 

@@ -11,13 +11,14 @@ from benchmarks.evaluate import (
     GroundTruthSurface,
     crop_to_box,
     evaluate_poses,
+    SHARED_DATA,
     read_middlebury_par,
     read_strecha_camera,
     sample_mesh,
 )
 from core.geometry import PinholeCamera, Similarity, backproject_depth, intrinsics_from_fov, look_at
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 
 
 def _unit_cube() -> tuple[np.ndarray, np.ndarray]:

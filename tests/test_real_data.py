@@ -13,7 +13,7 @@ from core.config import preset_config
 from core.geometry import compare_poses, relative_rotation_errors_deg
 from core.scene import cameras_from_model
 from core.sfm import run_sfm
-from tests.reference_data import SHARED_DATA, read_bundler_cameras, read_middlebury_par
+from benchmarks.evaluate import SHARED_DATA, read_bundler_cameras, read_middlebury_par
 
 pytestmark = pytest.mark.real_data
 logger = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ import pytest
 
 from core.geometry import backproject_depth
 from core.synthetic import (
+from benchmarks.evaluate import SHARED_DATA
     CaptureGroundTruth,
     CaptureSpec,
     load_ground_truth,
@@ -148,10 +149,10 @@ def test_obj_texture_orientation(tmp_path: Path) -> None:
     assert bottom_rgb[2] > 3 * bottom_rgb[0]
 
 
-@pytest.mark.skipif(not Path("/work/shared/data/product_models/fuze_bottle").exists(),
-                    reason="product scans not present in /work/shared/data")
+@pytest.mark.skipif(not (SHARED_DATA / "product_models" / "fuze_bottle").exists(),
+                    reason="product scans not present in ../shared/data")
 def test_scanned_product_renders(tmp_path: Path) -> None:
-    spec = CaptureSpec(object="/work/shared/data/product_models/fuze_bottle", num_views=2, width=120, height=90,
+    spec = CaptureSpec(object=str(SHARED_DATA / "product_models" / "fuze_bottle"), num_views=2, width=120, height=90,
                        image_format="png")
     gt = render_capture(spec, tmp_path)
     assert 0.2 < gt.object_diagonal < 0.3  # 0.073 x 0.074 x 0.215 m
