@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.evaluate import SHARED_DATA
 from core.geometry import backproject_depth
 from core.synthetic import (
-from benchmarks.evaluate import SHARED_DATA
     CaptureGroundTruth,
     CaptureSpec,
     load_ground_truth,
