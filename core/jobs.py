@@ -40,6 +40,8 @@ from core.store import REPO_ROOT, Job, PhotoRow, Store, new_job_id
 logger = logging.getLogger(__name__)
 
 DEFAULT_PIPELINE = "core.pipeline:run_pipeline"
+RELIEF_PIPELINE = "core.pipeline:run_relief_job"
+"""Single photo -> 3D relief, for jobs made from exactly one photo."""
 PIPELINE_ENV = "PRODUCT_STUDIO_PIPELINE"
 """Overrides the default pipeline (``module:function``) for jobs that do not name one; for tests and experiments."""
 MAX_JOBS_ENV = "PRODUCT_STUDIO_MAX_JOBS"

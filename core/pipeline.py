@@ -153,6 +153,14 @@ def run_single_photo(photo: Path, run_dir: Path, config: PipelineConfig | None =
                        [display_name] if display_name else None, manifest)
 
 
+def run_relief_job(photos: list[Path], run_dir: Path, config: PipelineConfig | None = None,
+                   progress: ProgressFn | None = None, display_names: list[str] | None = None,
+                   manifest: RunManifest | None = None) -> RunManifest:
+    """``run_single_photo`` with ``run_pipeline``'s signature, so a job worker can run either (the first photo)."""
+    return run_single_photo(photos[0], run_dir, config, progress, display_names[0] if display_names else None,
+                            manifest)
+
+
 def _run_stages(stages: list[Stage], mode: str, photos: list[Path], run_dir: Path, config: PipelineConfig,
                 progress: ProgressFn | None, display_names: list[str] | None,
                 manifest: RunManifest | None) -> RunManifest:

@@ -109,6 +109,13 @@ photos = receive(files or [])
 if photos:
     show_checks(photos)
 
+relief = st.radio("What to make", ["model", "relief"], horizontal=True,
+                  format_func=lambda m: {"model": "3D model from several photos",
+                                         "relief": "3D relief from one photo"}[m]) == "relief"
+if relief:
+    st.caption("A relief is the photo with depth: the side the camera saw, not the back. It needs a depth source: the "
+               "monocular depth model (if installed) or a depth map from a depth camera, below. Its scale is "
+               "relative unless the depth map is metric.")
 preset = st.radio("Detail", PRESETS, index=PRESETS.index("balanced"), horizontal=False,
                   format_func=lambda p: f"{p.capitalize()} — {PRESET_DESCRIPTIONS[p]}")
 with st.expander("Optional: depth maps from a depth camera"):
@@ -120,12 +127,14 @@ accepted = [p for p in photos if p.ok]
 blockers = []
 if not product_name.strip():
     blockers.append("enter the product name")
-if len(accepted) < MIN_PHOTOS:
+if relief and len(accepted) != 1:
+    blockers.append(f"upload exactly one accepted photo for a relief ({len(accepted)} so far)")
+elif not relief and len(accepted) < MIN_PHOTOS:
     blockers.append(f"upload at least {MIN_PHOTOS} accepted photos ({len(accepted)} so far)")
 if st.button("Start", type="primary", disabled=bool(blockers)):
     job, problems = jobs.submit_job(
         store, product_name=product_name, sku=sku, preset=preset, draft_dir=draft_folder(),
-        photos=photos,
+        photos=photos, pipeline=jobs.RELIEF_PIPELINE if relief else None,
         depth_files=[(f.name, f.getvalue()) for f in depth_files or []])
     for key in ("draft_dir", "intake", "next_position"):
         st.session_state.pop(key, None)

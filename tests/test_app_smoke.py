@@ -134,6 +134,23 @@ def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path
     assert "Finished" in _texts(app)
 
 
+def test_new_capture_relief_mode_takes_exactly_one_photo(studio_data: Path, tmp_path: Path) -> None:
+    photos = write_photos(tmp_path / "p", count=2)
+    app = _run("pages/1_New_capture.py")
+    app.text_input[0].set_value("Poster")
+    app.get("file_uploader")[0].set_value([(p.name, p.read_bytes(), "image/jpeg") for p in photos])
+    app.radio[0].set_value("relief")
+    app.run()
+    assert not app.exception, app.exception
+    assert "upload exactly one accepted photo for a relief (2 so far)" in _texts(app)
+    assert next(b for b in app.button if b.label == "Start").disabled
+
+    app.get("file_uploader")[0].set_value([(photos[0].name, photos[0].read_bytes(), "image/jpeg")])
+    app.run()
+    assert not app.exception, app.exception
+    assert "exactly one" not in _texts(app) and "at least" not in _texts(app)
+
+
 def test_review_of_a_run_without_mesh_offers_only_reject(studio_data: Path, tmp_path: Path) -> None:
     from core.jobs import submit_folder
 

@@ -215,3 +215,25 @@ def test_reviews_keep_the_whole_history(store: Store, photo_dir: Path) -> None:
     assert store.latest_reviews()[job.id].reviewer == "Bob"
     with pytest.raises(ValueError):
         store.add_review(job.id, "Eve", "maybe")  # type: ignore[arg-type]
+
+
+def test_a_relief_job_from_one_photo_and_its_depth_map(store: Store, tmp_path: Path) -> None:
+    """The app's single-photo mode: the real relief pipeline in the real worker code, with an uploaded depth map."""
+    import io
+
+    import numpy as np
+
+    photo = write_photos(tmp_path / "one", count=1)[0]
+    draft = store.new_draft_dir()
+    intake = jobs.receive_upload(draft, photo.name, photo.read_bytes(), 0)
+    depth = np.fromfunction(lambda r, c: 0.5 + 0.001 * c, (240, 320), dtype=np.float32)  # a tilted plane, metres
+    buffer = io.BytesIO()
+    np.save(buffer, depth)
+    job, problems = jobs.submit_job(store, product_name="Relief", sku="R-1", preset="preview", draft_dir=draft,
+                                    photos=intake, depth_files=[(f"{photo.stem}.npy", buffer.getvalue())],
+                                    pipeline=jobs.RELIEF_PIPELINE, start=False)
+    assert not problems
+    assert jobs.run_worker(store, job.id) == "done", store.get_job(job.id).error
+    manifest = jobs.read_manifest(store.run_dir(job))
+    assert manifest.mode == "single_photo" and [s.name for s in manifest.stages] == ["capture", "relief"]
+    assert (store.run_dir(job) / manifest.artifacts["mesh_glb"]).stat().st_size > 0
