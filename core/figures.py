@@ -272,21 +272,26 @@ def scene_figure(*, mesh: tuple[np.ndarray, np.ndarray, np.ndarray | None] | Non
 # --- 2D diagnostics ------------------------------------------------------------------------------------------
 
 def depth_view_figure(depth: np.ndarray, confidence: np.ndarray | None = None, image: np.ndarray | None = None,
-                      title: str = "") -> go.Figure:
-    """The photo, its depth map and its confidence map side by side (unknown depth shows as blank)."""
-    panels = [("Photo", image), ("Depth (camera z)", depth), ("Confidence", confidence)]
+                      title: str = "", prior: np.ndarray | None = None) -> go.Figure:
+    """The photo, its depth map, its confidence map and (when given) the aligned depth prior side by side.
+
+    Depth and prior share one colour range so they compare at a glance; unknown depth shows as blank.
+    """
+    panels = [("Photo", image), ("Depth (camera z)", depth), ("Confidence", confidence),
+              ("Depth prior (aligned)", prior)]
     panels = [(name, data) for name, data in panels if data is not None]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[name for name, _ in panels],
                         horizontal_spacing=0.06)
+    finite = np.asarray(depth, dtype=np.float32)
+    finite = finite[np.isfinite(finite)]
+    depth_range = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0)
     for col, (name, data) in enumerate(panels, start=1):
         if name == "Photo":
             fig.add_trace(go.Image(z=data, hoverinfo="skip"), row=1, col=col)
             continue
         values = np.asarray(data, dtype=np.float32)
-        is_depth = name.startswith("Depth")
-        finite = values[np.isfinite(values)]
-        zmin, zmax = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if is_depth and finite.size \
-            else (0.0, 1.0)
+        is_depth = name != "Confidence"
+        zmin, zmax = depth_range if is_depth else (0.0, 1.0)
         colorbar_x = (col - 0.5) / len(panels) + 0.5 / len(panels) - 0.02
         fig.add_trace(go.Heatmap(z=np.where(np.isfinite(values), values, None), colorscale="Viridis" if is_depth
                                  else "Magma", zmin=zmin, zmax=zmax, name=name,

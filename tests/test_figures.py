@@ -92,6 +92,9 @@ def test_2d_diagnostics_figures(run_dir: Path) -> None:
     depth[0, 0] = np.nan
     fig = figures.depth_view_figure(depth, np.ones_like(depth), np.zeros((30, 40, 3), np.uint8), title="a")
     assert [type(t).__name__ for t in fig.data] == ["Image", "Heatmap", "Heatmap"]
+    with_prior = figures.depth_view_figure(depth, np.ones_like(depth), None, prior=depth * 1.01)
+    assert [t.name for t in with_prior.data] == ["Depth (camera z)", "Confidence", "Depth prior (aligned)"]
+    assert with_prior.data[2].zmin == with_prior.data[0].zmin  # one colour range for depth and prior
     times = figures.stage_times_figure([("capture", 1.0), ("sfm", 5.5)])
     assert list(times.data[0].y) == ["capture", "sfm"]
     hist = figures.histogram_figure([0, 1, 2], [5, 3], "err")
