@@ -131,6 +131,11 @@ class RunManifest:
         return path
 
 
+def photo_names_by_working_image(photos: list[PhotoRecord]) -> dict[str, str]:
+    """Working-copy file name (what SfM and the dense stages call a photo) -> the user's name for it."""
+    return {Path(p.working_image).name: p.name for p in photos if p.working_image}
+
+
 def load_manifest(run_dir: Path) -> RunManifest:
     with open(Path(run_dir) / MANIFEST_NAME, encoding="utf-8") as fh:
         return RunManifest.from_dict(json.load(fh))

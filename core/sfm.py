@@ -17,7 +17,7 @@ import numpy as np
 
 from core.capture import CaptureResult
 from core.config import SfmConfig
-from core.manifest import Finding
+from core.manifest import Finding, photo_names_by_working_image
 from core.stage import ProgressFn, StageOutput, no_progress
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     image_dir = capture.image_dir
     assert image_dir is not None, "capture stage must run first"
     image_names = sorted(Path(p.working_image).name for p in capture.accepted if p.working_image)
-    display = {Path(p.working_image).name: p.name for p in capture.accepted if p.working_image}
+    display = photo_names_by_working_image(capture.accepted)
     work_dir = run_dir / "sfm"
     if work_dir.exists():
         shutil.rmtree(work_dir)  # a re-run starts from a clean database

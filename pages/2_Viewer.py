@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import figures, jobs
+from core.manifest import photo_names_by_working_image
 from pages._ui import PAGE_NEW, esc, run_links, run_picker_or_stop, setup
 
 store = setup("Viewer", ":material/view_in_ar:")
@@ -73,7 +74,7 @@ sparse = load_sparse(str(layers["sparse"]), mtime(layers["sparse"])) if layers["
 photo_names = None
 if sparse is not None and manifest is not None:
     # Cameras carry working-image names; hover shows the user's photo name instead.
-    by_working = {Path(p.working_image).name: p.name for p in manifest.photos if p.working_image}
+    by_working = photo_names_by_working_image(manifest.photos)
     photo_names = [by_working.get(n, n) for n in sparse.names]
 
 figure = figures.scene_figure(mesh=mesh, dense=dense, sparse=sparse, photo_names=photo_names, show=show)

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from core import figures, jobs
-from core.manifest import RunManifest, StageRecord
+from core.manifest import RunManifest, StageRecord, photo_names_by_working_image
 from core.store import Job
 from pages._ui import BAD_ICON, LEVEL_ICONS, OK_ICON, esc, run_links, run_picker_or_stop, setup, thumbnails
 
@@ -114,7 +114,7 @@ def panel_sfm(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
     matches = figures.read_match_matrix(matches_file) if matches_file else None
     if matches is not None:
         names, matrix = matches
-        by_working = {Path(p.working_image).name: p.name for p in manifest.photos if p.working_image}
+        by_working = photo_names_by_working_image(manifest.photos)
         st.plotly_chart(figures.match_matrix_figure([by_working.get(n, n) for n in names], matrix), key="matches")
     else:
         st.caption(NOT_AVAILABLE)
@@ -130,7 +130,7 @@ def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> Non
         st.caption("Depth maps: " + NOT_AVAILABLE)
         return
     # Depth files are named after the working images (possibly with an index prefix): show the user's photo names.
-    by_working = {Path(p.working_image).stem: p.name for p in manifest.photos if p.working_image}
+    by_working = {Path(working).stem: name for working, name in photo_names_by_working_image(manifest.photos).items()}
 
     def photo_name(path: Path) -> str:
         return next((name for stem, name in by_working.items()

@@ -11,7 +11,7 @@ import pytest
 
 from core.config import preset_config
 from core.geometry import compare_poses
-from core.manifest import load_manifest
+from core.manifest import load_manifest, photo_names_by_working_image
 from core.pipeline import list_photos, run_pipeline
 from core.scene import cameras_from_model
 from core.synthetic import CaptureGroundTruth, CaptureSpec, render_capture
@@ -47,7 +47,7 @@ def test_every_photo_is_placed_accurately(tiny_capture: CaptureGroundTruth, tiny
     model = pycolmap.Reconstruction(str(tiny_run / manifest.artifacts["sparse_model"]))
     assert model.num_reg_images() == 12 and model.num_points3D() > 500
 
-    working_to_original = {Path(p.working_image).name: p.name for p in manifest.photos if p.working_image}
+    working_to_original = photo_names_by_working_image(manifest.photos)
     estimated = {working_to_original[n]: c for n, c in cameras_from_model(tiny_run / "sparse").items()}
     names = sorted(estimated)
     errors = compare_poses([estimated[n] for n in names], [tiny_capture.cameras[n] for n in names])

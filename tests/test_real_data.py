@@ -10,6 +10,7 @@ import pytest
 
 from core.capture import prepare_capture
 from core.config import preset_config
+from core.manifest import photo_names_by_working_image
 from core.geometry import compare_poses, relative_rotation_errors_deg
 from core.scene import cameras_from_model
 from core.sfm import run_sfm
@@ -24,7 +25,7 @@ def reconstruct(photos: list[Path], run_dir: Path) -> tuple[dict, dict[str, str]
     capture = prepare_capture(photos, run_dir, config.capture)
     result = run_sfm(capture, run_dir, config.sfm)
     assert result.ok, result.failure
-    working_to_original = {Path(p.working_image).name: p.name for p in capture.accepted}
+    working_to_original = photo_names_by_working_image(capture.accepted)
     estimated = {working_to_original[name]: cam for name, cam in cameras_from_model(result.sparse_dir).items()}
     return estimated, result.metrics
 

@@ -10,6 +10,7 @@ import pytest
 from core.capture import prepare_capture
 from core.config import SfmConfig, preset_config
 from core.geometry import compare_poses
+from core.manifest import photo_names_by_working_image
 from core.pipeline import list_photos
 from core.scene import cameras_from_model
 from core.sfm import run_sfm, static_background_masks
@@ -31,7 +32,7 @@ def test_turntable_with_textured_backdrop_is_reconstructed_in_the_product_frame(
     assert result.ok, result.failure
     assert result.metrics["static_background_fraction"] > 0.3
     assert any("turntable" in f.message for f in result.findings)
-    working_to_original = {Path(p.working_image).name: p.name for p in capture.accepted}
+    working_to_original = photo_names_by_working_image(capture.accepted)
     estimated = {working_to_original[n]: c for n, c in cameras_from_model(result.sparse_dir).items()}
     names = sorted(estimated)
     assert len(names) == 16
