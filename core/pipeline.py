@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import PRESET_DESCRIPTIONS, PRESETS, PipelineConfig, preset_config
-from core.manifest import Finding, RunManifest, StageRecord
+from core.manifest import Finding, RunManifest, StageRecord, photo_names_by_working_image
 from core.stage import Cancelled, ProgressFn, StageOutput
 
 logger = logging.getLogger(__name__)
@@ -128,10 +128,6 @@ MULTI_VIEW_STAGES: list[Stage] = [
 ]
 
 
-class PipelineError(RuntimeError):
-    """An expected failure with a plain-language reason (the run record says the same)."""
-
-
 def run_pipeline(photos: list[Path], run_dir: Path, config: PipelineConfig | None = None,
                  progress: ProgressFn | None = None, display_names: list[str] | None = None,
                  manifest: RunManifest | None = None) -> RunManifest:
@@ -204,13 +200,14 @@ def _run_stages(stages: list[Stage], mode: str, photos: list[Path], run_dir: Pat
                 return manifest
             record.seconds = round(time.perf_counter() - started, 2)
             ctx.results[stage.name] = output
-            _record_output(manifest, record, output, run_dir)
+            failure = _record_output(manifest, record, output, run_dir,
+                                     _user_names(ctx) if stage.name != "capture" else {})
             if stage.name == "capture":
                 manifest.photos = output.photos  # type: ignore[attr-defined]
             done_weight += stage.weight
             logger.info("stage %s %s in %.1f s", stage.name, record.status, record.seconds)
             if not output.ok:
-                manifest.status, manifest.failure_reason = "failed", output.failure
+                manifest.status, manifest.failure_reason = "failed", failure
                 return manifest
             manifest.save(run_dir)
         manifest.status = "done"
@@ -222,14 +219,31 @@ def _run_stages(stages: list[Stage], mode: str, photos: list[Path], run_dir: Pat
         log_handler.close()
 
 
-def _record_output(manifest: RunManifest, record: StageRecord, output: StageOutput, run_dir: Path) -> None:
+def _user_names(ctx: RunContext) -> dict[str, str]:
+    """Working-copy names (and stems) -> the user's photo names, for the text the user reads."""
+    capture = ctx.results.get("capture")
+    names = photo_names_by_working_image(capture.accepted) if capture else {}
+    return {**names, **{Path(working).stem: user for working, user in names.items()}}
+
+
+def _record_output(manifest: RunManifest, record: StageRecord, output: StageOutput, run_dir: Path,
+                   user_names: dict[str, str]) -> str:
+    """Copy a stage's output into its record, naming photos as the user named them; returns the failure text."""
+
+    def readable(text: str) -> str:
+        for working in sorted(user_names, key=len, reverse=True):  # full names before their stems
+            text = text.replace(working, user_names[working])
+        return text
+
     record.status = "done" if output.ok else "failed"
     record.metrics = output.metrics
-    record.findings = list(output.findings)
-    if not output.ok and output.failure and not any(f.message == output.failure for f in record.findings):
-        record.findings.append(Finding("error", output.failure))
+    record.findings = [Finding(f.level, readable(f.message), readable(f.hint)) for f in output.findings]
+    failure = readable(output.failure)
+    if not output.ok and failure and not any(f.message == failure for f in record.findings):
+        record.findings.append(Finding("error", failure))
     for key, path in output.artifacts.items():
         manifest.artifacts[key] = str(Path(path).resolve().relative_to(run_dir.resolve()))
+    return failure
 
 
 def _attach_run_log(run_dir: Path) -> logging.Handler:

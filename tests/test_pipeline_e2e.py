@@ -58,6 +58,23 @@ def test_every_photo_is_placed_accurately(tiny_capture: CaptureGroundTruth, tiny
     assert np.median(errors.center_error) < 0.01 * size
 
 
+def test_findings_name_photos_as_the_user_named_them(tmp_path: Path) -> None:
+    """Stages speak of working copies (007_IMG.jpg); the record shows the user's names (IMG.jpg)."""
+    from core.manifest import Finding, RunManifest, StageRecord
+    from core.pipeline import _record_output
+    from core.stage import StageOutput
+
+    finding = Finding("warning", "007_IMG_12.jpg and 007_IMG_12 disagree", "retake 007_IMG_12.jpg")
+    output = StageOutput(ok=False, failure="Nothing fused from 007_IMG_12.jpg.", findings=[finding])
+    record = StageRecord("fusion")
+    failure = _record_output(RunManifest.new({}), record, output, tmp_path, {"007_IMG_12.jpg": "IMG 12.JPG",
+                                                                             "007_IMG_12": "IMG 12.JPG"})
+    assert failure == "Nothing fused from IMG 12.JPG."
+    assert record.findings[0].message == "IMG 12.JPG and IMG 12.JPG disagree"
+    assert record.findings[0].hint == "retake IMG 12.JPG"
+    assert record.findings[-1] == Finding("error", failure)
+
+
 def test_manifest_records_everything_a_reviewer_needs(tiny_run: Path) -> None:
     manifest = load_manifest(tiny_run)
     assert [s.status for s in manifest.stages] == ["done"] * len(manifest.stages)
