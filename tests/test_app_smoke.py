@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT, write_photos
 from streamlit.testing.v1 import AppTest
 
-from core.store import Store
+from core.store import Job, Store
 
 PAGES = ["Home.py", "pages/1_New_capture.py", "pages/2_Viewer.py", "pages/3_Diagnostics.py", "pages/4_Review.py"]
 
@@ -62,14 +62,20 @@ def test_diagnostics_shows_every_stage_and_escapes_user_text(finished_job) -> No
     assert "<b>" not in text  # the rejected photo's name is shown escaped
 
 
-def test_viewer_without_mesh_says_so(studio_data: Path, tmp_path: Path) -> None:
+def _failed_job_without_mesh(tmp_path: Path) -> tuple[Store, Job]:
+    """A job whose SfM failed: it has photos and a reason, but no 3D result."""
     from core.jobs import submit_folder
 
     store = Store()
     write_photos(tmp_path / "p")
-    job = submit_folder(store, tmp_path / "p", product_name="Empty", sku="E", start=False)
+    job = submit_folder(store, tmp_path / "p", product_name="No mesh", sku="N", start=False)
     store.mark_running(job.id, pid=os.getpid())
     store.finish(job.id, "failed", error="COLMAP could not place the cameras.")
+    return store, job
+
+
+def test_viewer_without_mesh_says_so(studio_data: Path, tmp_path: Path) -> None:
+    store, job = _failed_job_without_mesh(tmp_path)
     app = _run("pages/2_Viewer.py", job.id)
     assert not app.exception
     assert "no 3D result" in _texts(app)
@@ -152,13 +158,7 @@ def test_new_capture_relief_mode_takes_exactly_one_photo(studio_data: Path, tmp_
 
 
 def test_review_of_a_run_without_mesh_offers_only_reject(studio_data: Path, tmp_path: Path) -> None:
-    from core.jobs import submit_folder
-
-    store = Store()
-    write_photos(tmp_path / "p")
-    job = submit_folder(store, tmp_path / "p", product_name="No mesh", sku="N", start=False)
-    store.mark_running(job.id, pid=os.getpid())
-    store.finish(job.id, "failed", error="COLMAP could not place the cameras.")
+    _, job = _failed_job_without_mesh(tmp_path)
     app = _run("pages/4_Review.py", job.id)
     assert not app.exception
     assert app.radio[0].options == ["Reject"]
