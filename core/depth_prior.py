@@ -699,6 +699,29 @@ def _supplied_kind(priors: dict[int, np.ndarray],
     return max(("metric", "relative"), key=score)  # ties go to "metric": depth maps are the usual supplied kind
 
 
+@dataclass
+class PriorView:
+    """What the depth-prior stage kept for one photo, for display."""
+
+    prior_depth: np.ndarray
+    """The prior after alignment, in the reconstruction's depth units."""
+    stereo_fraction: float
+    """Share of pixels whose merged depth came from stereo."""
+    prior_fraction: float
+    """Share of pixels whose merged depth came from the prior."""
+
+
+def load_prior_view(merged_depth_path: Path) -> PriorView | None:
+    """The prior kept beside a merged depth map written by ``apply_depth_priors`` (None when there is none)."""
+    side_file = Path(merged_depth_path).parent / "priors" / Path(merged_depth_path).name
+    if not side_file.is_file():
+        return None
+    with np.load(side_file) as data:
+        source = data["source"]
+        return PriorView(data["prior_depth"], float(np.mean(source == SOURCE_STEREO)),
+                         float(np.mean(source == SOURCE_PRIOR)))
+
+
 def apply_depth_priors(scene: SparseScene, depth_maps: DepthMaps, out_dir: Path, config: DepthPriorConfig,
                        progress: ProgressFn = no_progress) -> DepthMaps:
     """Align a depth prior to each view and merge it with the stereo depth where stereo is weak.

@@ -151,17 +151,13 @@ def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> Non
         return
     valid = float(np.isfinite(depth).mean())
     title = f"{photo_name(chosen)} · {valid:.0%} of pixels have a depth"
-    prior_file = chosen.parent / "priors" / chosen.name  # the depth-prior stage keeps its prior beside the merge
-    prior = None
-    if prior_file.is_file():
-        with np.load(prior_file) as data:
-            prior, source = data["prior_depth"], data["source"]
-        from core.depth_prior import SOURCE_PRIOR, SOURCE_STEREO
+    from core.depth_prior import load_prior_view
 
-        title += (f" · {np.mean(source == SOURCE_STEREO):.0%} from stereo, {np.mean(source == SOURCE_PRIOR):.0%} "
-                  "from the prior")
-    st.plotly_chart(figures.depth_view_figure(depth, confidence, image, title=title, prior=prior),
-                    key=f"dv-{stage.name}")
+    prior = load_prior_view(chosen)
+    if prior is not None:
+        title += f" · {prior.stereo_fraction:.0%} from stereo, {prior.prior_fraction:.0%} from the prior"
+    st.plotly_chart(figures.depth_view_figure(depth, confidence, image, title=title,
+                                              prior=prior.prior_depth if prior else None), key=f"dv-{stage.name}")
 
 
 def panel_fusion(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:

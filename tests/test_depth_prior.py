@@ -190,6 +190,10 @@ def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, no_dep
     side = np.load(result.views[0].path.parent / "priors" / result.views[0].path.name)
     assert set(np.unique(side["source"])) <= {1, 2} and side["prior"].shape == truth.shape
     assert any("Depth prior from 1 supplied" in f.message for f in result.findings)
+    shown = dp.load_prior_view(result.views[0].path)  # what the Diagnostics page displays
+    assert shown is not None and shown.stereo_fraction == pytest.approx(stats["stereo_fraction"])
+    assert np.nanmax(np.abs(shown.prior_depth[:, 40:] / truth[:, 40:] - 1)) < 0.01
+    assert dp.load_prior_view(maps.views[0].path) is None  # a plain stereo map has no prior beside it
 
 
 def test_wrong_supplied_prior_is_rejected_and_stereo_kept(tmp_path: Path, no_depth_model: Path) -> None:
