@@ -137,18 +137,14 @@ def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> Non
                      if path.stem == stem or path.stem.endswith(f"_{stem}")), path.stem)
 
     chosen = st.selectbox("Photo", files, format_func=photo_name, key=f"depth-{stage.name}")
-    try:
-        from core.mvs import load_depth_view
+    from core.mvs import load_depth_view  # every depth stage writes this one layout (save_depth_view)
 
+    try:
         view = load_depth_view(chosen)
-        depth, confidence, image = view.depth, view.confidence, view.image
-    except (OSError, KeyError, ValueError, ImportError):
-        with np.load(chosen) as data:  # another stage's layout: show whatever maps it holds
-            depth, confidence = data.get("depth"), data.get("confidence")
-            image = None
-    if depth is None:
+    except (OSError, KeyError, ValueError):  # a file cut short by a crashed run
         st.caption(NOT_AVAILABLE)
         return
+    depth, confidence, image = view.depth, view.confidence, view.image
     valid = float(np.isfinite(depth).mean())
     title = f"{photo_name(chosen)} · {valid:.0%} of pixels have a depth"
     from core.depth_prior import load_prior_view
