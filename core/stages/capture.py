@@ -8,21 +8,25 @@ EXIF-oriented, downscaled working copy for reconstruction, with the EXIF focal l
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core import advice
+from core.artifacts import CAPTURE_IMAGES, CAPTURE_ORIGINALS, file_sha256
 from core.config import CaptureConfig
-from core.manifest import Finding, PhotoRecord
-from core.stage import ProgressFn, StageOutput, no_progress
+from core.manifest import PhotoRecord
+from core.photos import Photo
+from core.progress import StageProgress, no_progress
+from core.stages import StageOutput
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +53,9 @@ _MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}  # inch, cm, mm, um
 
 @dataclass
 class PhotoCheck:
-    """What the checks found for one photo file."""
+    """What the checks found for one photo file (the capture stage and the app's upload checks use the same)."""
 
-    ok: bool
+    status: Literal["accepted", "rejected"]
     reason: str = ""
     """Why the photo is rejected, naming the file and the fix (empty when ok)."""
     warnings: list[str] = field(default_factory=list)
@@ -64,6 +68,14 @@ class PhotoCheck:
     focal_35mm: float | None = None
     camera: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+def _rejected(reason: str) -> PhotoCheck:
+    return PhotoCheck("rejected", reason)
 
 
 @dataclass
@@ -79,8 +91,9 @@ class CaptureResult(StageOutput):
     """Median EXIF focal length in working pixels, when every accepted photo has one and they share a camera."""
 
     @property
-    def accepted(self) -> list[PhotoRecord]:
-        return [p for p in self.photos if p.status == "accepted"]
+    def accepted(self) -> list[Photo]:
+        """The accepted photos, the identity every later stage receives."""
+        return [p.photo for p in self.photos if p.status == "accepted"]
 
 
 def safe_stem(name: str, max_length: int = 40) -> str:
@@ -102,12 +115,12 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return PhotoCheck(False, f"{name}: cannot be read ({exc.strerror}); upload it again."), None
+        return _rejected(f"{name}: cannot be read ({exc.strerror}); upload it again."), None
     if size == 0:
-        return PhotoCheck(False, f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
+        return _rejected(f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
     if size > config.max_file_bytes:
         limit = _human_size(config.max_file_bytes)
-        return PhotoCheck(False, f"{name}: the file is {_human_size(size)}, over the {limit} limit; export it as a "
+        return _rejected(f"{name}: the file is {_human_size(size)}, over the {limit} limit; export it as a "
                                  "JPEG of at most a few thousand pixels per side."), None
 
     previous_limit = Image.MAX_IMAGE_PIXELS
@@ -117,35 +130,36 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
             fmt = (img.format or "").upper()
             if fmt not in ACCEPTED_FORMATS:
                 kind = img.format or "this"
-                return PhotoCheck(False, f"{name}: {kind} files are not supported; {FORMAT_HINT}."), None
+                return _rejected(f"{name}: {kind} files are not supported; {FORMAT_HINT}."), None
             width, height = img.size
             if width * height > config.max_pixels:
                 megapixels, limit = width * height / 1e6, config.max_pixels / 1e6
-                return PhotoCheck(False, f"{name}: declares {width}×{height} pixels ({megapixels:.0f} MP), over the "
+                return _rejected(f"{name}: declares {width}×{height} pixels ({megapixels:.0f} MP), over the "
                                          f"{limit:.0f} MP limit, so it was not decoded; resize it below the limit "
                                          "and upload it again."), None
             if getattr(img, "n_frames", 1) > 1 and fmt != "MPO":
-                return PhotoCheck(False, f"{name}: has {img.n_frames} frames (animated or multi-page); upload single "
+                return _rejected(f"{name}: has {img.n_frames} frames (animated or multi-page); upload single "
                                          "still photos instead."), None
             exif = img.getexif()
             img.load()  # full decode: truncated or corrupt files fail here
             oriented = ImageOps.exif_transpose(img).convert("RGB")
     except UnidentifiedImageError:
-        return PhotoCheck(False, f"{name}: is not an image (or not one we can read); {FORMAT_HINT}."), None
+        return _rejected(f"{name}: is not an image (or not one we can read); {FORMAT_HINT}."), None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return PhotoCheck(False, f"{name}: is corrupt or truncated ({exc}); copy it from the camera again."), None
+        return _rejected(f"{name}: is corrupt or truncated ({exc}); copy it from the camera again."), None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
 
     width, height = oriented.size
     if min(width, height) < config.min_side:
-        return PhotoCheck(False, f"{name}: is only {width}×{height} pixels; photos need at least {config.min_side} "
+        return _rejected(f"{name}: is only {width}×{height} pixels; photos need at least {config.min_side} "
                                  "pixels on the shorter side. Upload the full-size photo."), None
 
     rgb = np.asarray(oriented)
-    check = PhotoCheck(True, width=width, height=height)
+    check = PhotoCheck("accepted", width=width, height=height)
     _read_exif_focal(exif, width, height, check)
-    _check_quality(rgb, config, name, check)
+    _measure_quality(rgb, check)
+    check.warnings.extend(advice.quality_warnings(name, check.metrics))
     return check, rgb
 
 
@@ -184,23 +198,15 @@ def _positive_float(value: object) -> float | None:
     return number if np.isfinite(number) and number > 0 else None
 
 
-def _check_quality(rgb: np.ndarray, config: CaptureConfig, name: str, check: PhotoCheck) -> None:
-    """Blur and exposure, measured on a small grey copy so the numbers do not depend on resolution."""
+def _measure_quality(rgb: np.ndarray, check: PhotoCheck) -> None:
+    """Sharpness and exposure, measured on a small grey copy so the numbers do not depend on resolution."""
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     scale = 512 / max(grey.shape)
     if scale < 1:
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-    dark = float((grey < 16).mean())
-    bright = float((grey > 250).mean())
-    check.metrics.update(sharpness=round(sharpness, 1), dark_fraction=round(dark, 3), bright_fraction=round(bright, 3))
-    if sharpness < config.blur_threshold:
-        check.warnings.append(f"{name}: looks blurry (sharpness {sharpness:.0f}, below {config.blur_threshold:.0f}); "
-                              "retake it with steadier hands, more light or the focus on the product.")
-    if dark > config.dark_fraction:
-        check.warnings.append(f"{name}: is mostly dark ({dark:.0%} of pixels near black); add light.")
-    if bright > config.bright_fraction:
-        check.warnings.append(f"{name}: is overexposed ({bright:.0%} of pixels clipped white); reduce exposure.")
+    check.metrics.update(sharpness=round(float(cv2.Laplacian(grey, cv2.CV_64F).var()), 1),
+                         dark_fraction=round(float((grey < 16).mean()), 3),
+                         bright_fraction=round(float((grey > 250).mean()), 3))
 
 
 def _dhash(rgb: np.ndarray) -> int:
@@ -213,24 +219,21 @@ def _dhash(rgb: np.ndarray) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def working_name(index: int, name: str, suffix: str) -> str:
+    """The generated file name of a photo inside the run: a counter and a cleaned stem (never the user's path)."""
+    return f"{index:03d}_{safe_stem(name)}{suffix}"
 
 
-def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, progress: ProgressFn = no_progress,
-                    display_names: list[str] | None = None, min_photos: int | None = None) -> CaptureResult:
+def run_capture(sources: list[Path], run_dir: Path, config: CaptureConfig, progress: StageProgress = no_progress,
+                names: list[str] | None = None, min_photos: int | None = None) -> CaptureResult:
     """Store the originals, check every photo, and write working copies of the accepted ones.
 
-    ``display_names`` are the user's names for ``photos`` (e.g. upload names); they are shown, never used as paths.
+    ``names`` are the user's names for ``sources`` (e.g. upload names); they are shown, never used as paths.
     ``min_photos`` overrides ``config.min_photos`` (1 for a single-photo relief).
     """
-    names = display_names or [p.name for p in photos]
+    names = names or [p.name for p in sources]
     needed = config.min_photos if min_photos is None else min_photos
-    originals_dir, image_dir = run_dir / "originals", run_dir / "images"
+    originals_dir, image_dir = CAPTURE_ORIGINALS.path(run_dir), CAPTURE_IMAGES.path(run_dir)
     originals_dir.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
     result = CaptureResult(image_dir=image_dir)
@@ -241,14 +244,13 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
     focals: list[float | None] = []
     started = time.perf_counter()
 
-    for index, (source, name) in enumerate(zip(photos, names, strict=True)):
-        progress(index / max(len(photos), 1), f"checking {name}")
-        stored_name = f"{index:03d}_{safe_stem(name)}{_safe_suffix(source)}"
-        stored = originals_dir / stored_name
+    for index, (source, name) in enumerate(zip(sources, names, strict=True)):
+        progress(index / max(len(sources), 1), f"checking {name}")
+        stored = originals_dir / working_name(index, name, _safe_suffix(source))
         if not stored.exists():
             shutil.copyfile(source, stored)  # the untouched original, kept even when rejected
-        record = PhotoRecord(name=name, stored_as=str(stored.relative_to(run_dir)), size_bytes=stored.stat().st_size,
-                             sha256=_sha256(stored))
+        record = PhotoRecord(index=index, name=name, original=str(stored.relative_to(run_dir)),
+                             size_bytes=stored.stat().st_size, sha256=file_sha256(stored))
         result.photos.append(record)
         if record.sha256 in seen_sha:
             record.status, record.reason = "rejected", (f"{name}: is an exact copy of '{seen_sha[record.sha256]}'; "
@@ -259,7 +261,7 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
         check, rgb = _read_photo(stored, config, name)
         record.warnings, record.metrics = check.warnings, check.metrics
         record.width, record.height, record.camera = check.width, check.height, check.camera
-        if not check.ok or rgb is None:
+        if not check.accepted or rgb is None:
             record.status, record.reason = "rejected", check.reason
             continue
 
@@ -267,66 +269,46 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
         if scale < 1:
             size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        working = image_dir / f"{Path(stored_name).stem}.jpg"
+        working = image_dir / f"{stored.stem}.jpg"
         cv2.imwrite(str(working), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        record.working_image = str(working.relative_to(run_dir))
+        record.working = working.name
         record.focal_px = None if check.focal_px is None else round(check.focal_px * scale, 2)
         focals.append(record.focal_px)
         cameras.add(check.camera or "unknown camera")
         sizes.add((rgb.shape[1], rgb.shape[0]))
 
         digest = _dhash(rgb)
-        twin = next((other for other, h in hashes if (h ^ digest).bit_count() <= 10), None)
+        twin = next((other for other, h in hashes if (h ^ digest).bit_count() <= advice.NEAR_DUPLICATE_BITS), None)
         if twin:
-            record.warnings.append(f"{name}: is nearly identical to {twin}; it adds no new viewpoint.")
+            record.warnings.append(advice.near_duplicate(name, twin))
         hashes.append((name, digest))
 
-    accepted = result.accepted
+    accepted = [p for p in result.photos if p.status == "accepted"]
     rejected = [p for p in result.photos if p.status == "rejected"]
     result.shared_camera = len(cameras) <= 1 and len(sizes) <= 1
     if result.shared_camera and focals and all(f is not None for f in focals):
         result.focal_px = float(np.median([f for f in focals if f is not None]))
     result.metrics = {
-        "photos_given": len(photos),
+        "photos_given": len(sources),
         "photos_accepted": len(accepted),
         "photos_rejected": len(rejected),
         "photos_with_warnings": sum(1 for p in accepted if p.warnings),
         "cameras": len(cameras),
         "resolutions": len(sizes),
         "exif_focal_px": result.focal_px,
-        "seconds_per_photo": round((time.perf_counter() - started) / max(len(photos), 1), 3),
+        "seconds_per_photo": round((time.perf_counter() - started) / max(len(sources), 1), 3),
     }
-    result.findings = capture_findings(result, needed)
-    result.artifacts = {"originals": originals_dir, "images": image_dir}
+    reasons = [p.reason for p in rejected]
+    result.findings = advice.capture_findings(reasons, [w for p in accepted for w in p.warnings], result.metrics,
+                                              needed)
+    result.artifacts = [CAPTURE_ORIGINALS, CAPTURE_IMAGES]
     if len(accepted) < needed:
         result.ok = False
-        result.failure = (f"Only {len(accepted)} of {len(photos)} photos can be used; at least {needed} are needed. "
-                          + ("Rejected: " + " ".join(p.reason for p in rejected[:5]) if rejected else
-                             "Add more photos of the product from different angles."))
-    progress(1.0, f"{len(accepted)} of {len(photos)} photos accepted")
+        result.failure = advice.too_few_photos(len(accepted), len(sources), needed, reasons)
+    progress(1.0, f"{len(accepted)} of {len(sources)} photos accepted")
     return result
 
 
 def _safe_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ""
-
-
-def capture_findings(result: CaptureResult, needed: int) -> list[Finding]:
-    """Turn the capture numbers into advice."""
-    findings = [Finding("error", p.reason) for p in result.photos if p.status == "rejected"]
-    for photo in result.accepted:
-        findings.extend(Finding("warning", w) for w in photo.warnings)
-    if not result.shared_camera:
-        findings.append(Finding(
-            "warning", f"The photos come from {result.metrics['cameras']} cameras or {result.metrics['resolutions']} "
-                       "resolutions; each is calibrated separately, which is less accurate.",
-            "Shoot all photos of one product with the same camera, zoom and resolution."))
-    accepted = len(result.accepted)
-    if accepted >= needed:
-        findings.append(Finding("info", f"{accepted} of {len(result.photos)} photos accepted."))
-    if needed > 1 and needed <= accepted < 12:
-        findings.append(Finding(
-            "warning", f"Only {accepted} usable photos; reconstructions are most reliable with 20-40.",
-            "Walk around the product and take a photo every 15-20 degrees, at two heights."))
-    return findings
