@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_wait:
         dispatch(store, backend=backend_named(args.backend))
         return 0
-    bar = TerminalProgress()
+    bar = TerminalProgress(sys.stderr)  # the stream of now (a caller may have redirected it)
     try:
         counts = watch(store, list(jobs.values()), args.backend, bar)
     except KeyboardInterrupt:
