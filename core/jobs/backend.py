@@ -62,10 +62,16 @@ preview or balanced job uses well; full's larger images also keep COLMAP's match
 tiny images are done in seconds on one."""
 
 
+JOB_CPUS_ENV = "PRODUCT_STUDIO_JOB_CPUS"
+"""Cores every job asks for, overriding the preset's (an operator fitting jobs to a cluster's nodes)."""
+
+
 def job_resources(preset: str, gpus_available: float = 0.0) -> JobResources:
-    """What a job of ``preset`` asks its backend for: cores, and one GPU where the cluster has one (the dense stages
-    run on CUDA when torch sees a GPU)."""
-    return JobResources(PRESET_CPUS.get(preset, 2), 1.0 if gpus_available >= 1 and preset != "test" else 0.0)
+    """What a job of ``preset`` asks its backend for: cores (``$PRODUCT_STUDIO_JOB_CPUS`` or the preset's), and one
+    GPU where the cluster has one (the dense stages run on CUDA when torch sees a GPU)."""
+    configured = os.environ.get(JOB_CPUS_ENV, "").strip()
+    cpus = int(configured) if configured.isdigit() and int(configured) > 0 else PRESET_CPUS.get(preset, 2)
+    return JobResources(cpus, 1.0 if gpus_available >= 1 and preset != "test" else 0.0)
 
 
 def max_concurrent_jobs() -> int:
