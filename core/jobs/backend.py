@@ -56,10 +56,10 @@ class JobResources:
 
 
 PRESET_CPUS = {"test": 1, "preview": 2, "balanced": 2, "full": 4}
-"""Cores a job of each preset asks for. The dense stages keep two threads busy (the depth stage maps two photos at a
-time; measured on 2 cores: a preview run uses 1.9 cores on average over SfM and depth), so two cores is what a
-preview or balanced job uses well; full's larger images also keep COLMAP's matching busy on four. The test preset's
-tiny images are done in seconds on one."""
+"""Cores a job of each preset asks for. Measured (benchmarks/RESULTS.md, throughput): four preview SKUs on 2 cores
+took 74 s each with 2 cores per job but 90 s with 1, so one job does not keep two cores fully busy (SfM and the
+depth stage's two threads do, the other stages mostly run on one); two cores per job is the default and
+PRODUCT_STUDIO_JOB_CPUS fits jobs to a cluster's nodes. The test preset's tiny images need one."""
 
 
 JOB_CPUS_ENV = "PRODUCT_STUDIO_JOB_CPUS"
