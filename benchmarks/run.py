@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -335,7 +336,27 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
             if run.get("failure_reason"):
                 lines += ["", f"{run['preset']}: {run['failure_reason']}"]
         lines.append("")
-    md_path.write_text("\n".join(lines), encoding="utf-8")
+    kept = kept_sections(md_path)
+    md_path.write_text("\n".join(lines) + ("\n" + "\n\n".join(kept.values()) + "\n" if kept else ""), encoding="utf-8")
+
+
+_SECTION = re.compile(r"<!-- begin: ([\w-]+) -->.*?<!-- end: \1 -->", re.S)
+"""A section of RESULTS.md written by another benchmark (benchmarks/throughput.py); kept when this one rewrites."""
+
+
+def kept_sections(md_path: Path) -> dict[str, str]:
+    """The other benchmarks' sections of ``md_path`` by name."""
+    text = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
+    return {m[1]: m[0] for m in _SECTION.finditer(text)}
+
+
+def write_section(md_path: Path, name: str, body: str) -> None:
+    """Put ``body`` into ``md_path`` as the section ``name`` (replacing an earlier one, kept by write_report)."""
+    text = md_path.read_text(encoding="utf-8") if md_path.is_file() else "# Benchmark results\n"
+    block = f"<!-- begin: {name} -->\n{body.strip()}\n<!-- end: {name} -->"
+    old = kept_sections(md_path).get(name)
+    text = text.replace(old, block) if old else text.rstrip("\n") + "\n\n" + block + "\n"
+    md_path.write_text(text, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------------------------

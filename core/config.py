@@ -8,6 +8,7 @@ misspelt key can never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -65,7 +66,7 @@ class SfmConfig:
     seed: int = 0
     """Random seed for COLMAP (RANSAC, mapping)."""
     num_threads: int = -1
-    """Threads for COLMAP; -1 uses all cores."""
+    """Threads for COLMAP; -1 uses the cores the run is given (``cpu_budget``)."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,25 @@ class PipelineConfig:
         if preset not in ALL_PRESETS:
             raise ValueError(f"unknown preset {preset!r}")
         return cls(preset=preset).with_changes(_migrate_sections(data))
+
+
+CPUS_ENV = "PRODUCT_STUDIO_CPUS"
+"""Cores a run may use; the job backends set it from the job's resource request (core/jobs/backend.py)."""
+
+
+def cpu_budget() -> int:
+    """Cores this run may use: ``$PRODUCT_STUDIO_CPUS`` when set, else the cores this process may run on.
+
+    Stages size their thread pools with this rather than the machine's count, so a job given 2 of 16 cores on a
+    cluster node uses 2 (and two such jobs side by side do not fight over the same cores).
+    """
+    configured = os.environ.get(CPUS_ENV, "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def section_names() -> list[str]:

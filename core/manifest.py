@@ -84,6 +84,11 @@ class StageRecord:
     seconds: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    inputs_sha256: str = ""
+    """Fingerprint of what the stage was given (core/pipeline.py): a resumed run reuses the stage only when it is
+    unchanged."""
+    resumed: bool = False
+    """The stage was not run again: its result was rebuilt from the artefacts of an earlier attempt."""
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.jobs.status import quality_verdict
+from core.jobs.status import review_row
 from core.report.runs import read_manifest
 from pages._ui import VERDICT_ICONS, esc, first_thumbnail, job_title, run_links, setup, when
 
@@ -18,14 +18,7 @@ if not all_jobs:
     st.stop()
 
 latest = store.latest_reviews()
-rows = []
-for job in all_jobs:
-    verdict, why = quality_verdict(job, read_manifest(store.run_dir(job)))
-    review = latest.get(job.id)
-    rows.append({"id": job.id, "SKU": job.sku, "product": job.product_name, "date": when(job.created),
-                 "status": job.status, "quality": verdict,
-                 "why": why, "reviewer": review.reviewer if review else "", "decision": review.decision if review
-                 else "pending"})
+rows = [review_row(job, read_manifest(store.run_dir(job)), latest.get(job.id)) for job in all_jobs]
 
 f1, f2, f3 = st.columns([2, 2, 3])
 decisions = f1.multiselect("Decision", ["pending", "approved", "rejected"], default=[])

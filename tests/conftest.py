@@ -228,3 +228,43 @@ def slow_run(job, photos: list[Path], names: list[str], run_dir: Path, config, l
     manifest.save(run_dir)
     listener(ProgressEvent("work", "Finished", 1.0, 1.0, "Finished"))
     return manifest
+
+
+def staged_run(job, photos: list[Path], names: list[str], run_dir: Path, config, listener):
+    """The real engine (core.pipeline.run_stages, resuming like the real worker) over the real capture stage and
+    timed stand-in stages ``work_1`` … ``work_N`` that each sleep, then write one artefact: job tests kill its workers
+    between stages and see them resume (tests/staged_worker.py runs it in worker processes and Ray tasks).
+
+    PRODUCT_STUDIO_TEST_STEPS and PRODUCT_STUDIO_TEST_STEP_S set its length.
+    """
+    import functools
+
+    from core.pipeline import MULTI_VIEW_STAGES, Stage, run_stages
+
+    steps = int(os.environ.get("PRODUCT_STUDIO_TEST_STEPS", "3"))
+    stages = [MULTI_VIEW_STAGES[0]] + [
+        Stage(f"work_{i}", f"Working ({i} of {steps})", 1.0, functools.partial(_timed_step, f"work_{i}"),
+              lambda state, record: _stand_in_output()) for i in range(1, steps + 1)]
+    return run_stages(job.mode, photos, run_dir, config, listener, names, run_id=job.id, resume=True, stages=stages)
+
+
+def _stand_in_output():
+    from core.stages import StageOutput
+
+    return StageOutput()
+
+
+def _timed_step(name: str, state, progress):
+    import time
+
+    from core.artifacts import Artifact
+    from core.stages import StageOutput
+
+    step_s = float(os.environ.get("PRODUCT_STUDIO_TEST_STEP_S", "0.3"))
+    for tick in range(5):
+        time.sleep(step_s / 5)
+        progress((tick + 1) / 5, f"{name}: {tick + 1} of 5")
+    done = Artifact(f"{name}.step", "step.txt", "file", "what the timed stand-in stage wrote")
+    done.path(state.run_dir).parent.mkdir(parents=True, exist_ok=True)
+    done.path(state.run_dir).write_text(f"{name} done by process {os.getpid()}\n")
+    return StageOutput(artifacts=[done])

@@ -10,5 +10,8 @@ import sys
 from core.jobs.worker import main
 from tests.conftest import slow_run
 
+run_job = slow_run
+"""What a Ray task of the tests runs for a job (core/jobs/ray_backend.py looks it up by this name)."""
+
 if __name__ == "__main__":
-    sys.exit(main(run=slow_run))
+    sys.exit(main(run=run_job))

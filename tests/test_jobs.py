@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import write_photos
 
-from core.jobs import dispatch, intake, status, worker
+from core.artifacts import checksum
+from core.jobs import backend, dispatch, intake, status, worker
+from core.jobs.backend import MAX_ATTEMPTS, TOKEN_ENV, process_identity
 from core.jobs.store import Job, Store, UploadedPhoto
 from core.manifest import load_manifest
 from core.report.runs import read_manifest
@@ -121,16 +123,51 @@ def test_cancel_a_running_and_a_queued_job(store: Store, photo_dir: Path, monkey
     assert store.get_job(queued.id).started is None  # it never ran
 
 
-def test_killed_worker_is_marked_failed_and_keeps_its_work(store: Store, photo_dir: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_worker_resumes_from_its_last_finished_stage(store: Store, photo_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real engine in real worker processes (tests/staged_worker.py): a worker killed between stages is
+    replaced by a new attempt that keeps the finished stages (artefacts verified) and runs only the rest."""
+    monkeypatch.setenv(dispatch.WORKER_ENV, "tests.staged_worker")
+    monkeypatch.setenv(dispatch.MAX_JOBS_ENV, "1")
+    _set_length(monkeypatch, steps=6, step_s=0.6)
+    job = _submit(store, photo_dir, "resumed")
+    job = _wait(store, job.id, lambda j: j.status == "running" and _stages_done(store, j) >= 3)  # capture, work_1-2
+    first_pid = job.pid
+    os.kill(job.pid, signal.SIGKILL)
+    job = _wait(store, job.id, lambda j: j.is_final, timeout=60, redispatch=True)
+    assert job.status == "done", job.error
+    assert job.attempts == 2 and job.pid != first_pid
+    manifest = load_manifest(store.run_dir(job))
+    assert manifest.status == "done" and len(manifest.stages) == 7
+    resumed = [s.name for s in manifest.stages if s.resumed]
+    assert resumed[:3] == ["capture", "work_1", "work_2"] and "work_6" not in resumed
+    # Nothing ran twice to completion, nothing was lost.
+    log = (store.run_dir(job) / "logs" / "run.log").read_text()
+    assert all(log.count(f"stage {s.name} done in") == 1 for s in manifest.stages), log
+    assert [p.name for p in manifest.photos] == ["IMG_0000.jpg", "IMG_0001.jpg", "IMG_0002.jpg"]
+    for key, record in manifest.artifacts.items():
+        assert checksum(store.run_dir(job) / record.path) == (record.bytes, record.sha256), key
+
+
+def _stages_done(store: Store, job: Job) -> int:
+    try:
+        return sum(s.status == "done" for s in load_manifest(store.run_dir(job)).stages)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_a_job_whose_worker_keeps_dying_fails_and_keeps_its_work(store: Store, photo_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(dispatch.MAX_JOBS_ENV, "1")
     _set_length(monkeypatch, steps=200, step_s=0.2)
     job = _submit(store, photo_dir, "doomed")
-    job = _wait(store, job.id, lambda j: j.status == "running" and _steps_done(store, j) >= 2)
-    os.kill(job.pid, signal.SIGKILL)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        job = _wait(store, job.id, lambda j, n=attempt: j.status == "running" and j.attempts == n
+                    and _steps_done(store, j) >= 2, redispatch=True)
+        os.kill(job.pid, signal.SIGKILL)
     job = _wait(store, job.id, lambda j: j.is_final, timeout=20, redispatch=True)
-    assert job.status == "failed"
-    assert "stopped unexpectedly" in job.error and "kept" in job.error
+    assert job.status == "failed" and job.attempts == MAX_ATTEMPTS
+    assert "stopped unexpectedly" in job.error and f"{MAX_ATTEMPTS} times" in job.error and "kept" in job.error
     run_dir = store.run_dir(job)
     manifest = load_manifest(run_dir)
     assert manifest.status == "failed" and manifest.stage("capture").status == "done"
@@ -145,9 +182,13 @@ def test_killed_worker_is_marked_failed_and_keeps_its_work(store: Store, photo_d
 
 def test_hung_worker_is_stopped_after_its_heartbeat_goes_stale(store: Store, photo_dir: Path) -> None:
     job = _submit_without_worker(store, photo_dir)
-    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    token = store.take_queued(job.id)
+    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                            env={**os.environ, TOKEN_ENV: token})
     try:
-        store.mark_running(job.id, hung.pid)
+        _wait_for_exec(hung)
+        pid, host, started = process_identity(hung.pid)
+        assert store.begin_attempt(job.id, token, pid, host, started) is not None
         store._update(job.id, heartbeat=time.time() - dispatch.STALE_AFTER_S - 1)
         assert dispatch.reap(store) == [job.id]
         assert hung.wait(timeout=10) == -signal.SIGKILL
@@ -155,6 +196,54 @@ def test_hung_worker_is_stopped_after_its_heartbeat_goes_stale(store: Store, pho
     finally:
         if hung.poll() is None:
             hung.kill()
+
+
+def _wait_for_exec(process: subprocess.Popen) -> None:
+    """Until the child runs its own program (its environment is its own only after exec)."""
+    import psutil
+
+    deadline = time.time() + 10
+    while time.time() < deadline and "-c" not in psutil.Process(process.pid).cmdline():
+        time.sleep(0.05)
+
+
+def test_a_reused_pid_is_never_signalled(store: Store, photo_dir: Path) -> None:
+    """Issue 15: the worker died and another process now holds its pid. The reaper must see the worker as gone
+    (and resume the job) without ever signalling that process, whatever the job's state asks for."""
+    job = _submit_without_worker(store, photo_dir)
+    token = store.take_queued(job.id)
+    foreign = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # no token: not our worker
+    try:
+        _wait_for_exec(foreign)
+        pid, host, started = process_identity(foreign.pid)
+        # The dead worker's record: same pid, but the worker had started earlier than the process now holding it.
+        assert store.begin_attempt(job.id, token, pid, host, started - 30.0) is not None
+        # A hung heartbeat and an ignored cancel both ask for the worker to be killed.
+        store._update(job.id, heartbeat=time.time() - dispatch.STALE_AFTER_S - 1,
+                      cancel_requested=time.time() - 3 * dispatch.CANCEL_GRACE_S)
+        assert backend.job_worker_process(store.get_job(job.id)) is None
+        assert not backend.LocalBackend().stop(store, store.get_job(job.id))
+        dispatch.reap(store)
+        assert store.get_job(job.id).status == "cancelled"  # the worker is gone: the cancel is done
+        # The right start time, but another job's token in its environment: not this job's worker either.
+        impostor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                    env={**os.environ, TOKEN_ENV: "someone-else"})
+        try:
+            _wait_for_exec(impostor)
+            job2 = _submit_without_worker(store, photo_dir)
+            token2 = store.take_queued(job2.id)
+            assert store.begin_attempt(job2.id, token2, *process_identity(impostor.pid)) is not None
+            store._update(job2.id, heartbeat=time.time() - dispatch.STALE_AFTER_S - 1)
+            dispatch.reap(store)
+            assert impostor.poll() is None
+            job2 = store.get_job(job2.id)
+            assert job2.status == "queued" and "resuming" in job2.message  # its worker is gone: a new attempt
+        finally:
+            impostor.kill()
+        time.sleep(0.5)
+        assert foreign.poll() is None  # never signalled
+    finally:
+        foreign.kill()
 
 
 def _submit_without_worker(store: Store, photo_dir: Path) -> Job:

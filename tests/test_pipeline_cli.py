@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +47,76 @@ def test_a_folder_without_usable_photos_fails_with_a_reason_and_a_manifest(tmp_p
 def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli(str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def run_here(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """The command line in this process (the libraries are imported once): exit status and stderr as run_cli's."""
+    import logging
+
+    from core.cli.run import main
+
+    handlers = list(logging.getLogger().handlers)
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    finally:
+        for handler in set(logging.getLogger().handlers) - set(handlers):
+            logging.getLogger().removeHandler(handler)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def test_an_existing_run_folder_needs_resume_or_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 15: a second run into the same --out must never silently reuse the first run's photos."""
+    from conftest import write_photos
+
+    from core.artifacts import file_sha256
+
+    photos = tmp_path / "photos"
+    write_photos(photos, count=3, seed=0)  # independent random images: accepted, then SfM cannot place them
+    run_dir = tmp_path / "run"
+    first = run_here(capsys, str(photos), "--out", str(run_dir), "--preset", "preview")
+    assert first.returncode == 1 and load_manifest(run_dir).stage("capture").status == "done"
+
+    again = run_here(capsys, str(photos), "--out", str(run_dir), "--preset", "preview")
+    assert again.returncode == 2 and "holds an earlier run" in again.stderr and "--resume" in again.stderr
+    both = run_here(capsys, str(photos), "--out", str(run_dir), "--resume", "--overwrite")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+    # Same names, new pictures: resume sees the changed inputs by sha256 and checks the new photos.
+    write_photos(photos, count=3, seed=1)
+    resumed = run_here(capsys, str(photos), "--out", str(run_dir), "--preset", "preview", "--resume")
+    assert resumed.returncode == 1 and "nothing could be kept" in resumed.stderr
+    manifest = load_manifest(run_dir)
+    assert not manifest.stage("capture").resumed
+    for record, source in zip(manifest.photos, sorted(photos.iterdir()), strict=True):
+        assert record.sha256 == file_sha256(source) == file_sha256(run_dir / record.original)
+
+    # Nothing changed: the finished capture is kept, the failed SfM runs again.
+    unchanged = run_here(capsys, str(photos), "--out", str(run_dir), "--preset", "preview", "--resume")
+    assert unchanged.returncode == 1 and "kept capture" in unchanged.stderr
+    manifest = load_manifest(run_dir)
+    assert manifest.stage("capture").resumed and not manifest.stage("sfm").resumed
+    # A preset change is a changed input of every stage (here: the capture's working size): nothing is kept.
+    other = run_here(capsys, str(photos), "--out", str(run_dir), "--preset", "full", "--resume")
+    assert "nothing could be kept" in other.stderr
+
+    (run_dir / "notes.txt").write_text("the user's own file")
+    overwritten = run_here(capsys, str(photos), "--out", str(run_dir), "--preset", "preview", "--overwrite")
+    assert overwritten.returncode == 1
+    assert not any(s.resumed for s in load_manifest(run_dir).stages)
+    assert (run_dir / "notes.txt").read_text() == "the user's own file"  # only what the studio wrote is deleted
+
+
+def test_a_folder_that_holds_no_run_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from conftest import write_photos
+
+    write_photos(tmp_path / "photos", count=3)
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.txt").write_text("precious")
+    for flag in ([], ["--overwrite"], ["--resume"]):
+        result = run_here(capsys, str(tmp_path / "photos"), "--out", str(documents), *flag)
+        assert result.returncode == 2 and str(documents) in result.stderr, flag
+    assert [p.name for p in documents.iterdir()] == ["thesis.txt"]

@@ -1,22 +1,26 @@
 """The command line of the pipeline: ``python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset P]``.
 
-    python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset preview|balanced|full]
+    python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset preview|balanced|full] [--resume | --overwrite]
     python -m core.pipeline PHOTO.jpg --out RUN_DIR          (single photo -> 3D relief)
 
 Progress goes to the terminal; exit status 0 when the run succeeded, 1 when it failed (the reason on stderr and in
-RUN_DIR/manifest.json), 2 for bad command-line use.
+RUN_DIR/manifest.json), 2 for bad command-line use. A RUN_DIR that is not empty is refused unless ``--resume`` (keep
+the finished stages whose inputs, checked by sha256, and artefacts are unchanged; run the rest) or ``--overwrite``
+(delete the earlier run's record and stage folders first) says what to do with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from core.config import PRESET_DESCRIPTIONS, PRESETS, PipelineConfig, preset_config
-from core.pipeline import run_pipeline, run_relief
+from core.manifest import MANIFEST_NAME
+from core.pipeline import MODES, run_pipeline, run_relief
 from core.progress import TerminalProgress
 
 
@@ -47,7 +51,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed for COLMAP (default: 0)")
     parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="continue the run in RUN_DIR: keep its finished stages whose inputs (photos and "
+                               "settings, checked by sha256) and artefacts are unchanged, run the rest")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="start the run in RUN_DIR again: delete its earlier record and stage folders first")
     return parser
+
+
+RUN_ENTRIES = sorted({stage.name for stages in MODES.values() for stage in stages} | {"logs", MANIFEST_NAME})
+"""What the studio writes in a run folder (``--overwrite`` deletes only these)."""
+
+
+def check_run_folder(out: Path, photos: Path, resume: bool, overwrite: bool) -> str | None:
+    """Why ``out`` cannot be used as asked (None when it can); with ``overwrite`` the earlier run is deleted."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return f"{out} is a file; give a folder for the run."
+    if not any(out.iterdir()):
+        return None
+    is_run = (out / MANIFEST_NAME).is_file()
+    if not resume and not overwrite:
+        what = "holds an earlier run" if is_run else "is not empty"
+        return (f"{out} {what}. Add --resume to continue it (finished stages whose inputs are unchanged are kept), "
+                "--overwrite to start again, or choose a new folder.")
+    if not is_run:
+        return f"{out} is not empty and holds no run ({MANIFEST_NAME}); choose an empty or new folder."
+    if overwrite:
+        doomed = [out / name for name in RUN_ENTRIES if (out / name).exists()]
+        source = photos.resolve()
+        if any(source == d.resolve() or source.is_relative_to(d.resolve()) for d in doomed):
+            return f"the photos ({photos}) are inside the run folder {out}; move them out before --overwrite."
+        for path in doomed:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return None
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -79,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.photos.exists():
         parser.error(f"{args.photos} does not exist")
     config = config_from_args(args)
+    problem = check_run_folder(args.out, args.photos, args.resume, args.overwrite)
+    if problem:
+        parser.error(problem)
     bar = TerminalProgress()
     try:
         if args.photos.is_dir():
@@ -86,14 +131,19 @@ def main(argv: list[str] | None = None) -> int:
             if not photos:
                 print(f"error: {args.photos} holds no files; put the product photos there.", file=sys.stderr)
                 return 1
-            manifest = run_pipeline(photos, args.out, config, bar.listener)
+            manifest = run_pipeline(photos, args.out, config, bar.listener, resume=args.resume)
         else:
-            manifest = run_relief(args.photos, args.out, config, bar.listener)
+            manifest = run_relief(args.photos, args.out, config, bar.listener, resume=args.resume)
     except KeyboardInterrupt:
         bar.close()
         print("interrupted; finished stages are kept in " + str(args.out), file=sys.stderr)
         return 130
     bar.close()
+    if args.resume:
+        kept = [s.name for s in manifest.stages if s.resumed]
+        print(f"resumed: kept {', '.join(kept)} from the earlier run" if kept else
+              "resumed: nothing could be kept (the photos, settings or artefacts changed); every stage ran",
+              file=sys.stderr)
     for photo in manifest.photos:
         if photo.status == "rejected":
             print(f"rejected: {photo.reason}", file=sys.stderr)

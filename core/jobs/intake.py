@@ -11,8 +11,10 @@ import json
 import logging
 import shutil
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from core.config import CaptureConfig, preset_config
 from core.jobs.dispatch import dispatch
@@ -207,8 +209,10 @@ def receive_depth_maps(folder: Path, files: list[tuple[str, bytes]], photos: lis
 
 def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_dir: Path,
                photos: list[UploadedPhoto], depth_files: list[tuple[str, bytes]] | None = None,
-               mode: JobMode = "multi_view", start: bool = True) -> tuple[Job, list[str]]:
-    """Turn a checked draft into a queued job: its photos move to ``uploads/<job_id>`` and stay there for good."""
+               mode: JobMode = "multi_view", start: bool = True,
+               changes: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Job, list[str]]:
+    """Turn a checked draft into a queued job: its photos move to ``uploads/<job_id>`` and stay there for good.
+    ``changes`` are config changes on top of the preset (``PipelineConfig.with_changes``)."""
     job_id = new_run_id()
     photos_dir = store.root / "uploads" / job_id
     photos_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +222,7 @@ def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_
     if depth_files:
         count, problems = receive_depth_maps(photos_dir / "depth", depth_files, photos)
         depth_dir = photos_dir / "depth" if count else None
-    config = preset_config(preset)  # type: ignore[arg-type]
+    config = preset_config(preset).with_changes(changes or {})  # type: ignore[arg-type]
     if depth_dir is not None:
         config = config.with_changes({"depth_prior": {"depth_dir": str(depth_dir)}})
     job = store.create_job(product_name=product_name.strip(), sku=sku.strip(), preset=preset,
@@ -230,14 +234,15 @@ def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_
 
 
 def submit_folder(store: Store, folder: Path, *, product_name: str, sku: str, preset: str = "preview",
-                  mode: JobMode = "multi_view", start: bool = True) -> Job:
+                  mode: JobMode = "multi_view", start: bool = True,
+                  changes: Mapping[str, Mapping[str, Any]] | None = None) -> Job:
     """Queue a job on a folder of photos already on disk (the bundled sample); the photos are copied in."""
     draft = store.new_draft_dir()
     photos: list[UploadedPhoto] = []
     for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES):
         photos.extend(receive_upload(draft, path.name, path.read_bytes(), len(photos)))
     job, _ = submit_job(store, product_name=product_name, sku=sku, preset=preset, draft_dir=draft, photos=photos,
-                        mode=mode, start=start)
+                        mode=mode, start=start, changes=changes)
     return job
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from core.jobs.store import Job
+from core.jobs.store import Job, Review
 from core.manifest import RunManifest
 
 FINAL_MODELS = ("mesh.glb", "mesh.ply", "relief.glb", "relief.ply")
@@ -55,6 +57,15 @@ def quality_verdict(job: Job, manifest: RunManifest | None) -> tuple[str, str]:
     if warnings:
         return "check", f"{len(warnings)} warning(s): {warnings[0].message}"
     return "good", "No problems found."
+
+
+def review_row(job: Job, manifest: RunManifest | None, review: Review | None) -> dict[str, Any]:
+    """One run as the review dashboard lists it (the Review page and the batch command's summary)."""
+    verdict, why = quality_verdict(job, manifest)
+    return {"id": job.id, "SKU": job.sku, "product": job.product_name,
+            "date": datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M"), "status": job.status,
+            "quality": verdict, "why": why, "reviewer": review.reviewer if review else "",
+            "decision": review.decision if review else "pending"}
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

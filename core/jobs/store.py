@@ -65,7 +65,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_dir TEXT NOT NULL,
     photos_dir TEXT NOT NULL,
     depth_dir TEXT,
-    retry_of TEXT
+    retry_of TEXT,
+    backend TEXT NOT NULL DEFAULT 'local',
+    token TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker_host TEXT,
+    worker_started REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
 CREATE TABLE IF NOT EXISTS photos (
@@ -91,8 +96,12 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 CREATE INDEX IF NOT EXISTS reviews_job ON reviews(job_id, created);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """PRAGMA user_version of the database; ``_migrate`` brings older databases up to it."""
+
+_V3_JOB_COLUMNS = {"backend": "TEXT NOT NULL DEFAULT 'local'", "token": "TEXT",
+                   "attempts": "INTEGER NOT NULL DEFAULT 0", "worker_host": "TEXT", "worker_started": "REAL"}
+"""Columns version 3 added to jobs: which backend runs the job, and who its worker is (core/jobs/backend.py)."""
 
 
 def data_dir() -> Path:
@@ -128,6 +137,16 @@ class Job:
     photos_dir: str
     depth_dir: str | None
     retry_of: str | None
+    backend: str = "local"
+    """The job backend its worker was handed to ("local" or "ray"; core/jobs/backend.py)."""
+    token: str | None = None
+    """Secret of the current attempt, given to its worker: only that worker may report for the job."""
+    attempts: int = 0
+    """Workers that started on the job (a job whose worker died resumes in a new attempt, up to a limit)."""
+    worker_host: str | None = None
+    """Host name of the current worker (with ``pid`` and ``worker_started``: the worker's identity)."""
+    worker_started: float | None = None
+    """Start time of the worker process (Unix seconds), so a reused pid is never taken for the worker."""
 
     @property
     def is_final(self) -> bool:
@@ -286,27 +305,65 @@ class Store:
         with self._connect() as conn:
             return [_job(r) for r in conn.execute(sql, args).fetchall()]
 
-    def claim_queued(self, max_active: int) -> list[Job]:
-        """Atomically move the oldest queued jobs to 'starting' while fewer than ``max_active`` are active."""
+    def claim_queued(self, max_active: int | None, backend: str = "local",
+                     message: str = "Starting a worker") -> list[Job]:
+        """Atomically move the oldest queued jobs to 'starting' while fewer than ``max_active`` are active (None: all
+        of them, for a backend that queues by resources itself). Each claimed job gets a new attempt token."""
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")  # one dispatcher at a time decides, so the limit holds across processes
             active = conn.execute(
                 f"SELECT COUNT(*) FROM jobs WHERE status IN ({','.join('?' * len(ACTIVE_STATUSES))})",
                 ACTIVE_STATUSES).fetchone()[0]
-            free = max(0, max_active - active)
+            free = -1 if max_active is None else max(0, max_active - active)
             rows = conn.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created LIMIT ?",
                                 (free,)).fetchall()
             now = time.time()
             for row in rows:
-                conn.execute("UPDATE jobs SET status = 'starting', updated = ?, heartbeat = ?, message = ?"
-                             " WHERE id = ?", (now, now, "Starting a worker", row["id"]))
+                conn.execute("UPDATE jobs SET status = 'starting', updated = ?, heartbeat = ?, message = ?,"
+                             " backend = ?, token = ?, pid = NULL, worker_host = NULL, worker_started = NULL"
+                             " WHERE id = ?",
+                             (now, now, message, backend, uuid.uuid4().hex, row["id"]))
             conn.execute("COMMIT")
         return [j for j in (self.get_job(r["id"]) for r in rows) if j is not None]
+
+    def take_queued(self, job_id: str) -> str | None:
+        """Claim one queued job for a worker started by hand (not by a backend); returns its attempt token."""
+        token, now = uuid.uuid4().hex, time.time()
+        with self._connect() as conn:
+            updated = conn.execute("UPDATE jobs SET status = 'starting', token = ?, backend = 'local', updated = ?"
+                                   " WHERE id = ? AND status = 'queued'", (token, now, job_id)).rowcount
+        return token if updated else None
 
     def mark_running(self, job_id: str, pid: int) -> None:
         now = time.time()
         self._update(job_id, status="running", pid=pid, started=now, updated=now, heartbeat=now,
                      message="Worker started")
+
+    def begin_attempt(self, job_id: str, token: str, pid: int, host: str, process_started: float,
+                      message: str = "Worker started") -> Job | None:
+        """A worker starts on a job it was handed: records who it is and counts the attempt. None when the job is
+        not its own any more (finished, cancelled, or handed to another worker with a new token)."""
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            updated = conn.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, worker_host = ?, worker_started = ?, attempts = attempts"
+                " + 1, started = COALESCE(started, ?), updated = ?, heartbeat = ?, message = ? WHERE id = ? AND"
+                f" token = ? AND status IN ({','.join('?' * len(ACTIVE_STATUSES))})",
+                (pid, host, process_started, now, now, now, message, job_id, token, *ACTIVE_STATUSES)).rowcount
+            conn.execute("COMMIT")
+        return self.get_job(job_id) if updated else None
+
+    def requeue(self, job_id: str, message: str) -> bool:
+        """Put an active job whose worker was lost back in the queue, to resume in a new attempt; False when it was
+        not active any more."""
+        now = time.time()
+        with self._connect() as conn:
+            updated = conn.execute(
+                "UPDATE jobs SET status = 'queued', token = NULL, pid = NULL, worker_host = NULL, worker_started ="
+                f" NULL, updated = ?, message = ? WHERE id = ? AND status IN ({','.join('?' * len(ACTIVE_STATUSES))})",
+                (now, message, job_id, *ACTIVE_STATUSES)).rowcount
+        return bool(updated)
 
     def update_progress(self, job_id: str, stage: str, fraction: float, message: str) -> None:
         now = time.time()
@@ -315,14 +372,18 @@ class Store:
     def heartbeat(self, job_id: str) -> None:
         self._update(job_id, heartbeat=time.time())
 
-    def finish(self, job_id: str, status: JobStatus, error: str = "", message: str = "") -> None:
-        """Record a final status, unless the job already has one (the first verdict wins)."""
+    def finish(self, job_id: str, status: JobStatus, error: str = "", message: str = "",
+               token: str | None = None) -> bool:
+        """Record a final status, unless the job already has one (the first verdict wins). With ``token`` (a worker
+        reporting), only while that worker's attempt is the job's current one. True when recorded."""
         now = time.time()
+        sql = ("UPDATE jobs SET status = ?, error = ?, message = ?, finished = ?, updated = ?"
+               f" WHERE id = ? AND status NOT IN ({','.join('?' * len(FINAL_STATUSES))})")
+        args: tuple[Any, ...] = (status, error, message or status, now, now, job_id, *FINAL_STATUSES)
+        if token is not None:
+            sql, args = sql + " AND token = ?", (*args, token)
         with self._connect() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = ?, error = ?, message = ?, finished = ?, updated = ?"
-                f" WHERE id = ? AND status NOT IN ({','.join('?' * len(FINAL_STATUSES))})",
-                (status, error, message or status, now, now, job_id, *FINAL_STATUSES))
+            return bool(conn.execute(sql, args).rowcount)
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once; flag an active one so its worker stops at the next progress report."""
@@ -393,11 +454,15 @@ def _job(row: sqlite3.Row) -> Job:
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a database of an older version up to SCHEMA_VERSION (version 1: dotted pipeline names, photo columns
-    original_name / stored_name / ok)."""
+    original_name / stored_name / ok; version 2: no backend or worker identity columns)."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if version >= SCHEMA_VERSION or "jobs" not in tables:
         return
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    for name, declaration in _V3_JOB_COLUMNS.items():
+        if name not in columns:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
     columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
     if "pipeline" in columns:
         conn.execute("ALTER TABLE jobs ADD COLUMN mode TEXT NOT NULL DEFAULT 'multi_view'")

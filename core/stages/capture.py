@@ -247,8 +247,8 @@ def run_capture(sources: list[Path], run_dir: Path, config: CaptureConfig, progr
     for index, (source, name) in enumerate(zip(sources, names, strict=True)):
         progress(index / max(len(sources), 1), f"checking {name}")
         stored = originals_dir / working_name(index, name, _safe_suffix(source))
-        if not stored.exists():
-            shutil.copyfile(source, stored)  # the untouched original, kept even when rejected
+        shutil.copyfile(source, stored)  # the untouched original, kept even when rejected (always copied: a file
+        # left by an earlier run under the same generated name must never stand in for this one)
         record = PhotoRecord(index=index, name=name, original=str(stored.relative_to(run_dir)),
                              size_bytes=stored.stat().st_size, sha256=file_sha256(stored))
         result.photos.append(record)

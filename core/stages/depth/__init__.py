@@ -12,7 +12,6 @@ identity; read it back with :func:`load_depth_map`.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 
 from core import advice
 from core.artifacts import DEPTH_MAPS
-from core.config import DepthConfig
+from core.config import DepthConfig, cpu_budget
 from core.geometry import PinholeCamera, cameras_focus
 from core.photos import Photo
 from core.progress import StageProgress, no_progress
@@ -72,13 +71,21 @@ class DepthMaps(StageOutput):
     maps: list[DepthMapRecord] = field(default_factory=list)
 
 
-def save_depth_map(depth_map: DepthMap, path: Path) -> Path:
-    """Write a depth map in the stage's .npz layout (used by the depth stages and by tests that inject maps)."""
+def save_depth_map(depth_map: DepthMap, path: Path, source_views: list[int] | None = None,
+                   depth_range: tuple[float, float] | None = None) -> Path:
+    """Write a depth map in the stage's .npz layout (used by the depth stages and by tests that inject maps).
+
+    ``source_views`` and ``depth_range`` (how the map was made) are kept so ``load_depth_record`` can rebuild the
+    stage's record from the file alone when a run resumes.
+    """
     cam, photo = depth_map.camera, depth_map.photo
+    made = {} if depth_range is None else {"source_views": np.array(source_views or [], dtype=np.int64),
+                                           "depth_range": np.array(depth_range, dtype=np.float64)}
     np.savez_compressed(
         path, depth=depth_map.depth.astype(np.float32), confidence=depth_map.confidence.astype(np.float32),
         image=depth_map.image.astype(np.uint8), K=cam.K, R=cam.R, t=cam.t, size=np.array([cam.width, cam.height]),
-        photo_index=np.array(photo.index), photo_name=np.array(photo.name), photo_working=np.array(photo.working))
+        photo_index=np.array(photo.index), photo_name=np.array(photo.name), photo_working=np.array(photo.working),
+        **made)
     return path
 
 
@@ -89,6 +96,19 @@ def load_depth_map(path: Path) -> DepthMap:
         camera = PinholeCamera(data["K"], data["R"], data["t"], width, height)
         photo = Photo(int(data["photo_index"]), str(data["photo_name"]), str(data["photo_working"]))
         return DepthMap(photo, camera, data["depth"], data["confidence"], data["image"])
+
+
+def load_depth_record(path: Path) -> DepthMapRecord:
+    """The stage's record of a depth map file written with ``source_views`` and ``depth_range`` (a resumed run)."""
+    with np.load(path) as data:
+        if "depth_range" not in data.files:
+            raise ValueError(f"{path.name} does not say how it was made (written by an older studio)")
+        width, height = (int(v) for v in data["size"])
+        camera = PinholeCamera(data["K"], data["R"], data["t"], width, height)
+        photo = Photo(int(data["photo_index"]), str(data["photo_name"]), str(data["photo_working"]))
+        low, high = (float(v) for v in data["depth_range"])
+        return DepthMapRecord(photo, camera, Path(path).resolve(), [int(v) for v in data["source_views"]],
+                              (low, high))
 
 
 def run_depth(scene: SparseScene, run_dir: Path, config: DepthConfig,
@@ -115,7 +135,8 @@ def run_depth(scene: SparseScene, run_dir: Path, config: DepthConfig,
         depth, conf = plane_sweep(greys[i], cameras[i], [greys[j] for j in sources[i]],
                                   [cameras[j] for j in sources[i]], ranges[i], config.num_depth_planes, device)
         photo = scene.photos[i]
-        path = save_depth_map(DepthMap(photo, cameras[i], depth, conf, images[i]), out_dir / f"{photo.stem}.npz")
+        path = save_depth_map(DepthMap(photo, cameras[i], depth, conf, images[i]), out_dir / f"{photo.stem}.npz",
+                              sources[i], ranges[i])
         valid = np.isfinite(depth)
         centre = _central_disc(cameras[i], focus)
         stats = {"valid_fraction": float(valid.mean()),
@@ -126,8 +147,9 @@ def run_depth(scene: SparseScene, run_dir: Path, config: DepthConfig,
 
     records: list[DepthMapRecord | None] = [None] * len(scene)
     per_photo: list[dict[str, float]] = [{}] * len(scene)
-    # On the CPU two photos at a time: OpenCV and numpy release the GIL, so this keeps both cores busy.
-    workers = 1 if device else max(1, min(2, os.cpu_count() or 1))
+    # On the CPU two photos at a time: OpenCV and numpy release the GIL, so this keeps both cores busy (within the
+    # cores the run is given, not the machine's).
+    workers = 1 if device else max(1, min(2, cpu_budget()))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, (i, record, stats) in enumerate(pool.map(run_view, range(len(scene))), start=1):
             records[i], per_photo[i] = record, stats

@@ -17,7 +17,7 @@ import numpy as np
 
 from core import advice
 from core.artifacts import SFM_MATCHES, SFM_MODEL, SFM_UNDISTORTED
-from core.config import SfmConfig
+from core.config import SfmConfig, cpu_budget
 from core.photos import Photo, PhotoSet
 from core.progress import StageProgress, no_progress
 from core.stages import StageOutput
@@ -61,6 +61,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
     # COLMAP logs every step through glog; keep its INFO lines out of the terminal unless we are debugging.
     pycolmap.logging.minloglevel = 0 if logger.isEnabledFor(logging.DEBUG) else 2
     device = pycolmap.Device.cuda if pycolmap.has_cuda else pycolmap.Device.cpu
+    threads = config.num_threads if config.num_threads > 0 else cpu_budget()  # the cores this run is given
 
     progress(0.0, f"finding features in {len(image_names)} photos")
     reader = pycolmap.ImageReaderOptions()
@@ -76,7 +77,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
         reader.camera_params = f"{capture.focal_px},{width / 2},{height / 2}{extra}"
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.max_num_features = config.max_num_features
-    extraction.num_threads = config.num_threads
+    extraction.num_threads = threads
     camera_mode = pycolmap.CameraMode.SINGLE if capture.shared_camera else pycolmap.CameraMode.PER_IMAGE
     # Import first so image ids follow the sorted names, not the order in which extraction threads finish.
     pycolmap.Database.open(str(database)).close()
@@ -90,7 +91,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
 
     progress(_EXTRACT, "matching features between photos")
     matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = config.num_threads
+    matching.num_threads = threads
     verification = pycolmap.TwoViewGeometryOptions()
     verification.min_num_inliers = config.min_num_matches
     verification.ransac.random_seed = config.seed  # seeded per pair, so parallel verification is reproducible
@@ -114,7 +115,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
     progress(_EXTRACT + _MATCH, "placing the cameras")
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.min_num_matches = config.min_num_matches
-    mapping.num_threads = config.num_threads
+    mapping.num_threads = threads
     mapping.random_seed = config.seed
     mapping.mapper.random_seed = config.seed
     mapping.triangulation.random_seed = config.seed
