@@ -55,7 +55,9 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
     points, normals = cloud.points, cloud.normals
     plane = getattr(cloud, "plane", None)
     close = config.close_base and plane is not None
-    base = _base_points(points, plane, spacing) if close else np.empty((0, 3))
+    # A cloud completed by the visual hull is already closed, base included (the hull stands on the plane).
+    from_hull = cloud.metrics.get("hull_points_added", 0) > 0
+    base = _base_points(points, plane, spacing) if close and not from_hull else np.empty((0, 3))
     if len(base):
         # The product stands on the table, so its unseen base is the table inside its footprint: give Poisson
         # that flat base (normals pointing down) instead of letting it guess or leaving a hole.
@@ -76,7 +78,8 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
     densities = np.asarray(densities)
     poisson_faces = len(mesh.triangles)
     progress(0.45, "trimming")
-    mesh.remove_vertices_by_mask(densities < np.quantile(densities, _DENSITY_QUANTILE))
+    if not from_hull:  # a hull-completed cloud has no unsupported regions to trim
+        mesh.remove_vertices_by_mask(densities < np.quantile(densities, _DENSITY_QUANTILE))
     lo, hi = points.min(0), points.max(0)
     margin = _CROP_MARGIN * float(np.linalg.norm(hi - lo))
     mesh = mesh.crop(o3d.geometry.AxisAlignedBoundingBox(lo - margin, hi + margin))
@@ -92,6 +95,9 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
         mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=config.target_faces)
         mesh, more = _clean(mesh)
         islands += more
+    if from_hull:
+        mesh, more_holes = close_holes(mesh)
+        holes_filled += more_holes
     progress(0.85, "colouring")
     mesh.vertex_colors = o3d.utility.Vector3dVector(_transfer_colors(np.asarray(mesh.vertices), cloud.points, colors))
     mesh.compute_vertex_normals()
@@ -180,7 +186,23 @@ def _clean(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleMesh, 
     return mesh, removed
 
 
-def _fill_small_holes(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleMesh, int]:
+def close_holes(mesh: o3d.geometry.TriangleMesh, rounds: int = 3) -> tuple[o3d.geometry.TriangleMesh, int]:
+    """Fill every hole (any size) with a fan, cleaning what the fans break, until no boundary edge is left."""
+    filled = 0
+    for _ in range(rounds):
+        if boundary_loops(np.asarray(mesh.triangles))[1] == 0:
+            break
+        mesh, count = _fill_small_holes(mesh, max_share=np.inf)
+        filled += count
+        mesh.remove_degenerate_triangles()
+        mesh.remove_duplicated_triangles()
+        mesh.remove_non_manifold_edges()
+        mesh.remove_unreferenced_vertices()
+    return mesh, filled
+
+
+def _fill_small_holes(mesh: o3d.geometry.TriangleMesh, max_share: float = _HOLE_SIZE_SHARE
+                      ) -> tuple[o3d.geometry.TriangleMesh, int]:
     """Close holes whose rim is shorter than a share of the mesh diagonal with a fan around the rim's centroid.
 
     (Open3D 0.20's tensor ``fill_holes`` returned garbage vertices and crashed decimation on a test can.)
@@ -194,7 +216,7 @@ def _fill_small_holes(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.Tri
     lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)
     perimeter = np.bincount(labels, lengths)
     diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
-    small = np.flatnonzero(perimeter < _HOLE_SIZE_SHARE * np.pi * diagonal)
+    small = np.flatnonzero(perimeter < max_share * np.pi * diagonal)
     if len(small) == 0:
         return mesh, 0
     new_vertices, new_triangles = [], []
