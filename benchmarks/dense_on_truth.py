@@ -56,7 +56,8 @@ def silhouette_iou(vertices: np.ndarray, triangles: np.ndarray, gt: CaptureGroun
     return {"mean": float(np.mean(ious)), "min": float(np.min(ious))}
 
 
-def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool = True) -> dict[str, Any]:
+def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool = True, use_fill: bool = True,
+        reuse_depth: bool = False) -> dict[str, Any]:
     import open3d as o3d
 
     from core.fusion import fuse_depth_maps
@@ -70,7 +71,7 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
     config = preset_config(preset)  # type: ignore[arg-type]
     scene = sparse_scene_from_truth(gt)
     timings: dict[str, float] = {}
-    report: dict[str, Any] = {"capture": str(capture_dir), "preset": preset, "hull": use_hull}
+    report: dict[str, Any] = {"capture": str(capture_dir), "preset": preset, "hull": use_hull, "fill": use_fill}
 
     t0 = time.perf_counter()
     masks = run_masks(scene, out, MasksConfig())
@@ -82,7 +83,16 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
                                      for n, i in zip(gt.image_names, ious, strict=True)}}
 
     t0 = time.perf_counter()
-    depth = estimate_depth_maps(scene, out / "depth", config.dense)
+    if reuse_depth and (out / "depth").is_dir():  # development: the same capture, only later stages changed
+        from core.mvs import DepthMapRecord, DepthMaps, load_depth_view
+
+        records = []
+        for path in sorted((out / "depth").glob("*.npz")):
+            view = load_depth_view(path)
+            records.append(DepthMapRecord(view.name, view.camera, path, [], (0.0, 0.0)))
+        depth = DepthMaps(views=records)
+    else:
+        depth = estimate_depth_maps(scene, out / "depth", config.dense)
     timings["depth"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     fused = fuse_depth_maps(depth, out / "fusion", config.dense)
@@ -92,9 +102,12 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
     timings["isolation"] = time.perf_counter() - t0
     if use_hull:
         t0 = time.perf_counter()
-        isolated, stats = hull_fusion(isolated, scene, masks)
+        isolated, stats = hull_fusion(isolated, scene, masks, depth if use_fill else None)
         report["hull_fusion"] = stats
         timings["hull"] = time.perf_counter() - t0
+    np.savez(out / "cloud.npz", points=isolated.points, normals=isolated.normals, colors=isolated.colors,
+             plane=isolated.plane if isolated.plane is not None else np.zeros(0), up=isolated.up,
+             voxel=isolated.voxel_size)  # for working on the mesh stage alone
     t0 = time.perf_counter()
     mesh = build_mesh(isolated, out / "mesh", config.mesh)
     timings["mesh"] = time.perf_counter() - t0
@@ -133,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--preset", default="balanced")
     parser.add_argument("--no-hull", action="store_true", help="stereo only (today's fusion), for comparison")
+    parser.add_argument("--no-fill", action="store_true", help="hull without the planar completion")
+    parser.add_argument("--reuse-depth", action="store_true", help="reuse the depth maps of an earlier run in --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or Path("benchmarks/out/dense_on_truth") / f"{args.capture.name}_{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
-    report = run(args.capture, out, args.preset, not args.no_hull)
+    report = run(args.capture, out, args.preset, not args.no_hull, not args.no_fill, args.reuse_depth)
     print(summary(report))
     return 0
 

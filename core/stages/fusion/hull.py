@@ -289,7 +289,7 @@ MIN_MASK_CONFIDENCE = 0.3
 """Masks below this confidence do not carve (one wrong mask would cut the product)."""
 
 
-def hull_fusion(cloud, scene, masks, resolution: int = HULL_RESOLUTION):  # prototype hook (typed in the new shape)
+def hull_fusion(cloud, scene, masks, depth_maps=None, resolution: int = HULL_RESOLUTION):  # prototype hook
     """The isolated stereo cloud fused with the visual hull of the trusted masks; returns (cloud, stats)."""
     import dataclasses
 
@@ -308,9 +308,30 @@ def hull_fusion(cloud, scene, masks, resolution: int = HULL_RESOLUTION):  # prot
     lo = cloud.focus - radius
     hi = cloud.focus + radius + (radius * cloud.up if cloud.plane is not None else 0)
     hull = carve_hull(cameras, views, np.minimum(lo, hi), np.maximum(lo, hi), resolution, cloud.plane)
-    fused = fuse_with_hull(cloud.points, cloud.normals, cloud.colors, hull, scene.cameras, images,
-                           cloud.voxel_size)
-    stats = {"hull": 1, "masks_used": len(cameras), **fused.stats}
+    points, normals, colors = cloud.points, cloud.normals, cloud.colors
+    completion: dict[str, float] = {}
+    if depth_maps is not None:
+        from core.fusion import _MIN_CONFIDENCE, _neighbours
+        from core.mvs import load_depth_view
+        from core.stages.fusion.fill import CompletionView, planar_completion
+
+        views = []
+        for record in depth_maps.views:
+            view = load_depth_view(record.path)
+            mask = masks.mask_for(view.name)
+            if mask is None:
+                mask = np.zeros(view.depth.shape, bool)
+            mask = cv2.resize(mask.astype(np.uint8), (view.camera.width, view.camera.height),
+                              interpolation=cv2.INTER_NEAREST) > 0
+            depth = np.where(view.confidence >= _MIN_CONFIDENCE, view.depth, np.nan).astype(np.float32)
+            views.append(CompletionView(view.camera, depth, mask, view.image))
+        extra_pts, extra_nrm, extra_rgb, completion = planar_completion(
+            views, points, normals, hull, _neighbours([v.camera for v in views]))
+        points = np.concatenate([points, extra_pts])
+        normals = np.concatenate([normals, extra_nrm])
+        colors = np.concatenate([colors, extra_rgb]).astype(np.uint8)
+    fused = fuse_with_hull(points, normals, colors, hull, scene.cameras, images, cloud.voxel_size)
+    stats = {"hull": 1, "masks_used": len(cameras), **completion, **fused.stats}
     merged = dataclasses.replace(cloud, points=fused.points, normals=fused.normals, colors=fused.colors,
                                  metrics={**cloud.metrics, "hull_points_added": fused.stats["hull_points_added"]})
     return merged, stats
