@@ -32,12 +32,15 @@ SAMPLE_CELL = 3
 """One confident sample per cell of this many pixels is triangulated (the nearest): enough to follow an edge."""
 MIN_AGREEING = 2
 """Completed depths must be confirmed by at least this many neighbouring photos."""
-MAX_RELATIVE_DEPTH = 0.01
-"""Two photos agree when their depths differ by less than this fraction (fusion's tolerance)."""
+MAX_RELATIVE_DEPTH = 0.004
+"""Two photos agree when their completed depths differ by less than this fraction (fusion's 1 % let chords across
+a box's corners through)."""
 MAX_DEPTH_SHARE = 0.04
 """Completed points deeper inside the hull than this share of the hull's diagonal are rejected (a chord)."""
-FACING = 0.1
-"""A cloud point counts as seen from a camera when its normal faces it at least this much (cosine)."""
+OCCLUSION_STEPS = (3.0, 6.0, 12.0, 24.0)
+"""Hull voxels towards the camera at which a cloud point's line of sight is probed."""
+OCCLUSION_DEPTH = 2.0
+"""A line of sight deeper inside the hull than this many voxels runs through the product: the point is hidden."""
 
 
 @dataclass
@@ -53,21 +56,31 @@ class CompletionView:
     """(H, W, 3) uint8 RGB at the depth map's size."""
 
 
-def visible_samples(camera: PinholeCamera, points: np.ndarray, normals: np.ndarray, mask: np.ndarray,
+def visible_samples(camera: PinholeCamera, points: np.ndarray, mask: np.ndarray, hull,
                     cell: int = SAMPLE_CELL) -> tuple[np.ndarray, np.ndarray]:
-    """Image positions (N, 2) and depths (N,) of cloud points facing the camera, the nearest per cell, in the mask."""
-    to_camera = camera.center - points
-    facing = (normals * to_camera).sum(1) / np.maximum(np.linalg.norm(to_camera, axis=1), 1e-12) > FACING
-    uv, z = camera.project(points[facing])
+    """Image positions (N, 2) and depths (N,) of the cloud points the camera sees, the nearest per cell.
+
+    Seen: inside the mask, and not behind the product: the hull's field along the ray towards the camera stays
+    shallow (a point on the far side looks through the product's inside; an edge on the outline does not).
+    """
+    uv, z = camera.project(points)
     h, w = mask.shape
     col, row = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
     ok = (z > 0) & (col >= 0) & (row >= 0) & (col < w) & (row < h)
-    uv, z, col, row = uv[ok], z[ok], col[ok], row[ok]
-    inside = mask[row, col]
-    uv, z, col, row = uv[inside], z[inside], col[inside], row[inside]
+    ok[ok] = mask[row[ok], col[ok]]
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return np.empty((0, 2)), np.empty(0)
+    towards = camera.center - points[idx]
+    towards /= np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-12)
+    deepest = np.full(len(idx), -np.inf, np.float32)
+    for step in OCCLUSION_STEPS:
+        np.maximum(deepest, hull.sample(points[idx] + step * hull.voxel * towards), out=deepest)
+    idx = idx[deepest < OCCLUSION_DEPTH * hull.voxel]
+    uv, z, col, row = uv[idx], z[idx], col[idx], row[idx]
     if len(z) == 0:
         return np.empty((0, 2)), np.empty(0)
-    # The nearest point per pixel first (what the camera sees), then the nearest per cell.
+    # The nearest point per cell (what the camera sees there).
     cells = (row // cell) * (w // cell + 1) + col // cell
     order = np.lexsort((z, cells))
     first = np.ones(len(order), bool)
@@ -139,7 +152,7 @@ def planar_completion(views: list[CompletionView], points: np.ndarray, normals: 
 
     filled = []
     for view in views:
-        uv, z = visible_samples(view.camera, points, normals, view.mask)
+        uv, z = visible_samples(view.camera, points, view.mask, hull)
         filled.append(complete_view(view, uv, z))
     combined = [np.where(np.isfinite(v.depth), v.depth, f) for v, f in zip(views, filled, strict=True)]
     lo, hi = hull.bounds
