@@ -330,6 +330,13 @@ def hull_fusion(cloud, scene, masks, depth_maps=None, resolution: int = HULL_RES
         points = np.concatenate([points, extra_pts])
         normals = np.concatenate([normals, extra_nrm])
         colors = np.concatenate([colors, extra_rgb]).astype(np.uint8)
+        if len(extra_pts):
+            # Every photo completes the same faces: merge the copies on fusion's grid (Poisson's cost follows the
+            # point count).
+            from core.fusion import _voxel_merge
+
+            points, colors, normals = _voxel_merge(points, colors.astype(np.float64), normals, cloud.voxel_size)
+            colors = np.clip(colors + 0.5, 0, 255).astype(np.uint8)
     fused = fuse_with_hull(points, normals, colors, hull, scene.cameras, images, cloud.voxel_size)
     stats = {"hull": 1, "masks_used": len(cameras), **completion, **fused.stats}
     merged = dataclasses.replace(cloud, points=fused.points, normals=fused.normals, colors=fused.colors,
