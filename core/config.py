@@ -24,12 +24,13 @@ class CaptureConfig:
     """Files larger than this are refused."""
     min_photos: int = 3
     """A multi-view run needs at least this many usable photos."""
-    blur_threshold: float = 60.0
-    """Variance of the Laplacian (on a 512 px copy) below which a photo is called blurry."""
+    max_edge_blur_px: float = 1.4
+    """Blur of the product's edges (about the Gaussian sigma, on a 512 px copy) above which a photo is called blurry
+    (1024 px renders: sharp 0.0, blurred by 1 px 0.65-0.7, by 2 px 1.55-1.6)."""
     dark_fraction: float = 0.5
-    """Warn when more than this share of pixels is near black."""
+    """Warn when more than this share of the product's pixels is near black."""
     bright_fraction: float = 0.35
-    """Warn when more than this share of pixels is clipped white."""
+    """Warn when more than this share of the product's pixels is clipped white."""
 
 
 @dataclass

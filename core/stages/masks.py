@@ -115,7 +115,7 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
     progress(0.02, "reading the support plane")
     segmentations: dict[int, Segmentation] = {}
     hints: list[SegmentationHints] = []
-    for i, camera in enumerate(cameras):
+    for i in range(len(cameras)):
         hints.append(geometry.hints(i, images))
         if i in supplied:
             continue
@@ -167,7 +167,8 @@ def masks_findings(confidence: dict[str, float], supplied: set[str]) -> list[Fin
     findings = []
     if weak:
         listed = ", ".join(weak[:8]) + (" ..." if len(weak) > 8 else "")
-        kind = "supplied masks disagree with the other photos" if set(weak) <= supplied else "product outline is uncertain"
+        kind = ("supplied masks disagree with the other photos" if set(weak) <= supplied
+                else "product outline is uncertain")
         findings.append(Finding(
             "warning" if len(weak) > len(confidence) // 3 else "info",
             f"{len(weak)} of {len(confidence)} photos: the {kind} ({listed}); they count less in the silhouette hull.",

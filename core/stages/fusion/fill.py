@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.geometry import PinholeCamera, pixel_grid
+from core.geometry import PinholeCamera
 
 logger = logging.getLogger(__name__)
 
