@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs
-from pages._ui import (PAGE_NEW, STATUS_ICONS, VERDICT_ICONS, esc, first_thumbnail, job_title, run_links, setup,
-                       wait_hint, when)
+from core.jobs import dispatch, intake, status
+from core.report.runs import read_manifest
+from pages._ui import (
+    PAGE_NEW,
+    STATUS_ICONS,
+    VERDICT_ICONS,
+    esc,
+    first_thumbnail,
+    job_title,
+    run_links,
+    setup,
+    wait_hint,
+    when,
+)
 
 store = setup("Home", ":material/home:")
 st.title(":material/deployed_code: Product Studio")
@@ -18,11 +29,11 @@ left, right = st.columns(2)
 with left:
     st.page_link(PAGE_NEW, label="Start a new capture", icon=":material/add_a_photo:")
 with right:
-    sample_photos = jobs.sample_photos()
+    sample_photos = intake.sample_photos()
     if st.button("Try it on the sample product", type="primary", disabled=not sample_photos,
                  help=None if sample_photos else "The sample photos are not installed (assets/sample/images)."):
         with st.spinner("Checking the sample photos…"):
-            job = jobs.submit_sample(store, preset="preview")
+            job = intake.submit_sample(store, preset="preview")
         st.switch_page(PAGE_NEW, query_params={"job": job.id})
     if sample_photos:
         st.caption(f"{len(sample_photos)} sample photos, preview detail.")
@@ -33,14 +44,14 @@ queued = store.list_jobs(("queued",))
 c1, c2, c3 = st.columns(3)
 c1.metric("Running", len(active))
 c2.metric("Waiting", len(queued))
-c3.metric("Runs at once", jobs.max_concurrent_jobs())
+c3.metric("Runs at once", dispatch.max_concurrent_jobs())
 for job in active + list(reversed(queued)):
-    progress = jobs.job_progress(job)
+    progress = status.job_progress(job)
     cols = st.columns([3, 4, 2])
     cols[0].page_link(PAGE_NEW, label=f"{STATUS_ICONS.get(job.status, '')} {job_title(job)}",
                       query_params={"job": job.id})
     cols[1].progress(progress.overall, text=esc(progress.message))
-    cols[2].write(jobs.format_duration(progress.elapsed_s) if job.started else "waiting")
+    cols[2].write(status.format_duration(progress.elapsed_s) if job.started else "waiting")
 
 st.subheader("Recent runs")
 recent = [j for j in store.list_jobs(limit=12) if j.status not in ("queued", "starting", "running")]
@@ -54,7 +65,7 @@ for row_start in range(0, len(recent), 4):
             thumb = first_thumbnail(store, job)
             if thumb:
                 st.image(str(thumb), width="stretch")
-            verdict, _ = jobs.quality_verdict(job, jobs.read_manifest(store.run_dir(job)))
+            verdict, _ = status.quality_verdict(job, read_manifest(store.run_dir(job)))
             st.markdown(f"**{esc(job.product_name or 'Unnamed product')}**  \n{esc(job.sku)}")
             decision = reviews.get(job.id)
             st.caption(f"{STATUS_ICONS.get(job.status, '')} {job.status} · {VERDICT_ICONS.get(verdict, '')} {verdict}"

@@ -4,14 +4,14 @@ A synthetic capture (a plain-coloured bottle on a textured mat, plain backdrop) 
 measure the prior alone, the cameras are the true ones and the sparse points come from image corners lifted with the
 true depth (what SfM would triangulate on the textured parts), so SfM errors do not blur the comparison. Then:
 
-1. stereo only: ``core.mvs.estimate_depth_maps``;
+1. stereo only: ``core.stages.depth.run_depth``;
 2. stereo + prior: priors simulated from the true depth with realistic distortions (an unknown scale and shift in
    inverse depth per photo, a smooth low-frequency warp of +-5 %, blurred depth edges, noise), one of them
    deliberately wrong (upside down), supplied as .npy files and merged by ``core.depth_prior.apply_depth_priors``.
 
 Scores: per view on the product's pixels (true mask): share with a depth within tau of the truth (completeness),
 share with a depth off by more than 5 tau (wrong), median error; and for the cloud that the real fusion stage keeps
-(``core.fusion.fuse_depth_maps``: multi-view consistency): precision/recall/F-score against the product mesh
+(``core.stages.fusion.run_fusion``: multi-view consistency): precision/recall/F-score against the product mesh
 (benchmarks/evaluate.py), cropped to the product's box. tau = 1 % of the product's bounding-box diagonal.
 
     python -m benchmarks.depth_prior_effect [--views 12] [--size 480x360] [--out benchmarks/out/depth_prior_effect]
@@ -31,56 +31,16 @@ import cv2
 import numpy as np
 
 from benchmarks.evaluate import GroundTruthSurface
-from core.config import DenseConfig, DepthPriorConfig
-from core.depth_prior import apply_depth_priors
-from core.fusion import fuse_depth_maps
-from core.geometry import backproject_depth
-from core.mvs import DepthMaps, DepthView, estimate_depth_maps, load_depth_view
-from core.scene import SparseScene
-from core.synthetic import CaptureGroundTruth, CaptureSpec, load_ground_truth, render_capture
+from benchmarks.synthetic import CaptureGroundTruth, CaptureSpec, ground_truth_scene, load_ground_truth, render_capture
+from core.config import DepthConfig, DepthPriorConfig, FusionConfig
+from core.stages.depth import DepthMap, DepthMaps, load_depth_map, run_depth
+from core.stages.depth_prior import run_depth_prior
+from core.stages.fusion import run_fusion
 
 logger = logging.getLogger(__name__)
 
 WRONG_VIEW = 3
 """Index of the view whose simulated prior is deliberately wrong (upside down)."""
-
-
-def sparse_scene_from_truth(gt: CaptureGroundTruth, corners_per_view: int = 400, seed: int = 0) -> SparseScene:
-    """SfM-like sparse points: corners of each photo lifted with the true depth, kept when 2+ views see them."""
-    rng = np.random.default_rng(seed)
-    cameras = gt.camera_list()
-    depths = [gt.load_depth(n) for n in gt.image_names]
-    points, colors = [], []
-    for name, camera, depth in zip(gt.image_names, cameras, depths, strict=True):
-        image = cv2.imread(str(gt.image_dir / name))
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        corners = cv2.goodFeaturesToTrack(grey, corners_per_view, 0.01, 5)
-        if corners is None:
-            continue
-        cols, rows = np.clip(corners[:, 0, 0].astype(int), 0, camera.width - 1), np.clip(
-            corners[:, 0, 1].astype(int), 0, camera.height - 1)
-        mask = np.zeros(depth.shape, bool)
-        mask[rows, cols] = True
-        lifted = backproject_depth(depth, camera, mask)
-        points.append(lifted)
-        colors.append(np.zeros((len(lifted), 3), np.uint8))
-    all_points = np.concatenate(points)
-    all_points += rng.normal(0, 1e-4, all_points.shape)  # SfM points carry a little noise (0.1 mm here)
-    seen = []
-    for camera, depth in zip(cameras, depths, strict=True):
-        uv, z = camera.project(all_points)
-        c, r = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-        inside = (z > 0) & (c >= 0) & (r >= 0) & (c < camera.width) & (r < camera.height)
-        ok = np.zeros(len(all_points), bool)
-        idx = np.flatnonzero(inside)
-        ok[idx] = np.abs(depth[r[idx], c[idx]] / z[idx] - 1) < 0.005
-        seen.append(ok)
-    seen_arr = np.array(seen)
-    keep = seen_arr.sum(0) >= 2
-    remap = np.cumsum(keep) - 1
-    visibility = [remap[np.flatnonzero(s & keep)] for s in seen_arr]
-    return SparseScene(list(gt.image_names), [gt.image_dir / n for n in gt.image_names], cameras, all_points[keep],
-                       np.concatenate(colors)[keep], visibility)
 
 
 def simulate_prior(depth: np.ndarray, rng: np.random.Generator, wrong: bool = False) -> np.ndarray:
@@ -99,7 +59,7 @@ def simulate_prior(depth: np.ndarray, rng: np.random.Generator, wrong: bool = Fa
     return prior[::-1].copy() if wrong else prior
 
 
-def view_scores(views: list[DepthView], gt: CaptureGroundTruth, tau: float) -> dict[str, Any]:
+def view_scores(views: list[DepthMap], gt: CaptureGroundTruth, tau: float) -> dict[str, Any]:
     """Per-view scores on the product's pixels, and their means."""
     rows = []
     for view, name in zip(views, gt.image_names, strict=True):
@@ -131,12 +91,12 @@ def run(out: Path, views: int, size: tuple[int, int], planes: int, obj: str = "p
         render_capture(spec, capture_dir)
     gt = load_ground_truth(capture_dir)
     timings["render_s"] = time.perf_counter() - t0
-    scene = sparse_scene_from_truth(gt)
+    scene = ground_truth_scene(gt)
     tau = 0.01 * gt.object_diagonal
 
     t0 = time.perf_counter()
-    dense = DenseConfig(max_side=max(size), num_source_views=4, num_depth_planes=planes)
-    stereo = estimate_depth_maps(scene, out / "stereo", dense)
+    dense = DepthConfig(max_side=max(size), num_source_views=4, num_depth_planes=planes)
+    stereo = run_depth(scene, out / "stereo", dense)
     timings["stereo_s"] = time.perf_counter() - t0
     if not stereo.ok:
         raise RuntimeError(stereo.failure)
@@ -144,16 +104,16 @@ def run(out: Path, views: int, size: tuple[int, int], planes: int, obj: str = "p
     prior_dir = out / "priors"
     prior_dir.mkdir(exist_ok=True)
     rng = np.random.default_rng(7)
-    stereo_views = [load_depth_view(r.path) for r in stereo.views]
+    stereo_views = [load_depth_map(r.path) for r in stereo.maps]
     for i, (name, view) in enumerate(zip(gt.image_names, stereo_views, strict=True)):
         truth = gt.load_depth(name)
         truth = cv2.resize(truth, (view.camera.width, view.camera.height), interpolation=cv2.INTER_NEAREST)
         np.save(prior_dir / f"{Path(name).stem}.npy", simulate_prior(truth, rng, wrong=i == WRONG_VIEW))
     t0 = time.perf_counter()
     shutil.rmtree(out / "merged", ignore_errors=True)
-    merged: DepthMaps = apply_depth_priors(scene, stereo, out / "merged", DepthPriorConfig(depth_dir=str(prior_dir)))
+    merged: DepthMaps = run_depth_prior(scene, stereo, out / "merged", DepthPriorConfig(depth_dir=str(prior_dir)))
     timings["prior_s"] = time.perf_counter() - t0
-    merged_views = [load_depth_view(r.path) for r in merged.views]
+    merged_views = [load_depth_map(r.path) for r in merged.maps]
 
     surface = GroundTruthSurface.from_mesh(gt.mesh_path, gt.camera_list(), num_samples=50_000)
     report: dict[str, Any] = {"spec": spec.to_dict(), "tau_m": tau, "sparse_points": len(scene.points),
@@ -161,7 +121,7 @@ def run(out: Path, views: int, size: tuple[int, int], planes: int, obj: str = "p
     for label, maps, depth_views in (("stereo_only", stereo, stereo_views),
                                      ("stereo_plus_prior", merged, merged_views)):
         t0 = time.perf_counter()
-        fused = fuse_depth_maps(maps, out / f"fused_{label}", dense)
+        fused = run_fusion(maps, out / f"fused_{label}", FusionConfig())
         timings[f"fusion_{label}_s"] = time.perf_counter() - t0
         surf = surface.evaluate(fused.points)
         report[label] = {"views": view_scores(depth_views, gt, tau), "cloud": surf.to_dict()}

@@ -88,27 +88,6 @@ def evaluate_poses(estimated: dict[str, PinholeCamera], truth: dict[str, Pinhole
     return report
 
 
-def cameras_from_reconstruction(model_dir: Path) -> dict[str, PinholeCamera]:
-    """Registered cameras of a COLMAP model folder by image name (K from the camera's calibration matrix).
-
-    Poses are all this is used for; distortion parameters of SIMPLE_RADIAL etc. are ignored.
-    """
-    import pycolmap
-
-    rec = pycolmap.Reconstruction(str(model_dir))
-    cameras = {}
-    for image_id in rec.reg_image_ids():
-        image = rec.images[image_id]
-        camera = rec.cameras[image.camera_id]
-        pose = image.cam_from_world()
-        cameras[image.name] = PinholeCamera(
-            K=np.asarray(camera.calibration_matrix(), dtype=np.float64),
-            R=np.asarray(pose.rotation.matrix(), dtype=np.float64),
-            t=np.asarray(pose.translation, dtype=np.float64),
-            width=int(camera.width), height=int(camera.height))
-    return cameras
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Surfaces
 # --------------------------------------------------------------------------------------------------------------
@@ -291,18 +270,16 @@ def _ply_face_count(path: Path) -> int | None:
 
 
 def load_depth_maps_cloud(folder: Path, min_confidence: float = 0.0) -> np.ndarray:
-    """All depth maps of a folder (core.mvs ``.npz`` layout) back-projected with their cameras, as one cloud.
+    """All depth maps of a folder (core.stages.depth ``.npz`` layout) back-projected with their cameras, as one cloud.
 
     Scores of this cloud are per-view depth accuracy before fusion (their own frame, like the sparse model).
     """
     from core.geometry import backproject_depth
-    from core.mvs import load_depth_view
+    from core.stages.depth import load_depth_map
 
     clouds = []
     for path in sorted(Path(folder).glob("*.npz")):
-        if path.name.endswith(".prior.npz"):  # the depth prior stage's side files (raw prior, alignment)
-            continue
-        view = load_depth_view(path)
+        view = load_depth_map(path)
         clouds.append(backproject_depth(view.depth, view.camera, view.confidence >= min_confidence))
     return np.concatenate(clouds) if clouds else np.zeros((0, 3))
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--captures soup_orbit,fuze_turntable,...] [--presets preview,balanced] [--quick]
 
-For every capture it (a) renders it with core.synthetic into benchmarks/out/captures/ (once; --rerender to redo),
+For every capture it (a) renders it with benchmarks.synthetic into benchmarks/out/captures/ (once; --rerender to redo),
 (b) runs ``python -m core.pipeline PHOTOS --out RUN --preset P`` as a subprocess, measuring wall time and the peak
 resident memory of the process tree, and (c) evaluates the run against the ground truth (benchmarks.evaluate):
 photos placed, camera errors after a similarity alignment, and the dense points and the mesh in the ground-truth
@@ -27,25 +27,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.evaluate import (
+    SHARED_DATA,
     GroundTruthSurface,
     PoseReport,
-    cameras_from_reconstruction,
     evaluate_poses,
     load_depth_maps_cloud,
     load_points,
-    SHARED_DATA,
     read_middlebury_par,
     read_strecha_folder,
 )
+from benchmarks.synthetic import CaptureSpec, load_ground_truth, render_capture
 from core.geometry import PinholeCamera
-from core.synthetic import CaptureSpec, load_ground_truth, render_capture
+from core.report.runs import RunView, open_run
+from core.scene import cameras_from_model
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
         lambda q: CaptureSpec(object="procedural-bottle", mode="orbit", support="textured", backdrop="plain",
                               **_size(q))),
 ]}
-SURFACE_ARTIFACTS = ("depth_maps", "depth_prior", "dense_points_full", "dense_points", "mesh")
+SURFACE_ARTIFACTS = ("depth.maps", "depth_prior.maps", "fusion.points", "isolation.points", "mesh.ply")
 """Manifest artefacts scored against the true surface: per-view depth maps (folders of .npz: stereo, then merged
 with the depth prior), the fused cloud before and after product isolation, and the final mesh."""
 DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "soup_turntable_textured_backdrop", "plain_box")
@@ -194,47 +195,39 @@ def run_pipeline_cli(photos: Path, run_dir: Path, preset: str, extra_args: list[
     return RunMeasurement(returncode, round(wall, 1), round(peak / 2**20, 1), tail)
 
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def _sfm_cameras(run_dir: Path, manifest: dict[str, Any]) -> dict[str, PinholeCamera]:
+def _sfm_cameras(run: RunView) -> dict[str, PinholeCamera]:
     """The run's SfM cameras keyed by the user's photo names (the model names the working copies)."""
-    model = manifest.get("artifacts", {}).get("sparse_model")
-    if not model or not (run_dir / model).exists():
+    model = run.artifact("sfm.model")
+    if model is None:
         return {}
-    by_working = {Path(p["working_image"]).name: p["name"] for p in manifest.get("photos", [])
-                  if p.get("working_image")}
-    cameras = cameras_from_reconstruction(run_dir / model)
-    return {by_working.get(name, name): cam for name, cam in cameras.items()}
+    return {run.photo_name(name): cam for name, cam in cameras_from_model(model).items()}
 
 
 def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_reference: float,
                  surface: GroundTruthSurface | None) -> dict[str, Any]:
     """Poses and (when a ground-truth surface is given) dense points and mesh of a finished or failed run."""
-    manifest = _read_manifest(run_dir)
+    run = open_run(run_dir)
+    manifest = run.manifest
     out: dict[str, Any] = {
-        "status": manifest.get("status", "no manifest"),
-        "failure_reason": manifest.get("failure_reason", ""),
-        "stages": {s["name"]: s.get("seconds", 0.0) for s in manifest.get("stages", [])},
+        "status": manifest.status if manifest else run.problem,
+        "failure_reason": manifest.failure_reason if manifest else "",
+        "stages": {s.name: s.seconds for s in manifest.stages} if manifest else {},
     }
-    poses: PoseReport = evaluate_poses(_sfm_cameras(run_dir, manifest), truth_cameras, scale_reference)
+    poses: PoseReport = evaluate_poses(_sfm_cameras(run), truth_cameras, scale_reference)
     out["poses"] = poses.to_dict()
     if surface is None:
         return out
-    artifacts = manifest.get("artifacts", {})
     for key in SURFACE_ARTIFACTS:
-        path = artifacts.get(key)
-        if not path or not (run_dir / path).exists():
+        path = run.artifact(key)
+        if path is None:
             continue
         if poses.alignment is None:
             out[key] = {"error": "fewer than 3 photos placed: no alignment to the ground truth"}
             continue
-        if (run_dir / path).is_dir():  # a folder of per-view depth maps
-            points, faces = load_depth_maps_cloud(run_dir / path), 0
+        if path.is_dir():  # a folder of per-photo depth maps
+            points, faces = load_depth_maps_cloud(path), 0
         else:
-            points, faces = load_points(run_dir / path)
+            points, faces = load_points(path)
         report = surface.evaluate(points, poses.alignment).to_dict()
         report["faces"] = faces
         report["total_points"] = len(points)

@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.evaluate import PoseReport, cameras_from_reconstruction, evaluate_poses
-from core.synthetic import load_ground_truth
+from benchmarks.evaluate import PoseReport, evaluate_poses
+from benchmarks.synthetic import load_ground_truth
+from core.scene import cameras_from_model
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run_sfm(image_dir: Path, work_dir: Path) -> tuple[Path | None, dict[str, flo
 def check_capture(capture_dir: Path, work_dir: Path) -> tuple[PoseReport, dict[str, float]]:
     gt = load_ground_truth(capture_dir)
     model, timings = run_sfm(gt.image_dir, work_dir)
-    estimated = cameras_from_reconstruction(model) if model is not None else {}
+    estimated = cameras_from_model(model) if model is not None else {}
     return evaluate_poses(estimated, gt.cameras, gt.object_diagonal), timings
 
 

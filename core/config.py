@@ -1,16 +1,24 @@
-"""Run configuration: one dataclass per stage, three presets, recorded whole in every manifest."""
+"""Run configuration: one frozen dataclass section per stage, four presets, recorded whole in every manifest.
+
+Section name = stage name (core/stages/<name>) = run-folder name. Sections are frozen: change them with
+``config.with_changes({"depth": {"num_depth_planes": 64}})``, which raises on an unknown section or field, so a
+misspelt key can never be silently ignored.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PresetName = Literal["preview", "balanced", "full"]
+PresetName = Literal["preview", "balanced", "full", "test"]
 PRESETS: tuple[PresetName, ...] = ("preview", "balanced", "full")
+"""The presets a user chooses from; ``test`` (tiny and fast, for the test suite) is not offered."""
+ALL_PRESETS: tuple[PresetName, ...] = (*PRESETS, "test")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CaptureConfig:
     """Photo checks and the working copies made for reconstruction."""
 
@@ -24,16 +32,9 @@ class CaptureConfig:
     """Files larger than this are refused."""
     min_photos: int = 3
     """A multi-view run needs at least this many usable photos."""
-    max_edge_blur_px: float = 1.4
-    """Blur of the product's edges (about the Gaussian sigma, on a 512 px copy) above which a photo is called blurry
-    (1024 px renders: sharp 0.0, blurred by 1 px 0.65-0.7, by 2 px 1.55-1.6)."""
-    dark_fraction: float = 0.5
-    """Warn when more than this share of the product's pixels is near black."""
-    bright_fraction: float = 0.35
-    """Warn when more than this share of the product's pixels is clipped white."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SfmConfig:
     """COLMAP structure-from-motion through pycolmap."""
 
@@ -61,17 +62,32 @@ class SfmConfig:
     """Local grey-level spread above which a pixel counts as textured (only texture tells camera positions apart)."""
     same_spot_share: float = 0.5
     """Share of textured pixels two photos must have in common to count as taken from the same spot (turntable)."""
-    min_camera_spread: float = 0.05
-    """Camera spread / scene distance below which the photos all landed at one spot (a failed reconstruction)."""
     seed: int = 0
     """Random seed for COLMAP (RANSAC, mapping)."""
     num_threads: int = -1
     """Threads for COLMAP; -1 uses all cores."""
 
 
-@dataclass
-class DenseConfig:
-    """Per-view depth, fusion, product isolation."""
+@dataclass(frozen=True)
+class MasksConfig:
+    """Product masks per photo (silhouettes for the visual hull; the product's region for the later stages)."""
+
+    enabled: bool = True
+    """Compute product masks (and let fusion carve the visual hull with them)."""
+    supplied_dir: str | None = None
+    """Folder of the user's masks, named like the photos (any image format, white = product); used as given."""
+    max_side: int = 480
+    """Segmentation runs on a copy with this longer side (GrabCut is the cost: ~0.7 s a photo at 480 px; the outline
+    is then refined at full size)."""
+    iterations: int = 4
+    """GrabCut iterations per pass."""
+    refine: bool = True
+    """A second pass with the hull of the other photos' masks as hints (shadows, bits of plate)."""
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """Per-photo dense depth (multi-view stereo)."""
 
     max_side: int = 640
     """Longer side of the images used for dense depth."""
@@ -79,13 +95,9 @@ class DenseConfig:
     """Source photos per reference photo."""
     num_depth_planes: int = 96
     """Depth hypotheses in the plane sweep."""
-    min_consistent_views: int = 2
-    """A depth is kept only when this many other views agree with it."""
-    isolate_product: bool = True
-    """Remove the support plane and background, keep the object the cameras look at."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DepthPriorConfig:
     """Monocular depth prior (transformers) or depth maps supplied with the photos."""
 
@@ -103,7 +115,28 @@ class DepthPriorConfig:
     """Folder of per-photo depth maps (.npy float32 or 16-bit PNG in millimetres), same base names as the photos."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class FusionConfig:
+    """Multi-view consistency and the fused point cloud."""
+
+    min_consistent_views: int = 2
+    """A depth is kept only when this many other views agree with it."""
+    silhouettes: bool = True
+    """With product masks: carve the visual hull, drop stereo outside it, complete plain faces, fill from the hull."""
+    hull_resolution: int = 160
+    """Voxels along the longest side of the hull's box (a 0.2 m product: 1.3 mm voxels; its distance field is
+    finer than that)."""
+
+
+@dataclass(frozen=True)
+class IsolationConfig:
+    """Keeping the product, dropping the table and the room."""
+
+    enabled: bool = True
+    """Remove the support plane and background, keep the object the cameras look at."""
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     """Meshing, cleanup, decimation, exports."""
 
@@ -115,50 +148,113 @@ class MeshConfig:
     """Close the unseen base of a product standing on a table with a flat cap on the table (a closed model)."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class ReliefConfig:
+    """Single photo -> 3D relief."""
+
+    target_faces: int = 100_000
+    """Face budget of the relief grid."""
+    remove_background: bool = True
+    """Cut the table and background away from the product."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything a run needs, recorded in its manifest."""
 
     preset: PresetName = "balanced"
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     sfm: SfmConfig = field(default_factory=SfmConfig)
-    dense: DenseConfig = field(default_factory=DenseConfig)
+    masks: MasksConfig = field(default_factory=MasksConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
     depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    isolation: IsolationConfig = field(default_factory=IsolationConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    relief: ReliefConfig = field(default_factory=ReliefConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_changes(self, changes: Mapping[str, Mapping[str, Any]]) -> PipelineConfig:
+        """A copy with some fields of some sections changed; unknown sections or fields raise ValueError."""
+        sections: dict[str, Any] = {}
+        for name, values in changes.items():
+            section = getattr(self, name, None)
+            if name == "preset" or not dataclasses.is_dataclass(section):
+                raise ValueError(f"unknown config section {name!r}; sections: {', '.join(section_names())}")
+            known = {f.name for f in dataclasses.fields(section)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"unknown field(s) {', '.join(unknown)} in config section {name!r}; "
+                                 f"its fields: {', '.join(sorted(known))}")
+            sections[name] = dataclasses.replace(section, **values)
+        return dataclasses.replace(self, **sections)
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for name, value in data.items():
-            if name not in sections:
-                continue
-            if isinstance(value, dict):
-                section_cls = type(getattr(cls(), name))
-                kwargs[name] = section_cls(**value)
-            else:
-                kwargs[name] = value
-        return cls(**kwargs)
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        """The configuration a manifest or job recorded (strict: unknown keys raise ValueError)."""
+        data = dict(data)
+        preset = data.pop("preset", "balanced")
+        if preset not in ALL_PRESETS:
+            raise ValueError(f"unknown preset {preset!r}")
+        return cls(preset=preset).with_changes(_migrate_sections(data))
+
+
+def section_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(PipelineConfig) if f.name != "preset"]
+
+
+def _migrate_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """Sections of schema-1 records: ``dense`` held depth, fusion and isolation settings; capture held blur and
+    exposure thresholds (those now live in core/advice.py with the other finding thresholds)."""
+    data = {k: dict(v) for k, v in data.items()}
+    dense = data.pop("dense", None)
+    if dense is not None:
+        depth = data.setdefault("depth", {})
+        for key in ("max_side", "num_source_views", "num_depth_planes"):
+            if key in dense:
+                depth[key] = dense[key]
+        if "min_consistent_views" in dense:
+            data.setdefault("fusion", {})["min_consistent_views"] = dense["min_consistent_views"]
+        if "isolate_product" in dense:
+            data.setdefault("isolation", {})["enabled"] = dense["isolate_product"]
+    for key in ("blur_threshold", "dark_fraction", "bright_fraction"):
+        data.get("capture", {}).pop(key, None)
+    data.get("sfm", {}).pop("min_camera_spread", None)
+    return data
 
 
 # Working resolution, dense effort and face budget per preset, in the spirit of Object Capture detail levels.
-_PRESET_OVERRIDES: dict[PresetName, dict[str, dict[str, Any]]] = {
+_PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
     "preview": {
         "capture": {"working_max_side": 800},
+        "masks": {"max_side": 400, "iterations": 3},
+        "fusion": {"hull_resolution": 128},
         "sfm": {"max_num_features": 4096},
-        "dense": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64},
+        "depth": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64},
         "depth_prior": {"input_size": 364},
         "mesh": {"target_faces": 25_000, "poisson_depth": 8},
+        "relief": {"target_faces": 25_000},
     },
     "balanced": {},
     "full": {
         "capture": {"working_max_side": 1600},
         "sfm": {"max_num_features": 12000},
-        "dense": {"max_side": 960, "num_source_views": 6, "num_depth_planes": 128},
+        "depth": {"max_side": 960, "num_source_views": 6, "num_depth_planes": 128},
         "mesh": {"target_faces": 250_000, "poisson_depth": 10},
+        "relief": {"target_faces": 250_000},
+    },
+    # The whole pipeline in seconds on small photos, for the test suite (not offered to users).
+    "test": {
+        "capture": {"working_max_side": 640},
+        "masks": {"max_side": 320, "iterations": 2},
+        "fusion": {"hull_resolution": 96},
+        "sfm": {"max_num_features": 2048},
+        "depth": {"max_side": 320, "num_source_views": 3, "num_depth_planes": 48},
+        "depth_prior": {"input_size": 140},
+        "mesh": {"target_faces": 10_000, "poisson_depth": 7},
+        "relief": {"target_faces": 10_000},
     },
 }
 
@@ -166,16 +262,12 @@ PRESET_DESCRIPTIONS: dict[PresetName, str] = {
     "preview": "fast check of a capture (about 1 minute for 24 photos); ~25k faces",
     "balanced": "the default for the shop (a few minutes for 24 photos); ~100k faces",
     "full": "highest detail (several times longer); ~250k faces",
+    "test": "tiny and fast, for the test suite",
 }
 
 
 def preset_config(name: PresetName = "balanced") -> PipelineConfig:
     """The configuration of a named preset."""
-    if name not in PRESETS:
+    if name not in ALL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    config = PipelineConfig(preset=name)
-    for section, values in _PRESET_OVERRIDES[name].items():
-        target = getattr(config, section)
-        for key, value in values.items():
-            setattr(target, key, value)
-    return config
+    return PipelineConfig(preset=name).with_changes(_PRESET_CHANGES[name])

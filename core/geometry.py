@@ -102,6 +102,24 @@ def backproject_depth(depth: np.ndarray, camera: PinholeCamera, mask: np.ndarray
     return (cam - camera.t) @ camera.R
 
 
+def cameras_focus(cameras: list[PinholeCamera]) -> np.ndarray:
+    """Least-squares point nearest to every optical axis (where the cameras converge: the product).
+
+    Solves sum_i (I - d_i d_i^T)(x - c_i) = 0; for parallel axes (a sweep, not an orbit) there is no such point and
+    the mean of the points one unit in front of the cameras is returned.
+    """
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for cam in cameras:
+        d = cam.viewing_direction
+        P = np.eye(3) - np.outer(d, d)
+        A += P
+        b += P @ cam.center
+    if np.linalg.cond(A) > 1e8:
+        return np.mean([c.center + c.viewing_direction for c in cameras], axis=0)
+    return np.linalg.solve(A, b)
+
+
 def rotation_angle_deg(R: np.ndarray) -> float:
     """Angle of a rotation matrix in degrees."""
     cos = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
@@ -176,3 +194,112 @@ def relative_rotation_errors_deg(estimated: list[PinholeCamera], truth: list[Pin
             rel_gt = truth[i].R @ truth[j].R.T
             errors.append(rotation_angle_deg(rel_est @ rel_gt.T))
     return np.array(errors)
+
+
+def find_plane(points: np.ndarray, tolerance: float, accept, *, candidates: int = 4, min_share: float = 0.05,
+               iterations: int = 500, max_points: int = 200_000, seed: int = 0) -> np.ndarray | None:
+    """The largest RANSAC plane of ``points`` that ``accept(plane)`` approves, peeling off rejected planes.
+
+    ``plane`` is (a, b, c, d) with a unit normal (a x + b y + c z + d = 0), as RANSAC found it (its sign is the
+    caller's to orient). Up to ``candidates`` planes are tried, each holding at least ``min_share`` of the points;
+    None when none is approved. Used for the table under a product (in the reconstruction and in a single photo).
+    """
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    if len(cloud.points) > max_points:  # RANSAC needs no more than this
+        cloud = cloud.random_down_sample(max_points / len(cloud.points))
+    min_inliers = min_share * len(cloud.points)
+    o3d.utility.random.seed(seed)
+    for _ in range(candidates):
+        if len(cloud.points) < 100:
+            break
+        model, inliers = cloud.segment_plane(distance_threshold=tolerance, ransac_n=3, num_iterations=iterations)
+        if len(inliers) < min_inliers:
+            break
+        plane = np.asarray(model, dtype=np.float64)
+        plane /= np.linalg.norm(plane[:3])
+        if accept(plane):
+            return plane
+        cloud = cloud.select_by_index(inliers, invert=True)  # a wall or the backdrop: try the next plane
+    return None
+
+
+def boundary_edges(triangles: np.ndarray) -> np.ndarray:
+    """(E, 2) directed edges (in their triangle's winding) that belong to one triangle only."""
+    triangles = np.asarray(triangles)
+    if len(triangles) == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    directed = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
+    return directed[counts[inverse.ravel()] == 1]
+
+
+def boundary_loop_labels(edges: np.ndarray) -> np.ndarray:
+    """Connected-component label (0..L-1) of every boundary edge (union-find over their vertices)."""
+    parent: dict[int, int] = {}
+
+    def find(a: int) -> int:
+        parent.setdefault(a, a)
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in edges.tolist():
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+    roots = np.array([find(a) for a in edges[:, 0].tolist()])
+    return np.unique(roots, return_inverse=True)[1].ravel()
+
+
+def boundary_loops(triangles: np.ndarray) -> tuple[int, int]:
+    """(number of boundary loops = holes, number of boundary edges) of a triangle mesh."""
+    edges = boundary_edges(triangles)
+    if len(edges) == 0:
+        return 0, 0
+    return int(boundary_loop_labels(edges).max()) + 1, len(edges)
+
+
+MAX_PLANE_TILT_DEG = 30.0
+"""A support plane's normal lies within this angle of the cameras' up."""
+PLANE_CANDIDATES = 4
+"""RANSAC planes tried before giving up on finding the table."""
+MIN_PLANE_SHARE = 0.05
+"""A plane must hold this share of the points to count as the table."""
+CAMERAS_ABOVE = 0.8
+"""Share of the cameras that must be above a plane for it to be the table (a few may look up from below it)."""
+
+
+def cameras_up(cameras: list[PinholeCamera]) -> np.ndarray:
+    """Mean image-up direction (-y of each camera) in world coordinates (people hold cameras upright)."""
+    up = -np.array([c.R[1] for c in cameras]).sum(0)
+    return up / max(np.linalg.norm(up), 1e-12)
+
+
+def narrowest_half_view(cameras: list[PinholeCamera]) -> float:
+    """tan of the smallest half field of view among the cameras."""
+    return float(min(min(c.width / (2 * c.K[0, 0]), c.height / (2 * c.K[1, 1])) for c in cameras))
+
+
+def support_plane(points: np.ndarray, cameras: list[PinholeCamera], up: np.ndarray, focus: np.ndarray,
+                  tolerance: float) -> np.ndarray | None:
+    """The table: a large plane facing up, under the focus, with the cameras above it; normal oriented up.
+
+    Used on the fused cloud (isolation) and on the sparse points (masks).
+    """
+    centers = np.array([c.center for c in cameras])
+
+    def oriented(plane: np.ndarray) -> np.ndarray:
+        return plane if plane[:3] @ up >= 0 else -plane
+
+    def is_table(plane: np.ndarray) -> bool:
+        plane = oriented(plane)
+        cameras_above = np.mean(centers @ plane[:3] + plane[3] > 0)
+        tilt = np.degrees(np.arccos(np.clip(plane[:3] @ up, -1, 1)))
+        return bool(tilt < MAX_PLANE_TILT_DEG and cameras_above > CAMERAS_ABOVE
+                    and focus @ plane[:3] + plane[3] > -tolerance)
+
+    plane = find_plane(points, tolerance, is_table, candidates=PLANE_CANDIDATES, min_share=MIN_PLANE_SHARE)
+    return None if plane is None else oriented(plane)

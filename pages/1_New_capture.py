@@ -9,8 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs
+from core.advice import CAPTURE_GUIDE
 from core.config import PRESET_DESCRIPTIONS, PRESETS, CaptureConfig
+from core.jobs import intake
+from core.jobs.store import UploadedPhoto
 from pages._ui import BAD_ICON, OK_ICON, WARN_ICON, esc, job_title, render_job_panel, run_links, setup, thumbnails
 
 store = setup("New capture", ":material/add_a_photo:")
@@ -28,18 +30,19 @@ def show_job(job_id: str) -> None:
     if job.is_final:
         run_links(job)
         if job.status in ("failed", "cancelled") and st.button("Run it again with the same photos"):
-            new = jobs.retry_job(store, job)
+            new = intake.retry_job(store, job)
             st.query_params["job"] = new.id
             st.rerun()
     rows = store.photos(job.id)
     thumbs = thumbnails(store, job)
-    with st.expander(f"Photos of this job ({sum(r.ok for r in rows)} of {len(rows)} passed the upload checks)"):
+    accepted_rows = sum(r.accepted for r in rows)
+    with st.expander(f"Photos of this job ({accepted_rows} of {len(rows)} passed the upload checks)"):
         for start in range(0, len(rows), PHOTOS_PER_ROW):
             for col, row in zip(st.columns(PHOTOS_PER_ROW), rows[start:start + PHOTOS_PER_ROW], strict=False):
-                if row.original_name in thumbs:
-                    col.image(str(thumbs[row.original_name]), width="stretch")
-                col.caption((f"{OK_ICON} " if row.ok else f"{BAD_ICON} ") + esc(row.original_name)
-                            + ("" if row.ok else f" — {esc(row.reason)}"))
+                if row.name in thumbs:
+                    col.image(str(thumbs[row.name]), width="stretch")
+                col.caption((f"{OK_ICON} " if row.accepted else f"{BAD_ICON} ") + esc(row.name)
+                            + ("" if row.accepted else f" — {esc(row.reason)}"))
     if st.button("Start another capture"):
         del st.query_params["job"]
         st.rerun()
@@ -55,35 +58,35 @@ def draft_folder() -> Path:
     return folder
 
 
-def receive(files: list) -> list[jobs.IntakePhoto]:
+def receive(files: list) -> list[UploadedPhoto]:
     """Store and check newly added files once; forget the ones the user removed from the list."""
     folder = draft_folder()
-    intake: dict[str, list[jobs.IntakePhoto]] = st.session_state.setdefault("intake", {})
+    received: dict[str, list[UploadedPhoto]] = st.session_state.setdefault("intake", {})
     keys = []
     for upload in files:
         key = upload.file_id
         keys.append(key)
-        if key not in intake:
+        if key not in received:
             with st.spinner(f"Checking {upload.name}…"):
-                intake[key] = jobs.receive_upload(folder, upload.name, upload.getvalue(),
-                                                  st.session_state.get("next_position", 0))
-            st.session_state["next_position"] = st.session_state.get("next_position", 0) + max(1, len(intake[key]))
-    for key in [k for k in intake if k not in keys]:
-        jobs.discard_intake(folder, intake.pop(key))
-    return [photo for key in keys for photo in intake[key]]
+                received[key] = intake.receive_upload(folder, upload.name, upload.getvalue(),
+                                                      st.session_state.get("next_position", 0))
+            st.session_state["next_position"] = st.session_state.get("next_position", 0) + max(1, len(received[key]))
+    for key in [k for k in received if k not in keys]:
+        intake.discard_intake(folder, received.pop(key))
+    return [photo for key in keys for photo in received[key]]
 
 
-def show_checks(photos: list[jobs.IntakePhoto]) -> None:
+def show_checks(photos: list[UploadedPhoto]) -> None:
     folder = draft_folder()
-    accepted = [p for p in photos if p.ok]
+    accepted = [p for p in photos if p.accepted]
     st.markdown(f"**{len(accepted)} of {len(photos)} photos accepted.**")
     for start in range(0, len(photos), PHOTOS_PER_ROW):
         for col, photo in zip(st.columns(PHOTOS_PER_ROW), photos[start:start + PHOTOS_PER_ROW], strict=False):
             with col:
                 if photo.thumbnail:
                     st.image(str(folder / "thumbs" / photo.thumbnail), width="stretch")
-                if photo.ok:
-                    st.caption(f"{OK_ICON} {esc(photo.original_name)} · {photo.width}×{photo.height}")
+                if photo.accepted:
+                    st.caption(f"{OK_ICON} {esc(photo.name)} · {photo.width}×{photo.height}")
                     for warning in photo.warnings:
                         st.caption(f"{WARN_ICON} {esc(warning)}")
                 else:
@@ -96,15 +99,14 @@ if job_in_url:
     st.stop()
 
 st.title(":material/add_a_photo: New capture")
-st.caption("Photograph the product from all sides (every 15–20°, at two heights), on a plain, non-reflective "
-           "background, with even light. 20–40 sharp photos work best.")
+st.caption(CAPTURE_GUIDE)
 c1, c2 = st.columns(2)
 product_name = c1.text_input("Product name", max_chars=120, placeholder="e.g. Blue ceramic mug")
 sku = c2.text_input("SKU", max_chars=60, placeholder="e.g. MUG-0042")
 
 files = st.file_uploader("Product photos, or one .zip of photos", accept_multiple_files=True, key="photos",
-                         type=sorted({s.lstrip(".") for s in jobs.PHOTO_SUFFIXES} | {"zip"}))
-st.caption(jobs.UPLOAD_LIMITS.describe())
+                         type=sorted({s.lstrip(".") for s in intake.PHOTO_SUFFIXES} | {"zip"}))
+st.caption(intake.UPLOAD_LIMITS.describe())
 photos = receive(files or [])
 if photos:
     show_checks(photos)
@@ -122,8 +124,13 @@ with st.expander("Optional: depth maps from a depth camera"):
     st.caption("One per photo, named like the photo (IMG_0001.jpg → IMG_0001.npy): float32 .npy in the camera's "
                "units, or 16-bit .png in millimetres.")
     depth_files = st.file_uploader("Depth maps", accept_multiple_files=True, type=["npy", "png"], key="depth")
+with st.expander("Optional: product masks"):
+    st.caption("One per photo, named like the photo (IMG_0001.jpg → IMG_0001.png): white on the product, black "
+               "elsewhere. Without them the studio finds the outline itself (best on a plain backdrop).")
+    mask_files = st.file_uploader("Masks", accept_multiple_files=True, type=["png", "jpg", "jpeg", "bmp", "webp"],
+                                  key="masks")
 
-accepted = [p for p in photos if p.ok]
+accepted = [p for p in photos if p.accepted]
 blockers = []
 if not product_name.strip():
     blockers.append("enter the product name")
@@ -132,10 +139,11 @@ if relief and len(accepted) != 1:
 elif not relief and len(accepted) < MIN_PHOTOS:
     blockers.append(f"upload at least {MIN_PHOTOS} accepted photos ({len(accepted)} so far)")
 if st.button("Start", type="primary", disabled=bool(blockers)):
-    job, problems = jobs.submit_job(
+    job, problems = intake.submit_job(
         store, product_name=product_name, sku=sku, preset=preset, draft_dir=draft_folder(),
-        photos=photos, pipeline=jobs.RELIEF_PIPELINE if relief else None,
-        depth_files=[(f.name, f.getvalue()) for f in depth_files or []])
+        photos=photos, mode="relief" if relief else "multi_view",
+        depth_files=[(f.name, f.getvalue()) for f in depth_files or []],
+        mask_files=[(f.name, f.getvalue()) for f in mask_files or []])
     for key in ("draft_dir", "intake", "next_position"):
         st.session_state.pop(key, None)
     st.session_state["depth_problems"] = problems

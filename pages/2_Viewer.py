@@ -7,8 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import figures, jobs
-from core.manifest import photo_names_by_working_image
+from core.report import figures, runs
 from pages._ui import PAGE_NEW, esc, run_links, run_picker_or_stop, setup
 
 store = setup("Viewer", ":material/view_in_ar:")
@@ -19,18 +18,18 @@ st.title(":material/view_in_ar: 3D viewer")
 
 @st.cache_data(max_entries=4, show_spinner="Loading the mesh…")
 def load_mesh(path: str, mtime: float):
-    return figures.read_mesh(Path(path), max_faces=figures.MAX_MESH_FACES)
+    return runs.read_mesh(Path(path), max_faces=figures.MAX_MESH_FACES)
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading the point cloud…")
 def load_cloud(path: str, mtime: float):
-    points, colors = figures.read_point_cloud(Path(path))
+    points, colors = runs.read_point_cloud(Path(path))
     return figures.decimate(points, colors, figures.MAX_DENSE_POINTS)
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading the cameras…")
-def load_sparse(path: str, mtime: float) -> figures.SparseView:
-    return figures.read_sparse_model(Path(path))
+def load_sparse(path: str, mtime: float) -> runs.SparseView:
+    return runs.read_sparse_model(Path(path))
 
 
 def mtime(path: Path) -> float:
@@ -40,12 +39,14 @@ def mtime(path: Path) -> float:
 
 job = run_picker_or_stop(store)
 
-run_dir = store.run_dir(job)
-manifest = jobs.read_manifest(run_dir)
-artifacts = {key: run_dir / rel for key, rel in (manifest.artifacts.items() if manifest else [])
-             if (run_dir / rel).exists()}
-layers = {"mesh": artifacts.get("mesh"), "dense": artifacts.get("dense_points"),
-          "sparse": artifacts.get("sparse_model")}
+run = runs.open_run(store.run_dir(job))
+manifest = run.manifest
+if run.problem and job.is_final:
+    st.warning(esc(run.problem))
+# The single-photo relief is its own model; the product's points are the isolated cloud (the fused one before).
+layers = {"mesh": run.artifact("mesh.ply") or run.artifact("relief.ply"),
+          "dense": run.artifact("isolation.points") or run.artifact("fusion.points"),
+          "sparse": run.artifact("sfm.model")}
 
 if not any(layers.values()):
     if job.status in ("queued", "starting", "running"):
@@ -71,11 +72,8 @@ show = {key: col.toggle(labels[key], value=key == "mesh" or layers["mesh"] is No
 mesh = load_mesh(str(layers["mesh"]), mtime(layers["mesh"])) if layers["mesh"] else None
 dense = load_cloud(str(layers["dense"]), mtime(layers["dense"])) if layers["dense"] else None
 sparse = load_sparse(str(layers["sparse"]), mtime(layers["sparse"])) if layers["sparse"] else None
-photo_names = None
-if sparse is not None and manifest is not None:
-    # Cameras carry working-image names; hover shows the user's photo name instead.
-    by_working = photo_names_by_working_image(manifest.photos)
-    photo_names = [by_working.get(n, n) for n in sparse.names]
+# Cameras carry working-image names; hover shows the user's photo name instead.
+photo_names = [run.photo_name(n) for n in sparse.names] if sparse is not None else None
 
 figure = figures.scene_figure(mesh=mesh, dense=dense, sparse=sparse, photo_names=photo_names, show=show)
 st.plotly_chart(figure, key="scene", config={"displaylogo": False})
@@ -91,11 +89,12 @@ st.caption("This run has " + ", ".join(details) + ". Drag to rotate, scroll to z
 
 st.subheader("Download")
 base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id
-downloads = [("GLB (web, AR)", "mesh_glb", ".glb", "model/gltf-binary"),
-             ("OBJ", "mesh_obj", ".obj", "text/plain"),
-             ("PLY", "mesh", ".ply", "application/octet-stream")]
+model = "relief" if manifest is not None and manifest.mode == "relief" else "mesh"
+downloads = [("GLB (web, AR)", f"{model}.glb", ".glb", "model/gltf-binary"),
+             ("OBJ", f"{model}.obj", ".obj", "text/plain"),
+             ("PLY", f"{model}.ply", ".ply", "application/octet-stream")]
 for col, (label, key, suffix, mime) in zip(st.columns(len(downloads)), downloads, strict=True):
-    path = artifacts.get(key)
+    path = run.artifact(key)
     col.download_button(f"Download {label}", data=(lambda p=path: p.read_bytes()) if path else b"",
                         file_name=f"{base}{suffix}", mime=mime, disabled=path is None, key=f"download-{key}",
                         help=None if path else "This run has no such file yet.")

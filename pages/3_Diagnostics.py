@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core import figures, jobs
-from core.manifest import RunManifest, StageRecord, photo_names_by_working_image
-from core.store import Job
+from core.jobs.status import format_duration, log_tail, quality_verdict
+from core.jobs.store import Job
+from core.manifest import StageRecord
+from core.report import figures, runs
 from pages._ui import BAD_ICON, LEVEL_ICONS, OK_ICON, esc, run_links, run_picker_or_stop, setup, thumbnails
 
 store = setup("Diagnostics", ":material/monitoring:")
@@ -18,24 +19,8 @@ st.title(":material/monitoring: Diagnostics")
 NOT_AVAILABLE = "Not available for this run."
 
 
-@st.cache_data(max_entries=4, show_spinner="Reading the camera model…")
-def load_sparse(path: str, mtime: float) -> figures.SparseView:
-    return figures.read_sparse_model(Path(path))
-
-
-@st.cache_data(max_entries=2, show_spinner="Reading the mesh…")
-def mesh_boundary_edges(path: str, mtime: float) -> tuple[int, int]:
-    _, triangles, _ = figures.read_mesh(Path(path))
-    return len(triangles), figures.boundary_edge_count(triangles)
-
-
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k.replace("_", " "): v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
-
-
-def artifact(manifest: RunManifest, run_dir: Path, key: str) -> Path | None:
-    rel = manifest.artifacts.get(key)
-    return run_dir / rel if rel and (run_dir / rel).exists() else None
 
 
 def show_findings(stage: StageRecord) -> None:
@@ -47,13 +32,21 @@ def show_findings(stage: StageRecord) -> None:
         show(text, icon=LEVEL_ICONS.get(finding.level))
 
 
-def panel_capture(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+def histogram(hist: Any, axis: str, key: str) -> None:
+    if isinstance(hist, dict) and hist.get("counts"):
+        st.plotly_chart(figures.histogram_figure(hist["edges"], hist["counts"], axis), key=key)
+    else:
+        st.caption(NOT_AVAILABLE)
+
+
+def panel_capture(run: runs.RunView, stage: StageRecord) -> None:
+    assert run.manifest is not None
     thumbs = thumbnails(store, job)
     rows = [{"photo": p.name, "status": p.status, "size": f"{p.width}×{p.height}" if p.width else "",
-             "reason / warnings": p.reason or " ".join(p.warnings)} for p in manifest.photos]
+             "reason / warnings": p.reason or " ".join(p.warnings)} for p in run.manifest.photos]
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
-    rejected = [p for p in manifest.photos if p.status == "rejected" and p.name in thumbs]
+    rejected = [p for p in run.manifest.photos if p.status == "rejected" and p.name in thumbs]
     if rejected:
         st.caption("Rejected photos")
         cols = st.columns(6)
@@ -61,25 +54,17 @@ def panel_capture(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> N
             cols[i % 6].image(str(thumbs[photo.name]), caption=photo.name, width="stretch")
 
 
-def panel_sfm(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+def panel_sfm(run: runs.RunView, stage: StageRecord) -> None:
     metrics = stage.metrics
-    model = artifact(manifest, run_dir, "sparse_model")
-    sparse = load_sparse(str(model), model.stat().st_mtime) if model else None
-
     st.markdown("**Which photos were placed**")
     per_photo = metrics.get("per_photo") if isinstance(metrics.get("per_photo"), list) else None
-    if per_photo is None and sparse is not None:
-        placed_names = set(sparse.names)
-        per_photo = [{"name": Path(p.working_image).name, "photo": p.name,
-                      "registered": Path(p.working_image).name in placed_names}
-                     for p in manifest.photos if p.working_image]
     if per_photo:
         thumbs = thumbnails(store, job)
         placed = sum(bool(p.get("registered")) for p in per_photo)
         st.caption(f"{placed} of {len(per_photo)} photos placed.")
         cols = st.columns(8)
         for i, entry in enumerate(per_photo):
-            name = str(entry.get("photo") or entry.get("name") or "?")
+            name = str(entry.get("photo", "?"))
             with cols[i % 8]:
                 if name in thumbs:
                     st.image(str(thumbs[name]), width="stretch")
@@ -91,95 +76,58 @@ def panel_sfm(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Reprojection error**")
-        hist = metrics.get("reprojection_error_histogram")
-        if isinstance(hist, dict) and hist.get("counts"):
-            st.plotly_chart(figures.histogram_figure(hist["edges"], hist["counts"], "reprojection error (pixels)"),
-                            key="reproj")
-        elif sparse is not None and len(sparse.errors):
-            st.plotly_chart(figures.reprojection_histogram(sparse.errors), key="reproj")
-        else:
-            st.caption(NOT_AVAILABLE)
+        histogram(metrics.get("reprojection_error_histogram"), "reprojection error (pixels)", "reproj")
     with right:
         st.markdown("**Track lengths** (photos that see each point)")
-        hist = metrics.get("track_length_histogram")
-        if isinstance(hist, dict) and hist.get("counts"):
-            st.plotly_chart(figures.histogram_figure(hist["edges"], hist["counts"], "track length"), key="tracks")
-        elif sparse is not None and len(sparse.track_lengths):
-            st.plotly_chart(figures.track_length_histogram(sparse.track_lengths), key="tracks")
-        else:
-            st.caption(NOT_AVAILABLE)
+        histogram(metrics.get("track_length_histogram"), "track length", "tracks")
 
     st.markdown("**Which photos matched which**")
-    matches_file = artifact(manifest, run_dir, "sfm_matches")
-    matches = figures.read_match_matrix(matches_file) if matches_file else None
+    matches_file = run.artifact("sfm.matches")
+    matches = runs.read_match_matrix(matches_file) if matches_file else None
     if matches is not None:
         names, matrix = matches
-        by_working = photo_names_by_working_image(manifest.photos)
-        st.plotly_chart(figures.match_matrix_figure([by_working.get(n, n) for n in names], matrix), key="matches")
+        st.plotly_chart(figures.match_matrix_figure([run.photo_name(n) for n in names], matrix), key="matches")
     else:
         st.caption(NOT_AVAILABLE)
 
 
-def panel_depth(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
-    # The prior writes its own maps under its stage name; the stereo stage's maps are "depth_maps".
-    folder = artifact(manifest, run_dir, stage.name)
-    if folder is None and stage.name != "depth_prior":
-        folder = artifact(manifest, run_dir, "depth_maps")
-    files = sorted(folder.glob("*.npz")) if folder and folder.is_dir() else []
-    if not files:
+def panel_depth(run: runs.RunView, stage: StageRecord) -> None:
+    maps = run.depth_maps(stage.name)
+    if not maps:
         st.caption("Depth maps: " + NOT_AVAILABLE)
         return
-    # Depth files are named after the working images (possibly with an index prefix): show the user's photo names.
-    by_working = {Path(working).stem: name for working, name in photo_names_by_working_image(manifest.photos).items()}
-
-    def photo_name(path: Path) -> str:
-        return next((name for stem, name in by_working.items()
-                     if path.stem == stem or path.stem.endswith(f"_{stem}")), path.stem)
-
-    chosen = st.selectbox("Photo", files, format_func=photo_name, key=f"depth-{stage.name}")
-    from core.mvs import load_depth_view  # every depth stage writes this one layout (save_depth_view)
-
-    try:
-        view = load_depth_view(chosen)
-    except (OSError, KeyError, ValueError):  # a file cut short by a crashed run
+    by_name = {photo.name: (photo, path) for photo, path in maps}
+    chosen = st.selectbox("Photo", list(by_name), key=f"depth-{stage.name}")
+    photo, path = by_name[chosen]
+    depth_map = runs.read_depth_map(path)
+    if depth_map is None:  # a file cut short by a crashed run
         st.caption(NOT_AVAILABLE)
         return
-    depth, confidence, image = view.depth, view.confidence, view.image
-    valid = float(np.isfinite(depth).mean())
-    title = f"{photo_name(chosen)} · {valid:.0%} of pixels have a depth"
-    from core.depth_prior import load_prior_view
-
-    prior = load_prior_view(chosen)
+    valid = float(np.isfinite(depth_map.depth).mean())
+    title = f"{photo.name} · {valid:.0%} of pixels have a depth"
+    prior = run.prior_view(photo) if stage.name == "depth_prior" else None
     if prior is not None:
         title += f" · {prior.stereo_fraction:.0%} from stereo, {prior.prior_fraction:.0%} from the prior"
-    st.plotly_chart(figures.depth_view_figure(depth, confidence, image, title=title,
+    st.plotly_chart(figures.depth_view_figure(depth_map.depth, depth_map.confidence, depth_map.image, title=title,
                                               prior=prior.prior_depth if prior else None), key=f"dv-{stage.name}")
 
 
-def panel_fusion(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+def panel_fusion(run: runs.RunView, stage: StageRecord) -> None:
     metrics = stage.metrics
-    kept_keys = ("kept_depths", "points_kept", "kept", "fused_points", "points")
-    kept = next((metrics[k] for k in kept_keys if k in metrics), None)
-    dropped = {k: v for k, v in metrics.items() if isinstance(v, int | float) and
-               (k.startswith("dropped") or k.startswith("removed") or k.startswith("rejected"))}
-    if kept is None and not dropped:
-        st.caption("Points kept and dropped: " + NOT_AVAILABLE)
+    dropped = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k.startswith("dropped")}
+    if "kept_depths" not in metrics:
+        st.caption("Depths kept and dropped: " + NOT_AVAILABLE)
         return
-    st.plotly_chart(figures.fusion_figure(int(kept or 0), dropped), key="fusion")
+    st.plotly_chart(figures.fusion_figure(int(metrics["kept_depths"]), dropped), key="fusion")
 
 
-def panel_mesh(manifest: RunManifest, run_dir: Path, stage: StageRecord) -> None:
+def panel_mesh(run: runs.RunView, stage: StageRecord) -> None:
     metrics = stage.metrics
-    faces, holes = metrics.get("faces"), metrics.get("holes")
-    mesh = artifact(manifest, run_dir, "mesh")
-    boundary = None
-    if mesh is not None and (faces is None or holes is None):
-        faces_read, boundary = mesh_boundary_edges(str(mesh), mesh.stat().st_mtime)
-        faces = faces if faces is not None else faces_read
+    faces = metrics.get("faces")
     cols = st.columns(3)
     cols[0].metric("Faces", f"{faces:,}" if isinstance(faces, int) else "–")
-    cols[1].metric("Holes", holes if holes is not None else "–")
-    cols[2].metric("Open edges", boundary if boundary is not None else metrics.get("boundary_edges", "–"))
+    cols[1].metric("Holes", metrics.get("holes", "–"))
+    cols[2].metric("Open edges", metrics.get("boundary_edges", "–"))
 
 
 def show_logs(job: Job, run_dir: Path) -> None:
@@ -188,36 +136,36 @@ def show_logs(job: Job, run_dir: Path) -> None:
         return
     with st.expander("Technical details (for support)"):
         for title, path in (("Worker log", store.log_path(job)), ("Run log", run_dir / "logs" / "run.log")):
-            tail = jobs.log_tail(path)
+            tail = log_tail(path)
             if tail:
                 st.caption(title)
                 st.code(tail, language=None)  # st.code shows text verbatim: nothing in a log is rendered
 
 
-PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth": panel_depth, "depth_maps": panel_depth,
-          "mvs": panel_depth, "depth_prior": panel_depth, "fusion": panel_fusion, "mesh": panel_mesh}
+PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth": panel_depth, "depth_prior": panel_depth,
+          "fusion": panel_fusion, "mesh": panel_mesh}
 
 job = run_picker_or_stop(store)
-run_dir = store.run_dir(job)
-manifest = jobs.read_manifest(run_dir)
+run = runs.open_run(store.run_dir(job))
+manifest = run.manifest
 if manifest is None:
-    st.info(f"This run has no record yet (it is {job.status}).")
-    show_logs(job, run_dir)
+    st.info(esc(run.problem) + f" (The job is {job.status}.)")
+    show_logs(job, run.run_dir)
     run_links(job)
     st.stop()
 
-verdict, why = jobs.quality_verdict(job, manifest)
+verdict, why = quality_verdict(job, manifest)
 c1, c2, c3 = st.columns(3)
 c1.metric("Status", manifest.status)
 c2.metric("Quality", verdict)
-c3.metric("Total time", jobs.format_duration(sum(s.seconds for s in manifest.stages)))
+c3.metric("Total time", format_duration(sum(s.seconds for s in manifest.stages)))
 if manifest.failure_reason:
     st.error(esc(manifest.failure_reason))
 st.caption(esc(why))
 
 st.subheader("Time per stage")
 if manifest.stages:
-    times = [(jobs.stage_label(s.name, manifest.mode), s.seconds) for s in manifest.stages]
+    times = [(runs.stage_label(s.name, manifest.mode), s.seconds) for s in manifest.stages]
     st.plotly_chart(figures.stage_times_figure(times), key="times")
 else:
     st.caption(NOT_AVAILABLE)
@@ -228,20 +176,20 @@ if not findings:
     st.caption("Nothing to report.")
 for stage in manifest.stages:
     if stage.findings:
-        st.markdown(f"**{esc(jobs.stage_label(stage.name, manifest.mode))}**")
+        st.markdown(f"**{esc(runs.stage_label(stage.name, manifest.mode))}**")
         show_findings(stage)
 
 st.subheader("Stages")
 for stage in manifest.stages:
-    title = jobs.stage_label(stage.name, manifest.mode)
+    title = runs.stage_label(stage.name, manifest.mode)
     with st.expander(f"{title} — {stage.status}, {stage.seconds:.1f} s", expanded=stage.status == "failed"):
         panel = PANELS.get(stage.name)
         if panel is not None:
-            panel(manifest, run_dir, stage)
+            panel(run, stage)
         numbers = scalar_metrics(stage.metrics)
         if numbers:
             st.caption("Numbers")
             st.dataframe([{"metric": k, "value": str(v)} for k, v in numbers.items()], hide_index=True,
                          width="stretch")
-show_logs(job, run_dir)
+show_logs(job, run.run_dir)
 run_links(job)

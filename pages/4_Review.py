@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs
+from core.jobs.status import quality_verdict
+from core.report.runs import read_manifest
 from pages._ui import VERDICT_ICONS, esc, first_thumbnail, job_title, run_links, setup, when
 
 store = setup("Review", ":material/fact_check:")
@@ -19,7 +20,7 @@ if not all_jobs:
 latest = store.latest_reviews()
 rows = []
 for job in all_jobs:
-    verdict, why = jobs.quality_verdict(job, jobs.read_manifest(store.run_dir(job)))
+    verdict, why = quality_verdict(job, read_manifest(store.run_dir(job)))
     review = latest.get(job.id)
     rows.append({"id": job.id, "SKU": job.sku, "product": job.product_name, "date": when(job.created),
                  "status": job.status, "quality": verdict,

@@ -54,12 +54,12 @@ def build_tiny_model(folder: Path, head_spread: float = 0.0) -> Path:
 @pytest.fixture
 def no_depth_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No depth model anywhere: no environment variable, an empty models/ folder and an empty Hugging Face cache."""
-    from core import depth_prior
+    from core.stages.depth_prior import model
 
-    monkeypatch.delenv(depth_prior.ENV_VAR, raising=False)
+    monkeypatch.delenv(model.ENV_VAR, raising=False)
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(depth_prior, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(model, "MODELS_DIR", tmp_path / "models")
     return tmp_path
 
 
@@ -90,7 +90,9 @@ def make_run_folder(run_dir: Path, num_cameras: int = 6) -> Path:
     import open3d as o3d
     import pycolmap
 
-    from core.manifest import Finding, PhotoRecord, RunManifest, StageRecord
+    from core.artifacts import DEPTH_MAPS, FUSION_POINTS, MESH_GLB, MESH_OBJ, MESH_PLY, SFM_MATCHES, SFM_MODEL
+    from core.manifest import ArtifactRecord, Finding, PhotoRecord, RunManifest, StageRecord
+    from core.photos import Photo
 
     run_dir.mkdir(parents=True, exist_ok=True)
     options = pycolmap.SyntheticDatasetOptions()
@@ -100,8 +102,8 @@ def make_run_folder(run_dir: Path, num_cameras: int = 6) -> Path:
     reconstruction = pycolmap.synthesize_dataset(options, database)
     database.close()
     (run_dir / "synthetic.db").unlink()
-    sparse_dir = run_dir / "sparse"
-    sparse_dir.mkdir()
+    sparse_dir = SFM_MODEL.path(run_dir)
+    sparse_dir.mkdir(parents=True)
     reconstruction.write(str(sparse_dir))
     names = sorted(im.name for im in reconstruction.images.values())
 
@@ -109,34 +111,36 @@ def make_run_folder(run_dir: Path, num_cameras: int = 6) -> Path:
     sphere.compute_vertex_normals()
     vertices = np.asarray(sphere.vertices)
     sphere.vertex_colors = o3d.utility.Vector3dVector((vertices + 1) / 2)
-    o3d.io.write_triangle_mesh(str(run_dir / "mesh.ply"), sphere)
-    o3d.io.write_triangle_mesh(str(run_dir / "mesh.obj"), sphere)
-    o3d.io.write_triangle_mesh(str(run_dir / "mesh.glb"), sphere)
+    MESH_PLY.path(run_dir).parent.mkdir(parents=True)
+    for artifact in (MESH_PLY, MESH_OBJ, MESH_GLB):
+        o3d.io.write_triangle_mesh(str(artifact.path(run_dir)), sphere)
     cloud = sphere.sample_points_uniformly(number_of_points=5000)
-    o3d.io.write_point_cloud(str(run_dir / "dense.ply"), cloud)
+    FUSION_POINTS.path(run_dir).parent.mkdir(parents=True)
+    o3d.io.write_point_cloud(str(FUSION_POINTS.path(run_dir)), cloud)
 
     from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
-    from core.mvs import DepthView, save_depth_view
+    from core.stages.depth import DepthMap, save_depth_map
 
-    depth_dir = run_dir / "depth_maps"
-    depth_dir.mkdir()
+    photos = [Photo(i, f"user photo {i}.jpg", n) for i, n in enumerate(names)]
+    depth_dir = DEPTH_MAPS.path(run_dir)
+    depth_dir.mkdir(parents=True)
     R, t = look_at(np.array([0.0, -4.0, 0.0]), np.zeros(3))
     camera = PinholeCamera(intrinsics_from_fov(64, 48, 60), R, t, 64, 48)
     depth = np.full((48, 64), 3.0, dtype=np.float32)
     depth[:5] = np.nan
-    save_depth_view(DepthView(names[0], camera, depth, np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64),
-                              np.zeros((48, 64, 3), dtype=np.uint8)), depth_dir / f"{Path(names[0]).stem}.npz")
+    save_depth_map(DepthMap(photos[0], camera, depth, np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64),
+                            np.zeros((48, 64, 3), dtype=np.uint8)), depth_dir / f"{photos[0].stem}.npz")
 
-    (run_dir / "sfm").mkdir()
     matrix = np.full((len(names), len(names)), 40)
     np.fill_diagonal(matrix, 0)
-    (run_dir / "sfm" / "matches.json").write_text(json.dumps({"images": names, "inlier_matches": matrix.tolist()}))
+    SFM_MATCHES.path(run_dir).write_text(json.dumps({"images": names, "inlier_matches": matrix.tolist()}))
 
     manifest = RunManifest.new({"preset": "preview"})
-    manifest.photos = [PhotoRecord(name=f"user photo {i}.jpg", stored_as=f"originals/{n}", size_bytes=1000,
-                                   sha256="0" * 64, working_image=f"images/{n}") for i, n in enumerate(names)]
-    manifest.photos.append(PhotoRecord(name="blurry <b>.jpg", stored_as="originals/x.jpg", size_bytes=10, sha256="1",
-                                       status="rejected", reason="blurry <b>.jpg: too blurry; retake it."))
+    manifest.photos = [PhotoRecord(index=p.index, name=p.name, original=f"capture/originals/{p.working}",
+                                   size_bytes=1000, sha256="0" * 64, working=p.working) for p in photos]
+    manifest.photos.append(PhotoRecord(index=len(names), name="blurry <b>.jpg", original="capture/originals/x.jpg",
+                                       size_bytes=10, sha256="1", status="rejected",
+                                       reason="blurry <b>.jpg: too blurry; retake it."))
     manifest.stages = [
         StageRecord("capture", "done", 0.5, {"photos_accepted": len(names)},
                     [Finding("warning", "Only 6 usable photos.", "Take 20-40 photos.")]),
@@ -147,14 +151,13 @@ def make_run_folder(run_dir: Path, num_cameras: int = 6) -> Path:
             "per_photo": [{"name": n, "photo": f"user photo {i}.jpg", "registered": True, "keypoints": 500,
                            "matched_neighbours": len(names) - 1, "observations": 200} for i, n in enumerate(names)]},
                     [Finding("info", "All photos placed.")]),
-        StageRecord("depth_maps", "done", 3.0, {"views": 1}),
-        StageRecord("fusion", "done", 1.0, {"points_kept": 5000, "dropped_inconsistent": 1200,
-                                            "dropped_background": 300}),
-        StageRecord("mesh", "done", 1.5, {"faces": len(sphere.triangles), "holes": 0}),
+        StageRecord("depth", "done", 3.0, {"photos": 1}),
+        StageRecord("fusion", "done", 1.0, {"kept_depths": 5000, "dropped_inconsistent": 1200,
+                                            "dropped_low_confidence": 300}),
+        StageRecord("mesh", "done", 1.5, {"faces": len(sphere.triangles), "holes": 0, "boundary_edges": 0}),
     ]
-    manifest.artifacts = {"sparse_model": "sparse", "dense_points": "dense.ply", "mesh": "mesh.ply",
-                          "mesh_glb": "mesh.glb", "mesh_obj": "mesh.obj", "depth_maps": "depth_maps",
-                          "sfm_matches": "sfm/matches.json"}
+    manifest.artifacts = {a.key: ArtifactRecord(a.run_path) for a in (SFM_MODEL, FUSION_POINTS, MESH_PLY, MESH_GLB,
+                                                                       MESH_OBJ, DEPTH_MAPS, SFM_MATCHES)}
     manifest.status = "done"
     manifest.save(run_dir)
     return run_dir
@@ -163,8 +166,8 @@ def make_run_folder(run_dir: Path, num_cameras: int = 6) -> Path:
 @pytest.fixture
 def finished_job(studio_data: Path, tmp_path: Path):
     """A done job in the store whose run folder holds real artefacts (no worker involved)."""
-    from core.jobs import submit_folder
-    from core.store import Store
+    from core.jobs.intake import submit_folder
+    from core.jobs.store import Store
 
     store = Store()
     write_photos(tmp_path / "finished-photos")
@@ -176,35 +179,34 @@ def finished_job(studio_data: Path, tmp_path: Path):
     return store.get_job(job.id)
 
 
-def slow_pipeline(photos: list[Path], run_dir: Path, config, progress=None, display_names=None):
-    """A real, small pipeline for job tests (the worker imports it by dotted path): it copies the photos, then
-    works in timed steps, writing a file and the manifest after each one, reporting progress like core.pipeline.
+def slow_run(job, photos: list[Path], names: list[str], run_dir: Path, config, listener):
+    """A real, small stand-in for the pipeline in job tests (tests/slow_worker.py runs it in worker processes): it
+    copies the photos, then works in timed steps, writing a file and the manifest after each one, reporting progress
+    events like core.pipeline.
 
     PRODUCT_STUDIO_TEST_STEPS and PRODUCT_STUDIO_TEST_STEP_S set its length.
     """
     import shutil
     import time
 
-    from core.manifest import PhotoRecord, RunManifest, StageRecord
-    from core.stage import Cancelled
+    from core.manifest import ArtifactRecord, PhotoRecord, RunManifest, StageRecord
+    from core.progress import Cancelled, ProgressEvent
 
     steps = int(os.environ.get("PRODUCT_STUDIO_TEST_STEPS", "3"))
     step_s = float(os.environ.get("PRODUCT_STUDIO_TEST_STEP_S", "0.3"))
-    report = progress or (lambda fraction, message: None)
-    names = display_names or [p.name for p in photos]
     run_dir = Path(run_dir)
-    manifest = RunManifest.new(config.to_dict())
+    manifest = RunManifest.new(config.to_dict(), run_id=job.id)
     capture = StageRecord("capture")
     manifest.stages.append(capture)
     manifest.save(run_dir)
-    (run_dir / "originals").mkdir(parents=True, exist_ok=True)
+    (run_dir / "capture" / "originals").mkdir(parents=True, exist_ok=True)
     for i, (photo, name) in enumerate(zip(photos, names, strict=True)):
-        stored = run_dir / "originals" / f"{i:03d}{photo.suffix}"
+        stored = run_dir / "capture" / "originals" / f"{i:03d}{photo.suffix}"
         shutil.copyfile(photo, stored)
-        manifest.photos.append(PhotoRecord(name=name, stored_as=str(stored.relative_to(run_dir)),
+        manifest.photos.append(PhotoRecord(index=i, name=name, original=str(stored.relative_to(run_dir)),
                                            size_bytes=stored.stat().st_size, sha256=""))
     capture.status, capture.seconds = "done", 0.01
-    manifest.artifacts["originals"] = "originals"
+    manifest.artifacts["capture.originals"] = ArtifactRecord("capture/originals")
     work = StageRecord("work")
     manifest.stages.append(work)
     manifest.save(run_dir)
@@ -215,7 +217,8 @@ def slow_pipeline(photos: list[Path], run_dir: Path, config, progress=None, disp
             (run_dir / "work" / f"step_{step}.txt").write_text(f"step {step} done\n")
             work.metrics["steps_done"] = step + 1
             manifest.save(run_dir)
-            report(0.1 + 0.9 * (step + 1) / steps, f"Working: step {step + 1} of {steps}")
+            listener(ProgressEvent("work", "Working", (step + 1) / steps, 0.1 + 0.9 * (step + 1) / steps,
+                                   f"step {step + 1} of {steps}"))
     except Cancelled:
         work.status, manifest.status, manifest.failure_reason = "failed", "cancelled", "Cancelled by the user."
         manifest.save(run_dir)
@@ -223,5 +226,5 @@ def slow_pipeline(photos: list[Path], run_dir: Path, config, progress=None, disp
     work.status, work.seconds = "done", steps * step_s
     manifest.status = "done"
     manifest.save(run_dir)
-    report(1.0, "Finished")
+    listener(ProgressEvent("work", "Finished", 1.0, 1.0, "Finished"))
     return manifest

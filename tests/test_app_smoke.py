@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT, write_photos
 from streamlit.testing.v1 import AppTest
 
-from core.store import Job, Store
+from core.jobs.store import Job, Store
 
 PAGES = ["Home.py", "pages/1_New_capture.py", "pages/2_Viewer.py", "pages/3_Diagnostics.py", "pages/4_Review.py"]
 
@@ -64,7 +64,7 @@ def test_diagnostics_shows_every_stage_and_escapes_user_text(finished_job) -> No
 
 def _failed_job_without_mesh(tmp_path: Path) -> tuple[Store, Job]:
     """A job whose SfM failed: it has photos and a reason, but no 3D result."""
-    from core.jobs import submit_folder
+    from core.jobs.intake import submit_folder
 
     store = Store()
     write_photos(tmp_path / "p")
@@ -100,7 +100,7 @@ def test_review_records_a_decision(finished_job) -> None:
 
 def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PRODUCT_STUDIO_PIPELINE", "tests.conftest:slow_pipeline")
+    monkeypatch.setenv("PRODUCT_STUDIO_WORKER", "tests.slow_worker")
     photos = write_photos(tmp_path / "p", count=3)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
@@ -169,7 +169,7 @@ def test_sample_button_queues_the_sample(studio_data: Path, monkeypatch: pytest.
     sample = REPO_ROOT / "assets" / "sample" / "images"
     if not sample.is_dir() or not any(sample.iterdir()):
         pytest.skip("the sample capture is not installed")
-    monkeypatch.setenv("PRODUCT_STUDIO_PIPELINE", "tests.conftest:slow_pipeline")
+    monkeypatch.setenv("PRODUCT_STUDIO_WORKER", "tests.slow_worker")
     app = _run("Home.py")
     next(b for b in app.button if b.label == "Try it on the sample product").click()
     app.run()
@@ -184,13 +184,14 @@ def test_sample_button_queues_the_sample(studio_data: Path, monkeypatch: pytest.
 
 
 def test_job_page_cancels_a_running_job(studio_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.jobs import submit_folder
+    from core.jobs.intake import submit_folder
 
+    monkeypatch.setenv("PRODUCT_STUDIO_WORKER", "tests.slow_worker")
     monkeypatch.setenv("PRODUCT_STUDIO_TEST_STEPS", "300")
     monkeypatch.setenv("PRODUCT_STUDIO_TEST_STEP_S", "0.2")
     write_photos(tmp_path / "p")
     store = Store()
-    job = submit_folder(store, tmp_path / "p", product_name="Long", sku="L", pipeline="tests.conftest:slow_pipeline")
+    job = submit_folder(store, tmp_path / "p", product_name="Long", sku="L")
     deadline = time.time() + 60
     while time.time() < deadline and store.get_job(job.id).stage != "work":
         time.sleep(0.3)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from core.jobs import sample_photos
+from core.jobs.intake import sample_photos
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ def _free_port() -> int:
 def server(studio_data: Path) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "PRODUCT_STUDIO_DATA": str(studio_data), "PRODUCT_STUDIO_MAX_JOBS": "1"}
-    env.pop("PRODUCT_STUDIO_PIPELINE", None)  # the real pipeline
+    env.pop("PRODUCT_STUDIO_WORKER", None)  # the real worker and pipeline
     log = open(studio_data / "streamlit.log", "wb")  # noqa: SIM115 - closed in teardown
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true", "--server.port", str(port),
@@ -80,7 +80,7 @@ def server(studio_data: Path) -> Iterator[str]:
 
 def _stop_workers(root: Path) -> None:
     """Workers run in their own sessions: stop the ones this test's server started, by their recorded ids."""
-    from core.store import Store
+    from core.jobs.store import Store
 
     store = Store(root)
     for job in store.list_jobs(("starting", "running")):
@@ -202,7 +202,7 @@ def _journey(server: str, driver, studio_data: Path, photos: list[Path]) -> None
     driver.refresh()  # the job survives a reload: the URL brings the page back to it
     _wait_text(driver, "Time left", timeout=60)
 
-    from core.store import Store
+    from core.jobs.store import Store
 
     store = Store(studio_data)
     deadline = time.time() + JOB_TIMEOUT_S
@@ -245,9 +245,9 @@ def _journey(server: str, driver, studio_data: Path, photos: list[Path]) -> None
         _shot(driver, "07c_diagnostics_depth")
 
     # Approval needs a 3D model; until the pipeline makes a mesh the reviewer can only reject (with a note).
-    from core.jobs import read_manifest
+    from core.report.runs import read_manifest
 
-    has_mesh = "mesh" in (read_manifest(store.run_dir(job)).artifacts or {})
+    has_mesh = "mesh.ply" in (read_manifest(store.run_dir(job)).artifacts or {})
     decision = "approved" if has_mesh else "rejected"
     driver.get(f"{server}/Review?job={job_id}")
     _wait_text(driver, "Your decision", timeout=60)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.capture import inspect_photo, prepare_capture, safe_stem
 from core.config import CaptureConfig
+from core.stages.capture import inspect_photo, run_capture, safe_stem
 
 RNG = np.random.default_rng(7)
 
@@ -75,7 +75,7 @@ def test_bad_inputs_are_named_with_their_reason_and_good_photos_go_through(corpu
                                                                              tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     photos = list(corpus.values())
-    result = prepare_capture(photos, run_dir, CaptureConfig())
+    result = run_capture(photos, run_dir, CaptureConfig())
     by_name = {record.name: record for record in result.photos}
 
     expected_reasons = {
@@ -103,13 +103,13 @@ def test_bad_inputs_are_named_with_their_reason_and_good_photos_go_through(corpu
 
     # Originals are kept untouched (even rejected ones), under generated names inside the run folder.
     for record in result.photos:
-        stored = (run_dir / record.stored_as).resolve()
+        stored = (run_dir / record.original).resolve()
         assert stored.is_relative_to(run_dir.resolve())
         assert stored.read_bytes() == corpus_path(corpus, record.name).read_bytes()
-    assert all("/" not in Path(r.stored_as).name and ".." not in Path(r.stored_as).name for r in result.photos)
+    assert all("/" not in Path(r.original).name and ".." not in Path(r.original).name for r in result.photos)
     # Working copies exist for accepted photos only.
-    assert sorted(p.name for p in (run_dir / "images").iterdir()) == sorted(
-        Path(r.working_image).name for r in result.accepted)
+    assert sorted(p.name for p in (run_dir / "capture" / "images").iterdir()) == sorted(
+        photo.working for photo in result.accepted)
     # Findings repeat each rejection as an error.
     errors = [f.message for f in result.findings if f.level == "error"]
     assert len(errors) == len(expected_reasons)
@@ -120,7 +120,7 @@ def corpus_path(corpus: dict[str, Path], name: str) -> Path:
 
 
 def test_too_few_usable_photos_fails_with_an_actionable_reason(corpus: dict[str, Path], tmp_path: Path) -> None:
-    result = prepare_capture([corpus["good0"], corpus["text"], corpus["empty"]], tmp_path / "run", CaptureConfig())
+    result = run_capture([corpus["good0"], corpus["text"], corpus["empty"]], tmp_path / "run", CaptureConfig())
     assert not result.ok
     assert "Only 1 of 3 photos can be used; at least 3 are needed" in result.failure
     assert "notes.jpg" in result.failure
@@ -135,14 +135,14 @@ def test_exif_orientation_is_applied_and_focal_length_read(tmp_path: Path) -> No
     path = tmp_path / "portrait.jpg"
     Image.fromarray(rgb).save(path, exif=exif, quality=95)
     check = inspect_photo(path, CaptureConfig())
-    assert check.ok
+    assert check.accepted
     assert (check.width, check.height) == (480, 640)
     assert check.camera == "Acme Cam 1"
     assert check.focal_px == pytest.approx(28 / 36 * 640)
 
-    result = prepare_capture([path] * 1, tmp_path / "run", CaptureConfig(working_max_side=320), min_photos=1)
-    record = result.accepted[0]
-    working = cv2.imread(str(tmp_path / "run" / record.working_image))
+    result = run_capture([path] * 1, tmp_path / "run", CaptureConfig(working_max_side=320), min_photos=1)
+    record = result.photos[0]
+    working = cv2.imread(str(tmp_path / "run" / "capture" / "images" / record.working))
     assert working.shape[:2] == (320, 240)  # oriented, then downscaled
     assert record.focal_px == pytest.approx(28 / 36 * 640 / 2, rel=1e-3)
 
@@ -150,14 +150,14 @@ def test_exif_orientation_is_applied_and_focal_length_read(tmp_path: Path) -> No
 def test_huge_file_is_refused_before_reading(tmp_path: Path) -> None:
     path = save(tmp_path / "big.png", textured())
     check = inspect_photo(path, CaptureConfig(max_file_bytes=1000))
-    assert not check.ok
+    assert not check.accepted
     assert check.reason.startswith("big.png: the file is ") and "over the 1 kB limit" in check.reason
 
 
 def test_mixed_cameras_warn(tmp_path: Path) -> None:
     paths = [save(tmp_path / f"a{i}.jpg", textured(640, 480, seed=i)) for i in range(2)]
     paths.append(save(tmp_path / "b.jpg", textured(800, 600, seed=9)))
-    result = prepare_capture(paths, tmp_path / "run", CaptureConfig())
+    result = run_capture(paths, tmp_path / "run", CaptureConfig())
     assert not result.shared_camera
     assert any("resolutions" in f.message for f in result.findings)
 
@@ -168,7 +168,7 @@ def test_heic_is_read_when_supported(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     pillow_heif.from_pillow(Image.fromarray(textured())).save(buffer, quality=90)
     path.write_bytes(buffer.getvalue())
-    assert inspect_photo(path, CaptureConfig()).ok
+    assert inspect_photo(path, CaptureConfig()).accepted
 
 
 @pytest.mark.parametrize(("name", "expected"), [

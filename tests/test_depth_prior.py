@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core import depth_prior as dp
 from core.config import DepthPriorConfig
+from core.stages import depth_prior as stage
+from core.stages.depth_prior import align, model, supplied
 from tests.conftest import build_tiny_model
 
 REPO = "depth-anything/Depth-Anything-V2-Small-hf"
@@ -35,38 +37,38 @@ def test_resolution_order(no_depth_model: Path, tiny_model_dir: Path, monkeypatc
     env_dir = shutil.copytree(tiny_model_dir, no_depth_model / "env")
     project = shutil.copytree(tiny_model_dir, no_depth_model / "models" / "Depth-Anything-V2-Small-hf")
     cached = _fake_hf_cache(no_depth_model / "hf_home", tiny_model_dir)
-    monkeypatch.setenv(dp.ENV_VAR, str(env_dir))
+    monkeypatch.setenv(model.ENV_VAR, str(env_dir))
 
     config = DepthPriorConfig(model=REPO, model_path=str(explicit))
-    assert dp.resolve_model(config) == dp.ModelLocation(explicit.resolve(), "explicit", REPO)
-    config.model_path = None
-    assert dp.resolve_model(config).source == "env"
-    assert dp.resolve_model(config).path == env_dir.resolve()
-    monkeypatch.delenv(dp.ENV_VAR)
-    location = dp.resolve_model(config)
+    assert model.resolve_model(config) == model.ModelLocation(explicit.resolve(), "explicit", REPO)
+    config = dataclasses.replace(config, model_path=None)
+    assert model.resolve_model(config).source == "env"
+    assert model.resolve_model(config).path == env_dir.resolve()
+    monkeypatch.delenv(model.ENV_VAR)
+    location = model.resolve_model(config)
     assert (location.source, location.path) == ("project", project.resolve())
     shutil.rmtree(project)
-    location = dp.resolve_model(config)
+    location = model.resolve_model(config)
     assert (location.source, location.path) == ("hf_cache", cached)
     shutil.rmtree(no_depth_model / "hf_home")
-    assert dp.resolve_model(config) is None
+    assert model.resolve_model(config) is None
 
 
 def test_not_available_says_how_to_enable(no_depth_model: Path) -> None:
-    lookup = dp.find_model(DepthPriorConfig(model=REPO, model_path=str(no_depth_model / "nowhere")))
+    lookup = model.find_model(DepthPriorConfig(model=REPO, model_path=str(no_depth_model / "nowhere")))
     assert lookup.location is None
-    assert dp.ENV_VAR in lookup.message and "models" in lookup.message and "nowhere" in lookup.message
+    assert model.ENV_VAR in lookup.message and "models" in lookup.message and "nowhere" in lookup.message
 
 
 def test_tiny_model_inference_keeps_size(tiny_model_dir: Path) -> None:
-    location = dp.ModelLocation(tiny_model_dir, "explicit", "tiny")
-    model = dp.load_depth_model(location, device="cpu")
-    assert dp.load_depth_model(location, device="cpu") is model  # one load per process
-    assert model.kind == "relative"
+    location = model.ModelLocation(tiny_model_dir, "explicit", "tiny")
+    loaded = model.load_depth_model(location, device="cpu")
+    assert model.load_depth_model(location, device="cpu") is loaded  # one load per process
+    assert loaded.kind == "relative"
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (60, 90, 3), dtype=np.uint8), rng.integers(0, 255, (75, 50, 3), dtype=np.uint8),
               rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)]
-    out = dp.predict_relative_depth(model, images, input_size=70)
+    out = model.predict_relative_depth(loaded, images, input_size=70)
     assert [o.shape for o in out] == [(60, 90), (75, 50), (60, 90)]
     assert all(o.dtype == np.float32 and np.isfinite(o).all() for o in out)
 
@@ -78,7 +80,7 @@ def _scene_depth(shape: tuple[int, int] = (60, 80)) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["relative", "metric"])
-def test_alignment_recovers_scale_shift_under_outliers(kind: dp.PriorKind) -> None:
+def test_alignment_recovers_scale_shift_under_outliers(kind: model.PriorKind) -> None:
     rng = np.random.default_rng(1)
     depth = _scene_depth()
     scale, shift = 0.37, 0.8
@@ -88,7 +90,7 @@ def test_alignment_recovers_scale_shift_under_outliers(kind: dp.PriorKind) -> No
     target = depth * (1 + rng.normal(0, 0.005, depth.shape))
     outliers = rng.random(depth.shape) < 0.3
     target[outliers] = rng.uniform(0.5, 5.0, outliers.sum())
-    fit = dp.align_prior(prior, target, np.ones_like(target), kind)
+    fit = align.align_prior(prior, target, np.ones_like(target), kind)
     assert fit.ok, fit.reason
     assert fit.scale == pytest.approx(scale, rel=0.02)
     assert fit.shift == pytest.approx(shift, abs=0.02)
@@ -100,15 +102,15 @@ def test_alignment_recovers_scale_shift_under_outliers(kind: dp.PriorKind) -> No
 def test_wrong_priors_are_rejected() -> None:
     depth = _scene_depth()
     flipped = depth.copy()  # depth where disparity is expected: near and far reversed
-    fit = dp.align_prior(flipped, depth, None, "relative")
+    fit = align.align_prior(flipped, depth, None, "relative")
     assert not fit.ok and "reversed" in fit.reason
     rng = np.random.default_rng(2)
     unrelated = cv2.GaussianBlur(rng.random(depth.shape), (0, 0), 8)
-    assert not dp.align_prior(unrelated, depth, None, "relative").ok
-    assert not dp.align_prior(unrelated, depth, None, "metric").ok
+    assert not align.align_prior(unrelated, depth, None, "relative").ok
+    assert not align.align_prior(unrelated, depth, None, "metric").ok
     few = np.full(depth.shape, np.nan)
     few[0, :5] = 1.0
-    fit = dp.align_prior(1.0 / depth, few, None, "relative")
+    fit = align.align_prior(1.0 / depth, few, None, "relative")
     assert not fit.ok and "only 5" in fit.reason
 
 
@@ -120,21 +122,21 @@ def test_supplied_depth_files_are_read_and_resized(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "img_002.png"), millimetres)
     cv2.imwrite(str(tmp_path / "img_003.png"), (depth * 50).astype(np.uint8))
 
-    assert dp.find_depth_file(tmp_path, "sub/img_001.JPG") == tmp_path / "img_001.npy"
-    assert dp.find_depth_file(tmp_path, "img_009.jpg") is None
-    assert dp.find_depth_file(tmp_path, "img_002.JPEG") == tmp_path / "img_002.png"
-    same = dp.read_depth_file(tmp_path / "img_001.npy")
+    assert supplied.find_depth_file(tmp_path, "sub/img_001.JPG") == tmp_path / "img_001.npy"
+    assert supplied.find_depth_file(tmp_path, "img_009.jpg") is None
+    assert supplied.find_depth_file(tmp_path, "img_002.JPEG") == tmp_path / "img_002.png"
+    same = supplied.read_depth_file(tmp_path / "img_001.npy")
     np.testing.assert_array_equal(same, depth)
-    big = dp.read_depth_file(tmp_path / "img_002.png", size=(128, 96))
+    big = supplied.read_depth_file(tmp_path / "img_002.png", size=(128, 96))
     assert big.shape == (96, 128) and big.dtype == np.float32
     assert np.isnan(big[:6, :6]).all()
     np.testing.assert_allclose(big[20:80, 20:100], cv2.resize(depth, (128, 96))[20:80, 20:100], atol=2e-3)
-    small = dp.read_depth_file(tmp_path / "img_001.npy", size=(32, 24))
+    small = supplied.read_depth_file(tmp_path / "img_001.npy", size=(32, 24))
     assert small.shape == (24, 32)
     with pytest.raises(ValueError, match="16-bit"):
-        dp.read_depth_file(tmp_path / "img_003.png")
+        supplied.read_depth_file(tmp_path / "img_003.png")
     with pytest.raises(ValueError, match="turned by 90 degrees"):
-        dp.read_depth_file(tmp_path / "img_001.npy", size=(48, 64))
+        supplied.read_depth_file(tmp_path / "img_001.npy", size=(48, 64))
 
 
 # ---------------------------------------------------------------- the stage: fusion with stereo
@@ -144,8 +146,9 @@ def _one_view_scene(tmp_path: Path, copies: int = 1) -> tuple[object, object, np
     """A scene with one 80x60 view of a known surface (``copies`` views named view0.jpg... when more than one):
     stereo is confident on the left half only."""
     from core.geometry import PinholeCamera, backproject_depth
-    from core.mvs import DepthMapRecord, DepthMaps, DepthView, save_depth_view
+    from core.photos import Photo
     from core.scene import SparseScene
+    from core.stages.depth import DepthMap, DepthMapRecord, DepthMaps, save_depth_map
 
     truth = _scene_depth((60, 80)).astype(np.float32)
     camera = PinholeCamera(np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]]), np.eye(3), np.zeros(3), 80, 60)
@@ -154,7 +157,8 @@ def _one_view_scene(tmp_path: Path, copies: int = 1) -> tuple[object, object, np
     mask.flat[rng.choice(truth.size, 150, replace=False)] = True
     points = backproject_depth(truth, camera, mask)
     names = ["view.jpg"] if copies == 1 else [f"view{k}.jpg" for k in range(copies)]
-    scene = SparseScene(names, [tmp_path / n for n in names], [camera] * copies, points,
+    photos = [Photo(k, name, name) for k, name in enumerate(names)]
+    scene = SparseScene(photos, [tmp_path / n for n in names], [camera] * copies, points,
                         np.zeros((len(points), 3), np.uint8), [np.arange(len(points))] * copies)
     stereo = np.full(truth.shape, np.nan, np.float32)
     confidence = np.zeros(truth.shape, np.float32)
@@ -162,23 +166,22 @@ def _one_view_scene(tmp_path: Path, copies: int = 1) -> tuple[object, object, np
     stereo[:10, 40:], confidence[:10, 40:] = truth[:10, 40:] * 1.3, 0.07  # weak and wrong
     (tmp_path / "stereo").mkdir()
     records = []
-    for k, name in enumerate(names):
-        path = save_depth_view(DepthView(name, camera, stereo, confidence, np.zeros((60, 80, 3), np.uint8)),
-                               tmp_path / "stereo" / f"{k:03d}_{Path(name).stem}.npz")
-        records.append(DepthMapRecord(name, camera, path, [], (0.8, 3.5)))
-    return scene, DepthMaps(views=records), truth
+    for photo in photos:
+        path = save_depth_map(DepthMap(photo, camera, stereo, confidence, np.zeros((60, 80, 3), np.uint8)),
+                              tmp_path / "stereo" / f"{photo.stem}.npz")
+        records.append(DepthMapRecord(photo, camera, path, [], (0.8, 3.5)))
+    return scene, DepthMaps(maps=records), truth
 
 
 def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, no_depth_model: Path) -> None:
-    from core.mvs import load_depth_view
+    from core.stages.depth import load_depth_map
 
     scene, maps, truth = _one_view_scene(tmp_path)
     (tmp_path / "depth").mkdir()
     np.save(tmp_path / "depth" / "view.npy", ((1.0 / truth - 0.1) / 0.5).astype(np.float32))  # disparity-like
-    config = DepthPriorConfig(depth_dir=str(tmp_path / "depth"))
-    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", config)
+    result = stage.run_depth_prior(scene, maps, tmp_path / "prior", DepthPriorConfig(), supplied_dir=tmp_path / "depth")
     assert result.ok and result.metrics["accepted_views"] == 1
-    view = load_depth_view(result.views[0].path)
+    view = load_depth_map(result.maps[0].path)
     np.testing.assert_array_equal(view.depth[:, :40], truth[:, :40])  # confident stereo untouched
     right = view.depth[:, 40:]
     assert np.isfinite(right).mean() > 0.95
@@ -187,13 +190,13 @@ def test_fusion_keeps_confident_stereo_and_fills_the_rest(tmp_path: Path, no_dep
     assert stats["stereo_fraction"] == pytest.approx(0.5, abs=0.01)
     assert stats["prior_fraction"] == pytest.approx(0.5, abs=0.03)
     assert stats["inverse_depth"] == 1.0 and stats["residual"] < 0.01
-    side = np.load(result.views[0].path.parent / "priors" / result.views[0].path.name)
+    side = np.load(tmp_path / "prior" / "depth_prior" / "priors" / result.maps[0].path.name)
     assert set(np.unique(side["source"])) <= {1, 2} and side["prior"].shape == truth.shape
     assert any("Depth prior from 1 supplied" in f.message for f in result.findings)
-    shown = dp.load_prior_view(result.views[0].path)  # what the Diagnostics page displays
+    shown = stage.load_prior_view(tmp_path / "prior", scene.photos[0])  # what the Diagnostics page displays
     assert shown is not None and shown.stereo_fraction == pytest.approx(stats["stereo_fraction"])
     assert np.nanmax(np.abs(shown.prior_depth[:, 40:] / truth[:, 40:] - 1)) < 0.01
-    assert dp.load_prior_view(maps.views[0].path) is None  # a plain stereo map has no prior beside it
+    assert stage.load_prior_view(tmp_path / "stereo", scene.photos[0]) is None  # a run without the prior stage
 
 
 def test_wrong_supplied_prior_is_rejected_and_stereo_kept(tmp_path: Path, no_depth_model: Path) -> None:
@@ -201,23 +204,24 @@ def test_wrong_supplied_prior_is_rejected_and_stereo_kept(tmp_path: Path, no_dep
     (tmp_path / "depth").mkdir()
     unrelated = cv2.GaussianBlur(np.random.default_rng(4).random(truth.shape), (0, 0), 6) + 1.0
     np.save(tmp_path / "depth" / "view.npy", unrelated.astype(np.float32))
-    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig(depth_dir=str(tmp_path / "depth")))
+    result = stage.run_depth_prior(scene, maps, tmp_path / "prior", DepthPriorConfig(),
+                                   supplied_dir=tmp_path / "depth")
     assert result.ok and result.metrics["accepted_views"] == 0
-    assert result.views[0].path == maps.views[0].path
+    assert result.maps[0].path == maps.maps[0].path
     assert any(f.level == "warning" and "rejected" in f.message for f in result.findings)
 
 
 def test_no_prior_available_keeps_going(tmp_path: Path, no_depth_model: Path) -> None:
     scene, maps, _ = _one_view_scene(tmp_path)
-    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig())
-    assert result.ok and result.views == maps.views
+    result = stage.run_depth_prior(scene, maps, tmp_path / "prior", DepthPriorConfig())
+    assert result.ok and result.maps == maps.maps
     assert result.metrics["model_available"] == 0
-    assert any("not installed" in f.message and dp.ENV_VAR in f.hint and "models" in f.hint for f in result.findings)
+    assert any("not installed" in f.message and model.ENV_VAR in f.hint and "models" in f.hint for f in result.findings)
 
 
 def test_stage_runs_the_tiny_model(tmp_path: Path, no_depth_model: Path, tiny_model_dir: Path) -> None:
     scene, maps, _ = _one_view_scene(tmp_path)
-    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig(model_path=str(tiny_model_dir),
+    result = stage.run_depth_prior(scene, maps, tmp_path / "prior", DepthPriorConfig(model_path=str(tiny_model_dir),
                                                                                       input_size=70))
     assert result.ok and result.metrics["model_available"] == 1 and result.metrics["prior_views"] == 1
     assert "residual" in result.metrics["per_view"]["view.jpg"]  # a random model may well be rejected; it still ran
@@ -233,11 +237,12 @@ def test_one_odd_map_cannot_pick_the_other_reading(tmp_path: Path, no_depth_mode
     np.save(tmp_path / "depth" / "view1.npy", disparity * 1.7 + 0.2)
     odd = (truth * 0.5 + 0.3).astype(np.float32)
     np.save(tmp_path / "depth" / "view2.npy", odd)
-    assert dp.align_prior(odd, truth, None, "metric").ok  # on its own it would be read as depth
-    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig(depth_dir=str(tmp_path / "depth")))
+    assert align.align_prior(odd, truth, None, "metric").ok  # on its own it would be read as depth
+    result = stage.run_depth_prior(scene, maps, tmp_path / "prior", DepthPriorConfig(),
+                                   supplied_dir=tmp_path / "depth")
     accepted = {name: stats["accepted"] for name, stats in result.metrics["per_view"].items()}
     assert accepted == {"view0.jpg": 1.0, "view1.jpg": 1.0, "view2.jpg": 0.0}
-    assert result.views[2].path == maps.views[2].path
+    assert result.maps[2].path == maps.maps[2].path
 
 
 def test_smooth_correction_undoes_a_low_frequency_warp() -> None:
@@ -246,9 +251,9 @@ def test_smooth_correction_undoes_a_low_frequency_warp() -> None:
     low = cv2.resize(rng.normal(size=(3, 4)).astype(np.float32), (160, 120), interpolation=cv2.INTER_CUBIC)
     prior = 2.0 * (1.0 + 0.05 * low / np.abs(low).max()) / depth + 0.1  # inverse depth, warped by up to 5 %
     index = rng.choice(depth.size, 3000, replace=False)
-    fit = dp.align_prior(prior.ravel()[index], depth.ravel()[index], None, "relative")
+    fit = align.align_prior(prior.ravel()[index], depth.ravel()[index], None, "relative")
     aligned = fit.apply(prior)
-    warp = dp.smooth_correction(aligned, index, depth.ravel()[index], np.ones(len(index)))
+    warp = align.smooth_correction(aligned, index, depth.ravel()[index], np.ones(len(index)))
     assert warp is not None and warp.residual_after < 0.3 * warp.residual_before
     assert np.median(np.abs(aligned * warp.field / depth - 1)) < 0.3 * np.median(np.abs(aligned / depth - 1))
 
@@ -259,7 +264,8 @@ def test_metric_maps_give_the_world_scale(tmp_path: Path, no_depth_model: Path) 
     for k in range(3):  # phone-style 16-bit millimetre maps at a lower resolution
         small = cv2.resize(truth, (40, 30), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(tmp_path / "depth" / f"view{k}.png"), np.round(small * 1000).astype(np.uint16))
-    result = dp.apply_depth_priors(scene, maps, tmp_path / "prior", DepthPriorConfig(depth_dir=str(tmp_path / "depth")))
+    result = stage.run_depth_prior(scene, maps, tmp_path / "prior", DepthPriorConfig(),
+                                   supplied_dir=tmp_path / "depth")
     assert result.metrics["accepted_views"] == 3
     assert result.metrics["world_units_per_metre"] == pytest.approx(1.0, rel=0.02)
     assert any("read as metric" in f.message for f in result.findings)

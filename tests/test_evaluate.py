@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from benchmarks.evaluate import (
+    SHARED_DATA,
     GroundTruthSurface,
     crop_to_box,
     evaluate_poses,
-    SHARED_DATA,
     read_middlebury_par,
     read_strecha_camera,
     sample_mesh,
@@ -97,7 +97,7 @@ def test_pose_evaluation_ignores_the_gauge_and_missing_photos() -> None:
 
 def test_rendered_depth_as_fake_dense_points(tmp_path: Path) -> None:
     """The chain the benchmark uses: a reconstruction in an arbitrary frame, aligned through its cameras, scores 1."""
-    from core.synthetic import CaptureSpec, render_capture
+    from benchmarks.synthetic import CaptureSpec, render_capture
 
     gt = render_capture(CaptureSpec(object="procedural-box", num_views=6, width=160, height=120,
                                     image_format="png", elevations_deg=(30.0,)), tmp_path / "cap")
@@ -145,7 +145,7 @@ def test_report_and_merge(tmp_path: Path) -> None:
                "accuracy": 0.001, "completeness": 0.002}
     run = {"preset": "preview", "status": "done", "wall_s": 12.0, "peak_rss_mb": 300.0, "stages": {"sfm": 3.0},
            "poses": {"num_images": 4, "num_registered": 4, "median_rotation_deg": 0.1,
-                     "median_center_error_rel": 0.002}, "dense_points": surface}
+                     "median_center_error_rel": 0.002}, "isolation.points": surface}
     old = {"command": "a", "machine": machine, "captures": [
         {"name": "x", "description": "d", "runs": [run]},
         {"name": "gone", "skipped": "no data", "runs": []}]}
@@ -155,4 +155,4 @@ def test_report_and_merge(tmp_path: Path) -> None:
     assert [r["preset"] for r in merged["captures"][0]["runs"]] == ["preview", "balanced"]
     write_report(merged, tmp_path / "R.md", tmp_path / "r.json")
     text = (tmp_path / "R.md").read_text()
-    assert "| preview | dense_points | 10 |" in text and "Skipped: no data" in text and "balanced: boom" in text
+    assert "| preview | isolation.points | 10 |" in text and "Skipped: no data" in text and "balanced: boom" in text

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 import pytest
 from conftest import make_run_folder
 
-from core import figures
-from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
+from core.geometry import PinholeCamera, boundary_loops, intrinsics_from_fov, look_at
+from core.report import figures, runs
 
 
 def _ring_cameras(n: int) -> list[PinholeCamera]:
@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sparse_figure_has_one_frustum_per_camera_with_photo_hover(run_dir: Path) -> None:
-    sparse = figures.read_sparse_model(run_dir / "sparse")
+    sparse = runs.read_sparse_model(run_dir / "sfm" / "model")
     assert len(sparse.cameras) == 5 and len(sparse.points) == 300
     names = [f"photo {i}.jpg" for i in range(5)]
     fig = figures.sparse_figure(sparse, photo_names=names)
@@ -58,24 +58,24 @@ def test_dense_cloud_is_decimated_to_the_cap() -> None:
 
 
 def test_mesh_trace_carries_vertex_colours(run_dir: Path) -> None:
-    vertices, triangles, colors = figures.read_mesh(run_dir / "mesh.ply")
+    vertices, triangles, colors = runs.read_mesh(run_dir / "mesh" / "mesh.ply")
     assert colors is not None
     fig = figures.mesh_figure(vertices, triangles, colors)
     (mesh,) = fig.data
     assert isinstance(mesh, go.Mesh3d)
     assert len(mesh.i) == len(triangles) and len(mesh.vertexcolor) == len(vertices)
-    assert figures.boundary_edge_count(triangles) == 0  # a sphere is closed
+    assert boundary_loops(triangles)[1] == 0  # a sphere is closed
 
 
 def test_boundary_edges_count_a_hole() -> None:
     quad = np.array([[0, 1, 2], [0, 2, 3]])
-    assert figures.boundary_edge_count(quad) == 4
+    assert boundary_loops(quad)[1] == 4
 
 
 def test_scene_figure_toggles_layers_without_dropping_them(run_dir: Path) -> None:
-    mesh = figures.read_mesh(run_dir / "mesh.ply")
-    dense = figures.read_point_cloud(run_dir / "dense.ply")
-    sparse = figures.read_sparse_model(run_dir / "sparse")
+    mesh = runs.read_mesh(run_dir / "mesh" / "mesh.ply")
+    dense = runs.read_point_cloud(run_dir / "fusion" / "points.ply")
+    sparse = runs.read_sparse_model(run_dir / "sfm" / "model")
     fig = figures.scene_figure(mesh=mesh, dense=dense, sparse=sparse,
                                show={"mesh": True, "dense": False, "sparse": True, "cameras": False})
     by_name = {}
@@ -99,20 +99,16 @@ def test_2d_diagnostics_figures(run_dir: Path) -> None:
     assert list(times.data[0].y) == ["capture", "sfm"]
     hist = figures.histogram_figure([0, 1, 2], [5, 3], "err")
     assert list(hist.data[0].y) == [5, 3]
-    errors = figures.reprojection_histogram(np.array([0.1, 0.2, 0.5, 3.0]))
-    assert sum(errors.data[0].y) == 4
-    tracks = figures.track_length_histogram(np.array([2, 2, 3]))
-    assert list(tracks.data[0].x) == [2, 3]
-    names, matrix = figures.read_match_matrix(run_dir / "sfm" / "matches.json")
+    names, matrix = runs.read_match_matrix(run_dir / "sfm" / "matches.json")
     heat = figures.match_matrix_figure(names, matrix)
     assert np.asarray(heat.data[0].z).shape == (5, 5)
     fusion = figures.fusion_figure(100, {"dropped_inconsistent": 30, "dropped_background": 5})
     assert list(fusion.data[0].x) == ["kept", "dropped inconsistent", "dropped background"]
-    assert figures.read_match_matrix(run_dir / "missing.json") is None
+    assert runs.read_match_matrix(run_dir / "missing.json") is None
 
 
 def test_user_names_are_escaped_for_plotly(run_dir: Path) -> None:
-    sparse = figures.read_sparse_model(run_dir / "sparse")
+    sparse = runs.read_sparse_model(run_dir / "sfm" / "model")
     names = ['<a href="http://x">click</a>.jpg'] * 5
     fig = figures.sparse_figure(sparse, photo_names=names)
     assert all("<a" not in t.hovertext for t in fig.data if t.legendgroup == "cameras")

@@ -9,10 +9,11 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from core.config import DenseConfig
-from core.fusion import fuse_depth_maps
-from core.mvs import DepthMapRecord, DepthMaps, DepthView, save_depth_view
-from core.synthetic import CaptureGroundTruth, CaptureSpec, render_capture
+from benchmarks.synthetic import CaptureGroundTruth, CaptureSpec, render_capture
+from core.config import FusionConfig
+from core.photos import Photo
+from core.stages.depth import DepthMap, DepthMapRecord, DepthMaps, save_depth_map
+from core.stages.fusion import run_fusion
 
 OUTLIER = 3
 
@@ -35,21 +36,23 @@ def _depth_maps(capture: CaptureGroundTruth, out: Path, scale: dict[int, float] 
         image = cv2.cvtColor(cv2.imread(str(capture.image_dir / name)), cv2.COLOR_BGR2RGB)
         confidence = np.where(np.isfinite(depth), 0.8, 0.0).astype(np.float32)
         camera = capture.cameras[name]
-        path = save_depth_view(DepthView(name, camera, depth, confidence, image), out / f"{i:03d}.npz")
-        records.append(DepthMapRecord(name, camera, path, [], (0.1, 10.0)))
-    return DepthMaps(views=records)
+        photo = Photo(i, name, f"{i:03d}_{Path(name).stem}.jpg")  # the working copy's name differs
+        path = save_depth_map(DepthMap(photo, camera, depth, confidence, image), out / f"{photo.stem}.npz")
+        records.append(DepthMapRecord(photo, camera, path, [], (0.1, 10.0)))
+    return DepthMaps(maps=records)
 
 
 def test_fusion_keeps_the_surface_and_rejects_an_outlier_view(capture: CaptureGroundTruth, tmp_path: Path) -> None:
     maps = _depth_maps(capture, tmp_path / "depth", scale={OUTLIER: 1.06}, noise=0.001)
-    result = fuse_depth_maps(maps, tmp_path / "fused", DenseConfig(min_consistent_views=2))
+    result = run_fusion(maps, tmp_path / "run", FusionConfig(min_consistent_views=2))
     assert result.ok, result.failure
-    kept = result.metrics["per_view_kept_fraction"]
+    kept = result.metrics["per_photo_kept_fraction"]
     outlier_name = capture.image_names[OUTLIER]
     assert kept[outlier_name] < 0.02
     assert min(v for k, v in kept.items() if k != outlier_name) > 0.5
     assert result.metrics["dropped_inconsistent"] > 0
-    assert any(outlier_name in f.message for f in result.findings)
+    assert any(outlier_name in f.message for f in result.findings)  # the user's name, written by the stage itself
+    assert not any(f"{OUTLIER:03d}_" in f.message for f in result.findings)
 
     # Every fused point lies on the true surface: it projects onto a matching true depth in some view.
     best = np.full(len(result.points), np.inf)
@@ -69,12 +72,12 @@ def test_fusion_keeps_the_surface_and_rejects_an_outlier_view(capture: CaptureGr
     assert np.mean(((nearest - result.points) * result.normals).sum(1) > 0) > 0.95
     assert np.allclose(np.linalg.norm(result.normals, axis=1), 1, atol=1e-6)
 
-    cloud = o3d.io.read_point_cloud(str(result.artifacts["dense_points"]))
+    cloud = o3d.io.read_point_cloud(str(result.artifacts[0].path(tmp_path / "run")))
     assert len(cloud.points) == len(result.points) and cloud.has_colors() and cloud.has_normals()
 
 
 def test_without_the_outlier_nothing_is_flagged(capture: CaptureGroundTruth, tmp_path: Path) -> None:
-    result = fuse_depth_maps(_depth_maps(capture, tmp_path / "depth"), tmp_path / "fused", DenseConfig())
+    result = run_fusion(_depth_maps(capture, tmp_path / "depth"), tmp_path / "run", FusionConfig())
     assert result.ok and not result.findings
     # True depths: what is lost is surface seen by fewer than three of the eight views (measured 78%).
     assert result.metrics["kept_depths"] > 0.7 * result.metrics["input_depths"]
@@ -83,7 +86,6 @@ def test_without_the_outlier_nothing_is_flagged(capture: CaptureGroundTruth, tmp
 def test_no_agreement_fails_with_reason(capture: CaptureGroundTruth, tmp_path: Path) -> None:
     # Every view scaled differently: no depth is confirmed by another view.
     scales = {i: 1.0 + 0.05 * i for i in range(len(capture.image_names))}
-    result = fuse_depth_maps(_depth_maps(capture, tmp_path / "depth", scale=scales), tmp_path / "fused",
-                             DenseConfig())
+    result = run_fusion(_depth_maps(capture, tmp_path / "depth", scale=scales), tmp_path / "run", FusionConfig())
     assert not result.ok
     assert "overlap" in result.failure and result.metrics["kept_depths"] == 0

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import open3d as o3d
 import pytest
 
-from core.config import DenseConfig
-from core.fusion import FusedCloud
+from core.artifacts import ISOLATION_FRAME, ISOLATION_POINTS
+from core.config import IsolationConfig
 from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
-from core.isolation import isolate_product
+from core.photos import Photo
 from core.scene import SparseScene
+from core.stages.fusion import FusedCloud
+from core.stages.isolation import run_isolation
+
+
+def _photos(count: int) -> list[Photo]:
+    return [Photo(i, f"{i}.jpg", f"{i}.jpg") for i in range(count)]
 
 SPACING = 0.003
 
@@ -67,14 +74,13 @@ def test_isolation_removes_table_backdrop_and_floaters(tmp_path: Path, tilted_wo
         eye = np.array([0.5 * np.cos(a), 0.5 * np.sin(a), 0.3])
         Rc, tc = look_at(eye, np.array([0, 0, 0.08]))
         cameras.append(PinholeCamera(K, Rc @ R.T, tc - Rc @ R.T @ shift, 320, 240))  # moved with the world
-    scene = SparseScene([f"{i}.jpg" for i in range(12)], [tmp_path / f"{i}.jpg" for i in range(12)], cameras,
+    scene = SparseScene(_photos(12), [tmp_path / f"{i}.jpg" for i in range(12)], cameras,
                         np.empty((0, 3)), np.empty((0, 3), np.uint8), [np.empty(0, np.int64)] * 12)
     normals = np.tile(R @ np.array([0, 0, 1.0]), (len(points), 1))  # orientation is not what is tested here
     colors = np.full((len(points), 3), 128, np.uint8)
-    cloud = FusedCloud(points=points, colors=colors, normals=normals, cameras=cameras, voxel_size=SPACING,
-                       artifacts={"dense_points": tmp_path / "full.ply"})
+    cloud = FusedCloud(points=points, colors=colors, normals=normals, cameras=cameras, voxel_size=SPACING)
 
-    result = isolate_product(cloud, scene, tmp_path, DenseConfig())
+    result = run_isolation(cloud, scene, tmp_path, IsolationConfig())
     assert result.ok, result.failure
     survivors = {tuple(p) for p in result.points.round(9)}
     kept = np.array([tuple(p) in survivors for p in points.round(9)])
@@ -87,9 +93,11 @@ def test_isolation_removes_table_backdrop_and_floaters(tmp_path: Path, tilted_wo
     m = result.metrics
     assert m["removed_support_plane"] > 0.9 * len(table) and m["removed_small_clusters"] >= len(floater)
     assert m["points_out"] == len(result.points)
-    assert result.artifacts["dense_points_full"] == tmp_path / "full.ply"
-    saved = o3d.io.read_point_cloud(str(result.artifacts["dense_points"]))
+    assert result.artifacts == [ISOLATION_POINTS, ISOLATION_FRAME]
+    saved = o3d.io.read_point_cloud(str(ISOLATION_POINTS.path(tmp_path)))
     assert len(saved.points) == len(result.points) and saved.has_normals()
+    frame = json.loads(ISOLATION_FRAME.path(tmp_path).read_text())
+    assert np.allclose(frame["up"], result.up) and np.allclose(frame["plane"], result.plane)
 
 
 def test_isolation_can_be_switched_off(tmp_path: Path) -> None:
@@ -97,9 +105,9 @@ def test_isolation_can_be_switched_off(tmp_path: Path) -> None:
                              320, 240)]
     points = np.random.default_rng(0).normal(size=(1000, 3))
     cloud = FusedCloud(points=points, colors=np.zeros((1000, 3), np.uint8), normals=points, cameras=cameras)
-    scene = SparseScene(["a.jpg"], [tmp_path / "a.jpg"], cameras, np.empty((0, 3)), np.empty((0, 3), np.uint8),
+    scene = SparseScene(_photos(1), [tmp_path / "a.jpg"], cameras, np.empty((0, 3)), np.empty((0, 3), np.uint8),
                         [np.empty(0, np.int64)])
-    result = isolate_product(cloud, scene, tmp_path, DenseConfig(isolate_product=False))
+    result = run_isolation(cloud, scene, tmp_path, IsolationConfig(enabled=False))
     assert result.ok and len(result.points) == 1000 and result.metrics["isolated"] == 0
 
 
@@ -112,8 +120,8 @@ def test_a_failed_cut_keeps_everything_and_says_so(tmp_path: Path) -> None:
                for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
     cloud = FusedCloud(points=points, colors=np.zeros((len(points), 3), np.uint8),
                        normals=np.tile([0, 0, 1.0], (len(points), 1)), cameras=cameras, voxel_size=SPACING)
-    scene = SparseScene([f"{i}.jpg" for i in range(8)], [tmp_path / f"{i}.jpg" for i in range(8)], cameras,
+    scene = SparseScene(_photos(8), [tmp_path / f"{i}.jpg" for i in range(8)], cameras,
                         np.empty((0, 3)), np.empty((0, 3), np.uint8), [np.empty(0, np.int64)] * 8)
-    result = isolate_product(cloud, scene, tmp_path, DenseConfig())
+    result = run_isolation(cloud, scene, tmp_path, IsolationConfig())
     assert result.ok and len(result.points) == len(points) and result.metrics["isolated"] == 0
     assert any(f.level == "warning" and "could not be separated" in f.message for f in result.findings)

@@ -1,7 +1,8 @@
 """Background jobs with real worker processes and a real SQLite database.
 
-The workers run ``tests.conftest:slow_pipeline``: a small real pipeline that copies the photos and writes a file
-and the manifest after every timed step, so queueing, cancelling and killing can be observed quickly.
+The workers run ``tests/slow_worker.py``: the real worker with a small real stand-in pipeline (conftest.slow_run)
+that copies the photos and writes a file and the manifest after every timed step, so queueing, cancelling and
+killing can be observed quickly.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from pathlib import Path
 import pytest
 from conftest import write_photos
 
-from core import jobs
+from core.jobs import dispatch, intake, status, worker
+from core.jobs.store import Job, Store, UploadedPhoto
 from core.manifest import load_manifest
-from core.store import Job, Store
-
-PIPELINE = "tests.conftest:slow_pipeline"
+from core.report.runs import read_manifest
 
 
 @pytest.fixture
-def store(studio_data: Path) -> Store:
+def store(studio_data: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setenv(dispatch.WORKER_ENV, "tests.slow_worker")
     return Store()
 
 
@@ -43,14 +44,14 @@ def _set_length(monkeypatch: pytest.MonkeyPatch, steps: int, step_s: float) -> N
 
 
 def _submit(store: Store, folder: Path, name: str) -> Job:
-    return jobs.submit_folder(store, folder, product_name=name, sku=name.upper(), preset="preview", pipeline=PIPELINE)
+    return intake.submit_folder(store, folder, product_name=name, sku=name.upper(), preset="preview")
 
 
-def _wait(store: Store, job_id: str, condition, timeout: float = 60.0, dispatch: bool = False) -> Job:
+def _wait(store: Store, job_id: str, condition, timeout: float = 60.0, redispatch: bool = False) -> Job:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if dispatch:
-            jobs.dispatch(store)
+        if redispatch:
+            dispatch.dispatch(store)
         job = store.get_job(job_id)
         if condition(job):
             return job
@@ -72,7 +73,7 @@ def test_database_is_sqlite_in_wal_mode(store: Store) -> None:
 
 def test_second_job_waits_for_the_first_and_the_worker_starts_it(store: Store, photo_dir: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    monkeypatch.setenv(dispatch.MAX_JOBS_ENV, "1")
     _set_length(monkeypatch, steps=4, step_s=0.5)
     first = _submit(store, photo_dir, "first")
     second = _submit(store, photo_dir, "second")
@@ -90,7 +91,7 @@ def test_second_job_waits_for_the_first_and_the_worker_starts_it(store: Store, p
 
 
 def test_two_jobs_run_at_once_when_allowed(store: Store, photo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "2")
+    monkeypatch.setenv(dispatch.MAX_JOBS_ENV, "2")
     _set_length(monkeypatch, steps=30, step_s=0.3)
     first = _submit(store, photo_dir, "a")
     second = _submit(store, photo_dir, "b")
@@ -107,13 +108,13 @@ def test_two_jobs_run_at_once_when_allowed(store: Store, photo_dir: Path, monkey
 
 
 def test_cancel_a_running_and_a_queued_job(store: Store, photo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    monkeypatch.setenv(dispatch.MAX_JOBS_ENV, "1")
     _set_length(monkeypatch, steps=200, step_s=0.2)
     running = _submit(store, photo_dir, "long")
     queued = _submit(store, photo_dir, "waiting")
-    assert jobs.cancel(store, queued.id).status == "cancelled"
+    assert dispatch.cancel(store, queued.id).status == "cancelled"
     running = _wait(store, running.id, lambda j: j.status == "running" and j.stage == "work")
-    jobs.cancel(store, running.id)
+    dispatch.cancel(store, running.id)
     running = _wait(store, running.id, lambda j: j.is_final, timeout=30)
     assert running.status == "cancelled"
     assert load_manifest(store.run_dir(running)).status == "cancelled"
@@ -122,23 +123,23 @@ def test_cancel_a_running_and_a_queued_job(store: Store, photo_dir: Path, monkey
 
 def test_killed_worker_is_marked_failed_and_keeps_its_work(store: Store, photo_dir: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "1")
+    monkeypatch.setenv(dispatch.MAX_JOBS_ENV, "1")
     _set_length(monkeypatch, steps=200, step_s=0.2)
     job = _submit(store, photo_dir, "doomed")
     job = _wait(store, job.id, lambda j: j.status == "running" and _steps_done(store, j) >= 2)
     os.kill(job.pid, signal.SIGKILL)
-    job = _wait(store, job.id, lambda j: j.is_final, timeout=20, dispatch=True)
+    job = _wait(store, job.id, lambda j: j.is_final, timeout=20, redispatch=True)
     assert job.status == "failed"
     assert "stopped unexpectedly" in job.error and "kept" in job.error
     run_dir = store.run_dir(job)
     manifest = load_manifest(run_dir)
     assert manifest.status == "failed" and manifest.stage("capture").status == "done"
-    assert (run_dir / "work" / "step_0.txt").is_file() and len(list((run_dir / "originals").iterdir())) == 3
-    photos, names = jobs.job_photo_paths(store, job)
+    assert (run_dir / "work" / "step_0.txt").is_file() and len(list((run_dir / "capture" / "originals").iterdir())) == 3
+    photos, names = intake.job_photo_paths(store, job)
     assert len(photos) == 3 and all(p.is_file() for p in photos)
-    retry = jobs.retry_job(store, job)
+    retry = intake.retry_job(store, job)
     assert retry.retry_of == job.id and len(store.photos(retry.id)) == 3
-    jobs.cancel(store, retry.id)
+    dispatch.cancel(store, retry.id)
     _wait(store, retry.id, lambda j: j.is_final, timeout=30)
 
 
@@ -147,8 +148,8 @@ def test_hung_worker_is_stopped_after_its_heartbeat_goes_stale(store: Store, pho
     hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         store.mark_running(job.id, hung.pid)
-        store._update(job.id, heartbeat=time.time() - jobs.STALE_AFTER_S - 1)
-        assert jobs.reap(store) == [job.id]
+        store._update(job.id, heartbeat=time.time() - dispatch.STALE_AFTER_S - 1)
+        assert dispatch.reap(store) == [job.id]
         assert hung.wait(timeout=10) == -signal.SIGKILL
         assert "stopped responding" in store.get_job(job.id).error
     finally:
@@ -157,7 +158,7 @@ def test_hung_worker_is_stopped_after_its_heartbeat_goes_stale(store: Store, pho
 
 
 def _submit_without_worker(store: Store, photo_dir: Path) -> Job:
-    return jobs.submit_folder(store, photo_dir, product_name="x", sku="x", pipeline=PIPELINE, start=False)
+    return intake.submit_folder(store, photo_dir, product_name="x", sku="x", start=False)
 
 
 def test_job_progress_estimates_time_left(store: Store, photo_dir: Path) -> None:
@@ -165,7 +166,7 @@ def test_job_progress_estimates_time_left(store: Store, photo_dir: Path) -> None
     store.mark_running(job.id, os.getpid())
     store.update_progress(job.id, "sfm", 0.25, "Placing cameras: matching")
     job = store.get_job(job.id)
-    progress = jobs.job_progress(job, now=job.started + 60)
+    progress = status.job_progress(job, now=job.started + 60)
     assert progress.stage == "sfm" and progress.overall == 0.25
     assert progress.eta_s == pytest.approx(180)
     store.finish(job.id, "failed", error="x")
@@ -180,28 +181,28 @@ def test_zip_intake_is_safe_and_limited(tmp_path: Path) -> None:
         zf.writestr("__MACOSX/._IMG.jpg", b"junk")
         zf.writestr("readme.txt", b"hello")
     folder = tmp_path / "draft"
-    received = jobs.receive_upload(folder, "photos.zip", archive.getvalue(), existing=0)
-    assert [p.original_name for p in received] == ["passwd.jpg", "IMG 1.JPG"]
-    assert all(p.ok for p in received)
+    received = intake.receive_upload(folder, "photos.zip", archive.getvalue(), existing=0)
+    assert [p.name for p in received] == ["passwd.jpg", "IMG 1.JPG"]
+    assert all(p.accepted for p in received)
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == ["000_passwd.jpg", "001_IMG_1.jpg"]
     assert not (tmp_path / "etc").exists()
 
-    limits = jobs.UploadLimits(max_photos=1, max_file_bytes=len(photo) - 1, max_total_bytes=10 * len(photo))
-    too_big = jobs.receive_upload(tmp_path / "d2", "IMG.jpg", photo, existing=0, limits=limits)
-    assert not too_big[0].ok and "limit" in too_big[0].reason and not (tmp_path / "d2").exists()
-    over_count = jobs.receive_upload(tmp_path / "d3", "IMG.jpg", b"x", existing=1, limits=limits)
-    assert not over_count[0].ok and "1 photos" in over_count[0].reason
+    limits = intake.UploadLimits(max_photos=1, max_file_bytes=len(photo) - 1, max_total_bytes=10 * len(photo))
+    too_big = intake.receive_upload(tmp_path / "d2", "IMG.jpg", photo, existing=0, limits=limits)
+    assert not too_big[0].accepted and "limit" in too_big[0].reason and not (tmp_path / "d2").exists()
+    over_count = intake.receive_upload(tmp_path / "d3", "IMG.jpg", b"x", existing=1, limits=limits)
+    assert not over_count[0].accepted and "1 photos" in over_count[0].reason
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("big.jpg", b"\0" * (20 * len(photo)))
-    refused = jobs.receive_upload(tmp_path / "d4", "bomb.zip", bomb.getvalue(), existing=0, limits=limits)
+    refused = intake.receive_upload(tmp_path / "d4", "bomb.zip", bomb.getvalue(), existing=0, limits=limits)
     assert len(refused) == 1 and "unpacks to" in refused[0].reason
-    assert jobs.receive_upload(tmp_path / "d5", "bad.zip", b"PK nope", existing=0)[0].reason.endswith("again.")
+    assert intake.receive_upload(tmp_path / "d5", "bad.zip", b"PK nope", existing=0)[0].reason.endswith("again.")
 
 
 def test_depth_maps_are_stored_under_their_photo_names(tmp_path: Path) -> None:
-    photos = [jobs.IntakePhoto("IMG_1.jpg", "000_IMG_1.jpg", 10, True), jobs.IntakePhoto("b.jpg", "", 10, False)]
-    count, problems = jobs.receive_depth_maps(tmp_path, [("IMG_1.npy", b"x"), ("b.npy", b"y"), ("c.exr", b"z")],
+    photos = [UploadedPhoto("IMG_1.jpg", "000_IMG_1.jpg", 10, "accepted"), UploadedPhoto("b.jpg", "", 10, "rejected")]
+    count, problems = intake.receive_depth_maps(tmp_path, [("IMG_1.npy", b"x"), ("b.npy", b"y"), ("c.exr", b"z")],
                                               photos)
     assert count == 1 and (tmp_path / "000_IMG_1.npy").read_bytes() == b"x"
     assert len(problems) == 2
@@ -225,15 +226,16 @@ def test_a_relief_job_from_one_photo_and_its_depth_map(store: Store, tmp_path: P
 
     photo = write_photos(tmp_path / "one", count=1)[0]
     draft = store.new_draft_dir()
-    intake = jobs.receive_upload(draft, photo.name, photo.read_bytes(), 0)
+    received = intake.receive_upload(draft, photo.name, photo.read_bytes(), 0)
     depth = np.fromfunction(lambda r, c: 0.5 + 0.001 * c, (240, 320), dtype=np.float32)  # a tilted plane, metres
     buffer = io.BytesIO()
     np.save(buffer, depth)
-    job, problems = jobs.submit_job(store, product_name="Relief", sku="R-1", preset="preview", draft_dir=draft,
-                                    photos=intake, depth_files=[(f"{photo.stem}.npy", buffer.getvalue())],
-                                    pipeline=jobs.RELIEF_PIPELINE, start=False)
+    job, problems = intake.submit_job(store, product_name="Relief", sku="R-1", preset="preview", draft_dir=draft,
+                                      photos=received, depth_files=[(f"{photo.stem}.npy", buffer.getvalue())],
+                                      mode="relief", start=False)
     assert not problems
-    assert jobs.run_worker(store, job.id) == "done", store.get_job(job.id).error
-    manifest = jobs.read_manifest(store.run_dir(job))
-    assert manifest.mode == "single_photo" and [s.name for s in manifest.stages] == ["capture", "relief"]
-    assert (store.run_dir(job) / manifest.artifacts["mesh_glb"]).stat().st_size > 0
+    assert worker.run_worker(store, job.id) == "done", store.get_job(job.id).error
+    manifest = read_manifest(store.run_dir(job))
+    assert manifest.mode == "relief" and [s.name for s in manifest.stages] == ["capture", "relief"]
+    assert manifest.run_id == job.id  # one id per run
+    assert (store.run_dir(job) / manifest.artifacts["relief.glb"].path).stat().st_size > 0

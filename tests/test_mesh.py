@@ -9,9 +9,13 @@ import open3d as o3d
 import pytest
 import trimesh
 
+from core.artifacts import MESH_GLB, MESH_OBJ, MESH_PLY
 from core.config import MeshConfig
-from core.isolation import IsolatedCloud
-from core.mesh import boundary_loops, build_mesh, export_mesh
+from core.geometry import boundary_loops
+from core.stages.isolation import IsolatedCloud
+from core.stages.mesh import export_mesh, run_mesh
+
+MESH = (MESH_PLY, MESH_GLB, MESH_OBJ)
 
 RADIUS, HEIGHT = 0.04, 0.12
 
@@ -34,7 +38,7 @@ def _can_cloud(spacing: float = 0.002) -> IsolatedCloud:
 
 
 def test_mesh_of_a_can_is_closed_coloured_and_on_budget(tmp_path: Path) -> None:
-    result = build_mesh(_can_cloud(), tmp_path, MeshConfig(target_faces=4000, poisson_depth=8))
+    result = run_mesh(_can_cloud(), tmp_path, MeshConfig(target_faces=4000, poisson_depth=8))
     assert result.ok, result.failure
     m = result.metrics
     assert 2000 < m["faces"] <= 4000 and m["base_points_added"] > 0
@@ -49,22 +53,21 @@ def test_mesh_of_a_can_is_closed_coloured_and_on_budget(tmp_path: Path) -> None:
     assert m["holes"] == boundary_loops(np.asarray(mesh.triangles))[0] and m["holes"] <= 2
     colors = np.asarray(mesh.vertex_colors)
     assert np.allclose(colors[vertices[:, 2] > 0.9 * HEIGHT].mean(0), [200 / 255, 30 / 255, 30 / 255], atol=0.05)
-    for key in ("mesh", "mesh_glb", "mesh_obj"):
-        assert Path(result.artifacts[key]).is_file()
+    assert result.artifacts == list(MESH) and all(a.path(tmp_path).is_file() for a in MESH)
 
 
 def test_exports_reload_with_the_same_faces(tmp_path: Path) -> None:
     mesh = o3d.geometry.TriangleMesh.create_box(0.1, 0.2, 0.4).subdivide_midpoint(2)
     mesh.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.vertices) / np.array([0.1, 0.2, 0.4]))
-    paths = export_mesh(mesh, tmp_path / "out", "item")
-    assert set(paths) == {"mesh", "mesh_glb", "mesh_obj"} and all(p.is_absolute() for p in paths.values())
+    assert export_mesh(mesh, tmp_path, MESH) == list(MESH)
+    paths = {a.key: a.path(tmp_path) for a in MESH}
     faces = len(mesh.triangles)
 
-    ply = o3d.io.read_triangle_mesh(str(paths["mesh"]))
+    ply = o3d.io.read_triangle_mesh(str(paths["mesh.ply"]))
     assert len(ply.triangles) == faces and ply.has_vertex_colors()
     assert np.allclose(ply.get_max_bound(), [0.1, 0.2, 0.4])
 
-    glb = trimesh.load(paths["mesh_glb"], force="mesh", process=False)
+    glb = trimesh.load(paths["mesh.glb"], force="mesh", process=False)
     assert len(glb.faces) == faces
     # glTF is y-up: the box's height (world z, 0.4) is along y, and the vertex colours came through as COLOR_0.
     assert np.allclose(glb.bounds[1] - glb.bounds[0], [0.1, 0.4, 0.2], atol=1e-6)
@@ -72,19 +75,19 @@ def test_exports_reload_with_the_same_faces(tmp_path: Path) -> None:
     assert glb.visual.kind == "vertex" and len(glb.visual.vertex_colors) == len(glb.vertices)
     assert glb.visual.vertex_colors[:, :3].std() > 10
 
-    obj = trimesh.load(paths["mesh_obj"], force="mesh", process=False)
+    obj = trimesh.load(paths["mesh.obj"], force="mesh", process=False)
     assert len(obj.faces) == faces
-    obj3d = o3d.io.read_triangle_mesh(str(paths["mesh_obj"]))  # reads 'v x y z r g b' colours
+    obj3d = o3d.io.read_triangle_mesh(str(paths["mesh.obj"]))  # reads 'v x y z r g b' colours
     assert len(obj3d.triangles) == faces and obj3d.has_vertex_colors()
     expected = np.sort(np.asarray(mesh.vertex_colors), axis=0)
     assert np.allclose(np.sort(np.asarray(obj3d.vertex_colors), axis=0), expected, atol=1e-3)
-    assert (tmp_path / "out" / "item.mtl").is_file()
+    assert (tmp_path / "mesh" / "mesh.mtl").is_file()
 
 
 def test_export_without_colours_and_with_another_up(tmp_path: Path) -> None:
     mesh = o3d.geometry.TriangleMesh.create_box(0.1, 0.2, 0.4)
-    paths = export_mesh(mesh, tmp_path, up=np.array([0, -1.0, 0]))  # e.g. OpenCV camera axes, y down
-    glb = trimesh.load(paths["mesh_glb"], force="mesh", process=False)
+    export_mesh(mesh, tmp_path, MESH, up=np.array([0, -1.0, 0]))  # e.g. OpenCV camera axes, y down
+    glb = trimesh.load(MESH_GLB.path(tmp_path), force="mesh", process=False)
     assert len(glb.faces) == 12
     assert np.allclose(glb.bounds[1] - glb.bounds[0], [0.1, 0.2, 0.4], atol=1e-6)  # y extent stays the 0.2 side
 
@@ -98,12 +101,13 @@ def test_boundary_loops() -> None:
 
 def test_too_few_points_fail_with_reason(tmp_path: Path) -> None:
     cloud = IsolatedCloud(points=np.zeros((10, 3)), colors=np.zeros((10, 3), np.uint8), normals=np.zeros((10, 3)))
-    result = build_mesh(cloud, tmp_path, MeshConfig())
+    result = run_mesh(cloud, tmp_path, MeshConfig())
     assert not result.ok and "points" in result.failure
 
 
 @pytest.mark.parametrize("up", [None, np.array([0, 0, 1.0])])
 def test_z_up_is_the_default(tmp_path: Path, up: np.ndarray | None) -> None:
     mesh = o3d.geometry.TriangleMesh.create_box(0.1, 0.2, 0.4)
-    glb = trimesh.load(export_mesh(mesh, tmp_path, up=up)["mesh_glb"], force="mesh", process=False)
+    export_mesh(mesh, tmp_path, MESH, up=up)
+    glb = trimesh.load(MESH_GLB.path(tmp_path), force="mesh", process=False)
     assert glb.bounds[1][1] - glb.bounds[0][1] == pytest.approx(0.4)

@@ -7,34 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import DenseConfig
-from core.geometry import backproject_depth
-from core.mvs import DepthMaps, estimate_depth_maps, load_depth_view
+from benchmarks.synthetic import CaptureGroundTruth, CaptureSpec, ground_truth_scene, render_capture
+from core.config import DepthConfig
 from core.scene import SparseScene
-from core.synthetic import CaptureGroundTruth, CaptureSpec, render_capture
-
-
-def scene_from_ground_truth(truth: CaptureGroundTruth, points_per_view: int = 250, seed: int = 0) -> SparseScene:
-    """A SparseScene without SfM: true cameras, rendered photos, sparse points sampled from the true depth maps and
-    visible wherever a view's true depth agrees (what SfM tracks would give, without the noise)."""
-    rng = np.random.default_rng(seed)
-    cameras = truth.camera_list()
-    depths = [truth.load_depth(name) for name in truth.image_names]
-    samples = []
-    for camera, depth in zip(cameras, depths, strict=True):
-        pts = backproject_depth(depth, camera)
-        samples.append(pts[rng.choice(len(pts), min(points_per_view, len(pts)), replace=False)])
-    points = np.concatenate(samples)
-    visibility = []
-    for camera, depth in zip(cameras, depths, strict=True):
-        uv, z = camera.project(points)
-        col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-        inside = np.flatnonzero((z > 0) & (col >= 0) & (row >= 0) & (col < camera.width) & (row < camera.height))
-        seen = np.abs(depth[row[inside], col[inside]] - z[inside]) < 0.005 * z[inside]
-        visibility.append(inside[seen])
-    paths = [truth.image_dir / name for name in truth.image_names]
-    return SparseScene(list(truth.image_names), paths, cameras, points, np.zeros((len(points), 3), np.uint8),
-                       visibility)
+from core.stages.depth import DepthMaps, load_depth_map, run_depth
 
 
 @pytest.fixture(scope="module")
@@ -45,30 +21,31 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> CaptureGroundTruth:
 
 @pytest.fixture(scope="module")
 def depth_maps(capture: CaptureGroundTruth, tmp_path_factory: pytest.TempPathFactory) -> DepthMaps:
-    config = DenseConfig(max_side=240, num_source_views=4, num_depth_planes=64)
-    return estimate_depth_maps(scene_from_ground_truth(capture), tmp_path_factory.mktemp("depth"), config)
+    config = DepthConfig(max_side=240, num_source_views=4, num_depth_planes=64)
+    return run_depth(ground_truth_scene(capture), tmp_path_factory.mktemp("depth"), config)
 
 
 def test_depth_matches_ground_truth(capture: CaptureGroundTruth, depth_maps: DepthMaps) -> None:
     assert depth_maps.ok, depth_maps.failure
-    assert len(depth_maps.views) == len(capture.image_names)
+    assert len(depth_maps.maps) == len(capture.image_names)
     errors, coverage = [], []
-    for record in depth_maps.views:
-        view = load_depth_view(record.path)
-        truth = capture.load_depth(record.name)
+    for record in depth_maps.maps:
+        view = load_depth_map(record.path)
+        assert view.photo == record.photo
+        truth = capture.load_depth(record.photo.name)
         assert view.depth.shape == truth.shape and view.image.shape == truth.shape + (3,)
         assert view.depth.dtype == np.float32 and view.confidence.dtype == np.float32
         assert float(view.confidence.min()) >= 0.0 and float(view.confidence.max()) <= 1.0
         both = np.isfinite(view.depth) & np.isfinite(truth)
         near, far = record.depth_range
         errors.append(np.median(np.abs(view.depth[both] - truth[both])) / (far - near))
-        product = capture.load_mask(record.name)
+        product = capture.load_mask(record.photo.name)
         coverage.append((both & product).sum() / product.sum())
     # Measured on such captures: median error 0.1% of the depth range; 80-85% of the product's pixels get a depth
     # (the plain backdrop gets almost none, rightly).
     assert np.median(errors) < 0.01
     assert np.median(coverage) > 0.6
-    per_view = depth_maps.metrics["per_view"]
+    per_view = depth_maps.metrics["per_photo"]
     assert set(per_view) == set(capture.image_names)
     assert all({"valid_fraction", "centre_valid_fraction", "median_confidence", "seconds"} <= set(v)
                for v in per_view.values())
@@ -80,9 +57,9 @@ def test_depth_matches_ground_truth(capture: CaptureGroundTruth, depth_maps: Dep
 def test_confidence_ranks_errors(capture: CaptureGroundTruth, depth_maps: DepthMaps) -> None:
     """Confident depths are more often right than unconfident ones (what fusion's threshold relies on)."""
     confident, doubtful = [], []
-    for record in depth_maps.views:
-        view = load_depth_view(record.path)
-        truth = capture.load_depth(record.name)
+    for record in depth_maps.maps:
+        view = load_depth_map(record.path)
+        truth = capture.load_depth(record.photo.name)
         both = np.isfinite(view.depth) & np.isfinite(truth)
         wrong = np.abs(view.depth[both] - truth[both]) > 0.02 * truth[both]
         conf = view.confidence[both]
@@ -93,7 +70,7 @@ def test_confidence_ranks_errors(capture: CaptureGroundTruth, depth_maps: DepthM
 
 def test_sources_are_orbit_neighbours(capture: CaptureGroundTruth, depth_maps: DepthMaps) -> None:
     centers = np.array([c.center for c in capture.camera_list()])
-    for index, record in enumerate(depth_maps.views):
+    for index, record in enumerate(depth_maps.maps):
         assert len(record.source_views) == 4 and index not in record.source_views
         distance = np.linalg.norm(centers - centers[index], axis=1)
         nearest = set(np.argsort(distance)[1:7].tolist())  # neighbours on the same ring and on the other ring
@@ -101,10 +78,10 @@ def test_sources_are_orbit_neighbours(capture: CaptureGroundTruth, depth_maps: D
 
 
 def test_single_view_fails_with_reason(capture: CaptureGroundTruth, tmp_path: Path) -> None:
-    scene = scene_from_ground_truth(capture)
-    one = SparseScene(scene.image_names[:1], scene.image_paths[:1], scene.cameras[:1], scene.points, scene.colors,
+    scene = ground_truth_scene(capture)
+    one = SparseScene(scene.photos[:1], scene.image_paths[:1], scene.cameras[:1], scene.points, scene.colors,
                       scene.visibility[:1])
-    result = estimate_depth_maps(one, tmp_path, DenseConfig(max_side=240))
+    result = run_depth(one, tmp_path, DepthConfig(max_side=240))
     assert not result.ok and "photos" in result.failure
 
 
@@ -112,18 +89,19 @@ def test_torch_costs_match_opencv(capture: CaptureGroundTruth) -> None:
     """The GPU path (torch) computes the same sweep as the CPU path; checked here with torch on the CPU."""
     import torch
 
-    from core import mvs
+    from core.stages import depth
+    from core.stages.depth.sweep import plane_sweep
 
-    scene = scene_from_ground_truth(capture)
-    cameras, _, greys = mvs._load_views(scene, 240)
-    sources = mvs._select_sources(scene, 4)[0]
+    scene = ground_truth_scene(capture)
+    cameras, _, greys = depth._load_views(scene, 240)
+    sources = depth._select_sources(scene, 4)[0]
     args = (greys[0], cameras[0], [greys[j] for j in sources], [cameras[j] for j in sources],
-            mvs._depth_range(scene, 0), 48)
-    depth_cv, conf_cv = mvs._sweep(*args)
+            depth._depth_range(scene, 0), 48)
+    depth_cv, conf_cv = plane_sweep(*args)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch's CPU thread pool crawls on a busy two-core machine; a GPU is what it is for
     try:
-        depth_torch, conf_torch = mvs._sweep(*args, device="cpu")
+        depth_torch, conf_torch = plane_sweep(*args, device="cpu")
     finally:
         torch.set_num_threads(threads)
     both = np.isfinite(depth_cv) & np.isfinite(depth_torch)
@@ -135,11 +113,11 @@ def test_torch_costs_match_opencv(capture: CaptureGroundTruth) -> None:
 
 
 def test_coverage_verdicts() -> None:
-    from core.mvs import _findings
+    from core.advice import depth_findings
 
     names = [f"IMG_{i}.jpg" for i in range(12)]
-    assert not _findings(names, np.full(12, 0.8))
-    plain = _findings(names, np.full(12, 0.16))  # measured on a render of a plain box: 16% of the product area
+    assert not depth_findings(names, [0.8] * 12)
+    plain = depth_findings(names, [0.16] * 12)  # measured on a render of a plain box: 16% of the product area
     assert len(plain) == 1 and plain[0].level == "warning" and "16%" in plain[0].message
-    one_bad = _findings(names, np.array([0.85] * 11 + [0.1]))
+    one_bad = depth_findings(names, [0.85] * 11 + [0.1])
     assert len(one_bad) == 1 and one_bad[0].level == "info" and "IMG_11.jpg" in one_bad[0].message

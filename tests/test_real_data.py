@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.capture import prepare_capture
-from core.config import preset_config
-from core.manifest import photo_names_by_working_image
-from core.geometry import compare_poses, relative_rotation_errors_deg
-from core.scene import cameras_from_model
-from core.sfm import run_sfm
 from benchmarks.evaluate import SHARED_DATA, read_bundler_cameras, read_middlebury_par
+from core.config import preset_config
+from core.geometry import compare_poses, relative_rotation_errors_deg
+from core.photos import PhotoSet
+from core.scene import cameras_from_model
+from core.stages.capture import run_capture
+from core.stages.sfm import run_sfm
 
 pytestmark = pytest.mark.real_data
 logger = logging.getLogger(__name__)
@@ -22,11 +22,11 @@ logger = logging.getLogger(__name__)
 
 def reconstruct(photos: list[Path], run_dir: Path) -> tuple[dict, dict[str, str]]:
     config = preset_config("balanced")
-    capture = prepare_capture(photos, run_dir, config.capture)
+    capture = run_capture(photos, run_dir, config.capture)
     result = run_sfm(capture, run_dir, config.sfm)
     assert result.ok, result.failure
-    working_to_original = photo_names_by_working_image(capture.accepted)
-    estimated = {working_to_original[name]: cam for name, cam in cameras_from_model(result.sparse_dir).items()}
+    photo_set = PhotoSet(capture.accepted)
+    estimated = {photo_set.by_working(name).name: cam for name, cam in cameras_from_model(result.model_dir).items()}
     return estimated, result.metrics
 
 

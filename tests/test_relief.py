@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import depth_prior as dp
-from core import relief
 from core.config import preset_config
 from core.geometry import PinholeCamera
+from core.stages import depth_prior as dp
+from core.stages import relief
+from core.stages.depth_prior import model
 from tests.conftest import build_tiny_model
 
 WIDTH, HEIGHT, RADIUS = 320, 240, 90
@@ -38,10 +39,13 @@ def _photo_and_depth(tmp_path: Path, exif_35mm: int | None = None) -> tuple[Path
 
 @pytest.fixture
 def config():
-    config = preset_config("preview")
-    config.mesh.target_faces = 20000  # a 3-pixel grid
-    config.depth_prior.input_size = 70
-    return config
+    return preset_config("preview").with_changes({"relief": {"target_faces": 20000},  # a 3-pixel grid
+                                                  "depth_prior": {"input_size": 70}})
+
+
+def build_relief(photo: Path, run_dir: Path, config, depth_file: Path | None = None) -> relief.ReliefResult:
+    return relief.run_relief(photo, run_dir, config.relief, config.depth_prior, config.capture,
+                             depth_file=depth_file)
 
 
 def _reload(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -59,15 +63,14 @@ def test_relief_from_supplied_metric_depth(tmp_path: Path, config, no_depth_mode
         np.save(tmp_path / "depth" / "product.npy", cv2.resize(depth, (160, 120), interpolation=cv2.INTER_NEAREST))
     else:
         cv2.imwrite(str(tmp_path / "depth" / "product.png"), np.round(depth * 1000).astype(np.uint16))
-    config.depth_prior.depth_dir = str(tmp_path / "depth")
-    result = relief.build_relief(photo, tmp_path / "out", config)
+    result = build_relief(photo, tmp_path / "out", config, depth_file=next((tmp_path / "depth").iterdir()))
     assert result.ok, result.failure
     assert result.scale == "metric" and result.depth_source == "file"
     assert result.metrics["focal_assumed"] == 1.0 and result.metrics["background_removed"] == 1.0
     assert any("assumes a 60 degree field of view" in f.message for f in result.findings)
-    for key in ("mesh", "mesh_glb", "mesh_obj"):
-        assert Path(result.artifacts[key]).is_file()
-    vertices, faces = _reload(Path(result.artifacts["mesh"]))
+    assert all(a.path(tmp_path / "out").is_file() for a in result.artifacts)
+    assert {a.key for a in result.artifacts} == {"relief.ply", "relief.glb", "relief.obj", "relief.depth"}
+    vertices, faces = _reload(tmp_path / "out" / "relief" / "relief.ply")
     assert len(faces) > 500
     # The wall is gone; the dome's width follows from the assumed 60 degree field of view at 1 m.
     focal = 0.5 * WIDTH / np.tan(np.radians(30))
@@ -81,7 +84,7 @@ def test_relief_uses_exif_focal_and_keeps_background_without_gap(tmp_path: Path,
     v = np.mgrid[0:HEIGHT, 0:WIDTH][0]
     slope = (1.0 + v / HEIGHT).astype(np.float32)  # a floor receding smoothly: no product/background gap
     np.save(tmp_path / "floor.npy", slope)
-    result = relief.build_relief(photo, tmp_path / "out", config, depth_file=tmp_path / "floor.npy")
+    result = build_relief(photo, tmp_path / "out", config, depth_file=tmp_path / "floor.npy")
     assert result.ok, result.failure
     assert result.metrics["focal_assumed"] == 0.0 and result.metrics["focal_px"] == pytest.approx(WIDTH)
     assert result.metrics["background_removed"] == 0.0
@@ -105,23 +108,23 @@ def test_relief_from_tiny_model(tmp_path: Path, config, no_depth_model: Path, mo
     photo, _ = _photo_and_depth(tmp_path)
     # A random model's depth is noise from pixel to pixel, which the discontinuity cut would remove entirely.
     monkeypatch.setattr(relief, "GRAZING_COS", 0.0)
-    result = relief.build_relief(photo, tmp_path / "out", config)
+    result = build_relief(photo, tmp_path / "out", config)
     assert result.ok, result.failure
     assert result.scale == "relative" and result.depth_source == "model"
     assert any("relative" in f.message for f in result.findings)
-    vertices, faces = _reload(Path(result.artifacts["mesh_glb"]))
+    vertices, faces = _reload(tmp_path / "out" / "relief" / "relief.glb")
     assert len(vertices) > 0 and len(faces) > 0
     assert result.depth is not None and result.depth.shape == (HEIGHT, WIDTH)
 
 
 def test_relief_without_depth_fails_with_a_reason(tmp_path: Path, config, no_depth_model: Path) -> None:
     photo, _ = _photo_and_depth(tmp_path)
-    result = relief.build_relief(photo, tmp_path / "out", config)
+    result = build_relief(photo, tmp_path / "out", config)
     assert not result.ok
     assert dp.ENV_VAR in result.failure and "depth map" in result.failure
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo", encoding="utf-8")
-    result = relief.build_relief(bad, tmp_path / "out", config)
+    result = build_relief(bad, tmp_path / "out", config)
     assert not result.ok and "notes.jpg" in result.failure
 
 
@@ -129,14 +132,14 @@ def test_relative_depth_gives_the_product_a_plausible_depth(tmp_path: Path, conf
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A relative prediction (disparity up to scale and shift): the isolated product gets half its width in depth."""
     photo, depth = _photo_and_depth(tmp_path)
-    location = dp.ModelLocation(tmp_path, "explicit", "stub")
-    stub = dp.DepthModel(model=None, device="cpu", kind="relative", location=location)
-    monkeypatch.setattr(dp, "find_model", lambda _config: dp.ModelLookup(location, "stub"))
+    location = model.ModelLocation(tmp_path, "explicit", "stub")
+    stub = model.DepthModel(model=None, device="cpu", kind="relative", location=location)
+    monkeypatch.setattr(dp, "find_model", lambda _config: model.ModelLookup(location, "stub"))
     monkeypatch.setattr(dp, "load_depth_model", lambda _location: stub)
     monkeypatch.setattr(dp, "predict_relative_depth", lambda _m, images, _size: [3.0 / depth + 0.4])
-    result = relief.build_relief(photo, tmp_path / "out", config)
+    result = build_relief(photo, tmp_path / "out", config)
     assert result.ok and result.scale == "relative" and result.metrics["background_removed"] == 1.0
-    vertices, _ = _reload(Path(result.artifacts["mesh"]))
+    vertices, _ = _reload(tmp_path / "out" / "relief" / "relief.ply")
     width, deep = np.ptp(vertices[:, 0]), np.ptp(vertices[:, 1])  # x right, y away from the camera
     assert deep / width == pytest.approx(relief.PRODUCT_DEPTH_OVER_WIDTH, rel=0.2)
     assert any("as deep as it is wide" in f.message for f in result.findings)

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.capture import prepare_capture
+from benchmarks.synthetic import CaptureGroundTruth, CaptureSpec, render_capture
+from core.cli.run import list_photos
 from core.config import SfmConfig, preset_config
 from core.geometry import compare_poses
-from core.manifest import photo_names_by_working_image
-from core.pipeline import list_photos
+from core.photos import PhotoSet
 from core.scene import cameras_from_model
-from core.sfm import run_sfm, static_background_masks
-from core.synthetic import CaptureGroundTruth, CaptureSpec, render_capture
+from core.stages.capture import run_capture
+from core.stages.sfm import run_sfm, static_background_masks
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,13 @@ def turntable(tmp_path_factory: pytest.TempPathFactory) -> CaptureGroundTruth:
 def test_turntable_with_textured_backdrop_is_reconstructed_in_the_product_frame(turntable: CaptureGroundTruth,
                                                                                  tmp_path: Path) -> None:
     config = preset_config("preview")
-    capture = prepare_capture(list_photos(turntable.image_dir), tmp_path, config.capture)
+    capture = run_capture(list_photos(turntable.image_dir), tmp_path, config.capture)
     result = run_sfm(capture, tmp_path, config.sfm)
     assert result.ok, result.failure
     assert result.metrics["static_background_fraction"] > 0.3
     assert any("turntable" in f.message for f in result.findings)
-    working_to_original = photo_names_by_working_image(capture.accepted)
-    estimated = {working_to_original[n]: c for n, c in cameras_from_model(result.sparse_dir).items()}
+    photo_set = PhotoSet(capture.accepted)
+    estimated = {photo_set.by_working(n).name: c for n, c in cameras_from_model(result.model_dir).items()}
     names = sorted(estimated)
     assert len(names) == 16
     # Ground truth is in the product's frame: without the masks, the cameras land at the tripod (~90-140° off).

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from benchmarks.evaluate import SHARED_DATA
-from core.geometry import backproject_depth
-from core.synthetic import (
+from benchmarks.synthetic import (
     CaptureGroundTruth,
     CaptureSpec,
     load_ground_truth,
     read_cameras_json,
     render_capture,
 )
+from core.geometry import backproject_depth
 
 SMALL = dict(num_views=4, width=160, height=120, image_format="png")
 

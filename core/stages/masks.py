@@ -13,27 +13,35 @@ plate), so a second segmentation pass treats it as such; the agreement (IoU) bet
 others' hull is the multi-view part of its confidence.
 
 The user can supply masks (a folder of images named like the photos, white = product): they are used as given,
-with confidence 1, and checked against each other the same way (the findings name the ones that disagree).
+and checked against each other the same way (their confidence is that agreement; findings name the ones that
+disagree).
 
-Writes ``RUN/masks/<working stem>.png`` (uint8, 255 = product, at the size of the images the dense stages use).
+Writes ``RUN/masks/images/<stem>.png`` (uint8, 255 = product, at the size of the undistorted images the dense stages
+use); ``MasksResult.mask_for(photo)`` reads them back.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from core.geometry import PinholeCamera
+from core import advice
+from core.artifacts import MASKS_IMAGES
+from core.config import MasksConfig
+from core.geometry import PinholeCamera, cameras_focus, cameras_up, narrowest_half_view, support_plane
 from core.manifest import Finding
+from core.photos import Photo
+from core.progress import StageProgress, no_progress
 from core.scene import SparseScene
 from core.segmentation import Segmentation, SegmentationHints, mask_iou, segment_product
-from core.stage import ProgressFn, StageOutput, no_progress
-from core.stages.fusion.hull import carve, carve_hull
+from core.stages import StageOutput
+from core.stages.fusion.hull import Silhouettes, carve, carve_hull
 
 logger = logging.getLogger(__name__)
 
@@ -46,176 +54,169 @@ PRODUCT_HEIGHT_SHARE = 0.02
 """Sparse points this share of the camera distance above the plane are off the table (product or background)."""
 POINT_RADIUS_PX = 3
 """Radius of the product seed around each projected product point, in mask pixels."""
+OBJECT_FRAME_SHARE = 0.8
+"""The product fills at most this share of the narrower half field of view (isolation's assumption too)."""
+PLANE_TOLERANCE = 0.004
+"""RANSAC inlier distance for the support plane, as a share of the camera distance (isolation's too)."""
 CONSISTENCY_RESOLUTION = 64
 """Voxels along the longest side of the leave-one-out hull (coarse: it only has to say 'not here')."""
 CONSISTENCY_MARGIN_SHARE = 0.015
 """Pixels farther than this share of the image diagonal outside the others' hull are background."""
 MIN_HULL_CONFIDENCE = 0.3
 """Masks below this confidence do not carve the consistency hull (nor, later, the visual hull)."""
-LOW_CONFIDENCE = 0.5
-"""Findings name the photos whose mask confidence is below this."""
-
-
-@dataclass(frozen=True)
-class MasksConfig:
-    """Product masks per photo."""
-
-    enabled: bool = True
-    """Compute masks (silhouettes for the visual hull, the product region for stereo and texturing)."""
-    supplied_dir: str | None = None
-    """Folder of masks named like the photos (white = product); used as given where present."""
-    max_side: int = 480
-    """Segmentation runs on a copy with this longer side (GrabCut is the cost: ~0.7 s per photo at 480 px)."""
-    iterations: int = 4
-    """GrabCut iterations per pass."""
-    refine: bool = True
-    """Second pass with the leave-one-out hull of the other photos' masks as hints."""
 
 
 @dataclass
 class MasksResult(StageOutput):
-    """Where the masks are and how much each is trusted."""
+    """Where the masks are, how much each is trusted, and where the product stands (for the visual hull)."""
 
     mask_dir: Path | None = None
-    names: list[str] = field(default_factory=list)
-    """Image names (the scene's) in order."""
+    photos: list[Photo] = field(default_factory=list)
+    """The scene's photos, in order."""
     confidence: dict[str, float] = field(default_factory=dict)
-    """Per image name, in [0, 1]."""
+    """Per photo (working name), in [0, 1]."""
     supplied: set[str] = field(default_factory=set)
-    """Image names whose mask the user supplied."""
+    """Working names of the photos whose mask the user supplied."""
+    plane: np.ndarray | None = None
+    """The support plane found in the sparse points (a, b, c, d), (a, b, c) = up; None when there is none."""
+    up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+    focus: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    """Where the cameras' axes meet (on the plane when there is one)."""
+    radius: float = 0.0
+    """Generous radius around the focus inside which the product stands."""
 
-    def path_for(self, name: str) -> Path | None:
+    def path_for(self, photo: Photo) -> Path | None:
         if self.mask_dir is None:
             return None
-        path = self.mask_dir / f"{Path(name).stem}.png"
+        path = self.mask_dir / f"{photo.stem}.png"
         return path if path.is_file() else None
 
-    def mask_for(self, name: str) -> np.ndarray | None:
-        """(H, W) bool product mask of an image (None when there is none)."""
-        path = self.path_for(name)
-        if path is None:
-            return None
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    def mask_for(self, photo: Photo) -> np.ndarray | None:
+        """(H, W) bool product mask of a photo at the size of its undistorted image (None when there is none)."""
+        path = self.path_for(photo)
+        mask = None if path is None else cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         return None if mask is None else mask > 127
 
+    def confidence_for(self, photo: Photo) -> float:
+        return self.confidence.get(photo.working, 0.0)
 
-def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: ProgressFn = no_progress
-              ) -> MasksResult:
-    """Segment the product in every view of ``scene``; masks go to ``run_dir/masks``."""
+    def silhouettes(self, scene: SparseScene) -> Silhouettes | None:
+        """The trusted masks with their cameras and the product's frame, for fusion's visual hull (None: no masks)."""
+        if not self.ok or self.mask_dir is None:
+            return None
+        workings, cameras, masks = [], [], []
+        for photo, camera in zip(scene.photos, scene.cameras, strict=True):
+            mask = self.mask_for(photo)
+            if mask is not None and self.confidence_for(photo) >= MIN_HULL_CONFIDENCE:
+                workings.append(photo.working)
+                cameras.append(camera)
+                masks.append(mask)
+        return Silhouettes(workings, cameras, masks, self.plane, self.focus, self.up, self.radius)
+
+
+def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: StageProgress = no_progress,
+              supplied: Mapping[int, Path] | None = None) -> MasksResult:
+    """Segment the product in every photo of ``scene``; writes ``RUN/masks/images/<stem>.png``.
+
+    ``supplied``: the user's mask files by photo index (``find_supplied_masks``); they are used as given.
+    """
     started = time.perf_counter()
-    mask_dir = Path(run_dir) / "masks"
     if not config.enabled:
-        return MasksResult(metrics={"masks": 0}, findings=[Finding("info", "Product masks switched off for this run.")])
+        return MasksResult(metrics={"masks": 0}, findings=[advice.MASKS_OFF])
+    mask_dir = MASKS_IMAGES.path(run_dir)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    names, cameras = scene.image_names, scene.cameras
+    photos, cameras = list(scene.photos), scene.cameras
     images = [_read_rgb(p) for p in scene.image_paths]
-
-    supplied, findings = read_supplied_masks(config.supplied_dir, names, [(c.width, c.height) for c in cameras])
+    given, findings = read_supplied_masks(supplied or {}, photos, [(c.width, c.height) for c in cameras])
     geometry = SceneGeometry.from_scene(scene)
     progress(0.02, "reading the support plane")
     segmentations: dict[int, Segmentation] = {}
     hints: list[SegmentationHints] = []
     for i in range(len(cameras)):
         hints.append(geometry.hints(i, images))
-        if i in supplied:
+        if i in given:
             continue
         segmentations[i] = segment_product(images[i], hints[i], max_side=config.max_side,
                                            iterations=config.iterations)
         progress(0.05 + 0.45 * (i + 1) / len(cameras), f"segmented {i + 1}/{len(cameras)}")
-    masks = [supplied[i] if i in supplied else segmentations[i].mask for i in range(len(cameras))]
-    own = np.array([1.0 if i in supplied else segmentations[i].confidence for i in range(len(cameras))])
+    masks = [given[i] if i in given else segmentations[i].mask for i in range(len(cameras))]
+    own = np.array([1.0 if i in given else segmentations[i].confidence for i in range(len(cameras))])
 
     agreement = np.ones(len(cameras))
     if len(cameras) >= 3:
         agreement, others = leave_one_out(cameras, masks, own, geometry)
         if config.refine:
-            for i in segmentations:
+            for done, i in enumerate(sorted(segmentations), start=1):
                 refined = _with_others(hints[i], others[i], images[i].shape[:2])
                 segmentations[i] = segment_product(images[i], refined, max_side=config.max_side,
                                                    iterations=config.iterations)
                 masks[i] = segmentations[i].mask
                 own[i] = segmentations[i].confidence
-                progress(0.55 + 0.4 * (len([k for k in segmentations if k <= i])) / max(len(segmentations), 1),
-                         f"refined {i + 1}/{len(cameras)}")
+                progress(0.55 + 0.4 * done / max(len(segmentations), 1), f"refined {done}/{len(segmentations)}")
             agreement, _ = leave_one_out(cameras, masks, own, geometry)
 
-    confidence = {}
-    per_photo = {}
-    for i, name in enumerate(names):
-        value = float(agreement[i]) if i in supplied else float(own[i] * agreement[i])
-        confidence[name] = round(value, 3)
-        cv2.imwrite(str(mask_dir / f"{Path(name).stem}.png"), masks[i].astype(np.uint8) * 255)
-        per_photo[name] = {"confidence": confidence[name], "agreement": round(float(agreement[i]), 3),
-                           "supplied": int(i in supplied), "area_fraction": round(float(masks[i].mean()), 4)}
+    confidence: dict[str, float] = {}
+    per_photo: dict[str, dict[str, float]] = {}
+    for i, photo in enumerate(photos):
+        value = float(agreement[i]) if i in given else float(own[i] * agreement[i])
+        confidence[photo.working] = round(value, 3)
+        cv2.imwrite(str(mask_dir / f"{photo.stem}.png"), masks[i].astype(np.uint8) * 255)
+        per_photo[photo.name] = {"confidence": confidence[photo.working], "agreement": round(float(agreement[i]), 3),
+                                 "supplied": int(i in given), "area_fraction": round(float(masks[i].mean()), 4)}
         if i in segmentations:
-            per_photo[name].update({k: round(v, 3) for k, v in segmentations[i].scores.items()})
+            per_photo[photo.name].update({k: round(v, 3) for k, v in segmentations[i].scores.items()})
     values = np.array(list(confidence.values()))
-    metrics = {"masks": len(names), "supplied": len(supplied), "median_confidence": float(np.median(values)),
-               "low_confidence": int((values < LOW_CONFIDENCE).sum()),
+    metrics = {"masks": len(photos), "supplied": len(given), "median_confidence": float(np.median(values)),
+               "low_confidence": int((values < advice.LOW_MASK_CONFIDENCE).sum()),
                "support_plane_found": int(geometry.plane is not None),
                "seconds": round(time.perf_counter() - started, 2), "per_photo": per_photo}
-    findings += masks_findings(confidence, supplied={names[i] for i in supplied})
+    findings += advice.masks_findings(per_photo)
     progress(1.0, "masks ready")
-    return MasksResult(metrics=metrics, findings=findings, artifacts={"masks": mask_dir.resolve()},
-                       mask_dir=mask_dir.resolve(), names=list(names), confidence=confidence,
-                       supplied={names[i] for i in supplied})
+    return MasksResult(metrics=metrics, findings=findings, artifacts=[MASKS_IMAGES], mask_dir=mask_dir.resolve(),
+                       photos=photos, confidence=confidence, supplied={photos[i].working for i in given},
+                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius)
 
 
-def masks_findings(confidence: dict[str, float], supplied: set[str]) -> list[Finding]:
-    """One finding for all the weak masks (naming them), not one per photo."""
-    weak = sorted(n for n, c in confidence.items() if c < LOW_CONFIDENCE)
-    findings = []
-    if weak:
-        listed = ", ".join(weak[:8]) + (" ..." if len(weak) > 8 else "")
-        kind = ("supplied masks disagree with the other photos" if set(weak) <= supplied
-                else "product outline is uncertain")
-        findings.append(Finding(
-            "warning" if len(weak) > len(confidence) // 3 else "info",
-            f"{len(weak)} of {len(confidence)} photos: the {kind} ({listed}); they count less in the silhouette hull.",
-            "A plain backdrop that differs from the product's colour gives clean outlines; or supply masks."))
-    return findings
-
-
-def read_supplied_masks(folder: str | Path | None, names: list[str], sizes: list[tuple[int, int]]
-                        ) -> tuple[dict[int, np.ndarray], list[Finding]]:
-    """User masks named like the photos (any image format; > 127 = product), at each photo's (width, height)."""
-    if not folder:
-        return {}, []
+def find_supplied_masks(folder: Path, photos: Sequence[Photo], sources: Sequence[Path]) -> dict[int, Path]:
+    """The user's mask files by photo index: named like the photo files (``sources[photo.index]``), any image
+    suffix, stems compared case-insensitively."""
     folder = Path(folder)
     if not folder.is_dir():
-        return {}, [Finding("warning", f"The mask folder {folder} does not exist; masks were computed instead.",
-                            "Check the --masks-dir path.")]
+        return {}
+    by_stem = {p.stem.lower(): p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES and p.is_file()}
+    found = {}
+    for photo in photos:
+        path = by_stem.get(Path(sources[photo.index]).stem.lower())
+        if path is not None:
+            found[photo.index] = path
+    return found
+
+
+def read_supplied_masks(files: Mapping[int, Path], photos: Sequence[Photo], sizes: Sequence[tuple[int, int]]
+                        ) -> tuple[dict[int, np.ndarray], list[Finding]]:
+    """The user's masks (> 127 = product) at each photo's (width, height), by position in ``photos``; the
+    problems, naming the file, as findings."""
     found: dict[int, np.ndarray] = {}
     problems: list[str] = []
-    by_stem = {p.stem.lower(): p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES}
-    for i, (name, (width, height)) in enumerate(zip(names, sizes, strict=True)):
-        path = by_stem.get(Path(name).stem.lower())
+    for i, (photo, (width, height)) in enumerate(zip(photos, sizes, strict=True)):
+        path = files.get(photo.index)
         if path is None:
             continue
         raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if raw is None:
-            problems.append(f"{path.name} is not a readable image")
+            problems.append(advice.mask_unreadable(path.name))
             continue
         if abs(np.log((raw.shape[1] / raw.shape[0]) / (width / height))) > 0.02:
-            problems.append(f"{path.name} is {raw.shape[1]}x{raw.shape[0]} but its photo is {width}x{height}")
+            problems.append(advice.mask_wrong_shape(path.name, raw.shape[1], raw.shape[0], photo.name, width, height))
             continue
         if raw.shape != (height, width):
             raw = cv2.resize(raw, (width, height), interpolation=cv2.INTER_NEAREST)
         mask = raw > 127
         if not mask.any() or mask.all():
-            problems.append(f"{path.name} is all {'black' if not mask.any() else 'white'}")
+            problems.append(advice.mask_blank(path.name, "black" if not mask.any() else "white"))
             continue
         found[i] = mask
-    findings = []
-    if problems:
-        findings.append(Finding("warning", f"{len(problems)} supplied mask(s) were not used: {'; '.join(problems[:4])}"
-                                           f"{' ...' if len(problems) > 4 else ''}.",
-                                "Masks must have their photo's shape, white (255) on the product, black elsewhere."))
-    missing = len(names) - len(found) - len(problems)
-    if found and missing:
-        findings.append(Finding("info", f"{missing} of {len(names)} photos have no mask in {folder}; theirs were "
-                                        "computed.", "Name each mask like its photo (any image format)."))
-    return found, findings
+    return found, advice.supplied_masks_findings(problems, len(found), len(photos))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -242,16 +243,13 @@ class SceneGeometry:
 
     @classmethod
     def from_scene(cls, scene: SparseScene) -> SceneGeometry:
-        from core.isolation import _camera_up, _narrowest_half_view, _support_plane  # shared helpers, to be moved
-        from core.mvs import cameras_focus
-
         cameras = scene.cameras
-        up = _camera_up(cameras)
+        up = cameras_up(cameras)
         focus = cameras_focus(cameras)
         distance = float(np.median([np.linalg.norm(c.center - focus) for c in cameras]))
-        radius = distance * _narrowest_half_view(cameras) * 0.8
+        radius = distance * narrowest_half_view(cameras) * OBJECT_FRAME_SHARE
         points = scene.points
-        plane = _support_plane(points, cameras, up, focus, 0.004 * distance) if len(points) >= 100 else None
+        plane = support_plane(points, cameras, up, focus, PLANE_TOLERANCE * distance) if len(points) >= 100 else None
         height = 2.0 * radius
         product = np.empty((0, 3))
         if plane is not None:

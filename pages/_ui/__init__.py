@@ -13,8 +13,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs
-from core.store import Job, Store, data_dir
+from core.jobs import dispatch, status
+from core.jobs.store import Job, Store, data_dir
+from core.report.runs import read_manifest, stage_label
 
 # Material icons ship with Streamlit, so they render everywhere (emoji need a system font).
 OK_ICON, BAD_ICON, WARN_ICON = ":green[:material/check_circle:]", ":red[:material/cancel:]", \
@@ -46,7 +47,7 @@ def setup(title: str, icon: str = ":material/deployed_code:") -> Store:
     st.set_page_config(page_title=f"{title} · Product Studio", page_icon=icon, layout="wide")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = _store(str(data_dir()))
-    jobs.dispatch(store)
+    dispatch.dispatch(store)
     return store
 
 
@@ -110,9 +111,8 @@ def thumbnails(store: Store, job: Job) -> dict[str, Path]:
     folder = store.photos_dir(job) / "thumbs"
     found = {}
     for row in store.photos(job.id):
-        thumb = folder / f"{Path(row.stored_name).stem}.jpg"
-        if row.stored_name and thumb.is_file():
-            found[row.original_name] = thumb
+        if row.thumbnail and (folder / row.thumbnail).is_file():
+            found[row.name] = folder / row.thumbnail
     return found
 
 
@@ -130,43 +130,41 @@ def render_job_panel(store: Store, job_id: str) -> None:
 
 
 def _job_panel_body(store: Store, job_id: str, was_final: bool) -> None:
-    jobs.reap(store)
+    dispatch.reap(store)
     job = store.get_job(job_id)
     if job is None:
         return
     if job.is_final and not was_final:
         st.rerun()  # leave polling mode: the whole page redraws once with the final state
-    progress = jobs.job_progress(job)
+    progress = status.job_progress(job)
     icon = STATUS_ICONS.get(job.status, "")
     st.markdown(f"#### {icon} {esc(job_title(job))} — {job.status}")
-    message = progress.message
     if progress.stage and not job.is_final:
-        label = jobs.stage_label(progress.stage)
-        st.markdown(f"**Now:** {esc(label)}")
-        message = message.removeprefix(f"{label}: ")  # the pipeline prefixes its messages with the label
+        st.markdown(f"**Now:** {esc(stage_label(progress.stage, job.mode))}")
     if job.status == "queued":
         waiting = [j.id for j in reversed(store.list_jobs(("queued",)))]
         position = waiting.index(job.id) + 1 if job.id in waiting else 1
         st.info(f"Waiting for a free worker (position {position} in the queue; "
-                f"{jobs.max_concurrent_jobs()} job(s) run at once). You can leave this page; the job keeps its place.")
-    st.progress(progress.overall, text=esc(message) or job.status)
+                f"{dispatch.max_concurrent_jobs()} job(s) run at once). You can leave this page; the job keeps its "
+                "place.")
+    st.progress(progress.overall, text=esc(progress.message) or job.status)
     cols = st.columns(3)
     cols[0].metric("Done", f"{progress.overall:.0%}")
-    cols[1].metric("Elapsed", jobs.format_duration(progress.elapsed_s if job.started else None))
-    cols[2].metric("Time left (estimate)", jobs.format_duration(progress.eta_s) if job.status == "running" else "–")
+    cols[1].metric("Elapsed", status.format_duration(progress.elapsed_s if job.started else None))
+    cols[2].metric("Time left (estimate)", status.format_duration(progress.eta_s) if job.status == "running" else "–")
     if job.status == "failed":
         st.error(esc(job.error) or "The run failed.")
     elif job.status == "cancelled":
         st.warning("The run was cancelled. Finished stages and your photos are kept.")
     elif job.status == "done":
-        verdict, why = jobs.quality_verdict(job, jobs.read_manifest(store.run_dir(job)))
+        verdict, why = status.quality_verdict(job, read_manifest(store.run_dir(job)))
         st.success(f"Finished. Quality: {VERDICT_ICONS.get(verdict, '')} **{verdict}** — {esc(why)}  \n"
                    "Open the 3D viewer or the diagnostics below.")
     if not job.is_final:
         if job.cancel_requested:
             st.caption("Cancelling… the run stops at its next checkpoint.")
         elif st.button("Cancel this run", key=f"cancel-{job.id}", type="secondary"):
-            jobs.cancel(store, job.id)
+            dispatch.cancel(store, job.id)
             st.rerun()
         st.caption("This page updates by itself. You can close it: the run continues and this link brings you back.")
 
@@ -188,5 +186,5 @@ def run_links(job: Job, include_new: bool = False, stacked: bool = False) -> Non
 
 
 def wait_hint() -> None:
-    st.caption(f"Data folder: {data_dir()} · up to {jobs.max_concurrent_jobs()} run(s) at once · "
+    st.caption(f"Data folder: {data_dir()} · up to {dispatch.max_concurrent_jobs()} run(s) at once · "
                f"updated {time.strftime('%H:%M:%S')}")

@@ -1,0 +1,137 @@
+"""Fusion stage: keep depths that other views confirm, merge them into one coloured, oriented point cloud.
+
+A pixel's depth survives when at least ``config.min_consistent_views`` neighbouring views agree with it: its 3D point
+projects into the neighbour onto a depth within ``MAX_RELATIVE_DEPTH`` of the neighbour's own depth, and the
+neighbour's point projects back within ``MAX_REPROJECTION_PX`` of the pixel (the forward-backward check of COLMAP's
+fusion). A view that disagrees with the rest (a moved product, a wrong pose) therefore loses its points, and it cannot
+confirm anyone else's. Surviving depths are averaged with the agreeing ones, back-projected, merged on a voxel grid of
+about one pixel's footprint, and given normals that face the cameras (what screened Poisson needs). The checks and
+the point arithmetic are in ``consistency.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+
+from core import advice
+from core.artifacts import FUSION_POINTS
+from core.config import FusionConfig
+from core.geometry import PinholeCamera
+from core.progress import StageProgress, no_progress
+from core.stages import StageOutput
+from core.stages.depth import DepthMaps, load_depth_map
+from core.stages.fusion.consistency import (
+    MIN_CONFIDENCE,
+    backproject,
+    consistent_depth,
+    depth_normals,
+    neighbours,
+    voxel_merge,
+    voxel_size,
+)
+from core.stages.fusion.hull import Silhouettes, silhouette_fusion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FusedCloud(StageOutput):
+    points: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    """(N, 3) float64 world coordinates."""
+    colors: np.ndarray = field(default_factory=lambda: np.empty((0, 3), dtype=np.uint8))
+    """(N, 3) uint8 RGB."""
+    normals: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    """(N, 3) unit normals, each facing the cameras that saw the point."""
+    cameras: list[PinholeCamera] = field(default_factory=list)
+    """The cameras of the fused depth maps."""
+    voxel_size: float = 0.0
+    """Spacing of the merged cloud (about one pixel's footprint on the surface)."""
+    silhouettes: bool = False
+    """The cloud was constrained by the visual hull: it holds the product only, closed (base on ``support``)."""
+    from_hull: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    """(N,) True for points that only the hull gave (no stereo, no completed face near them)."""
+    support: np.ndarray | None = None
+    """The support plane the hull stands on (a, b, c, d), (a, b, c) = up; None when there was none."""
+    focus: np.ndarray | None = None
+    """Where the cameras look (on the plane), when the silhouettes said so."""
+
+
+def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
+               progress: StageProgress = no_progress, silhouettes: Silhouettes | None = None) -> FusedCloud:
+    """Fuse ``depth_maps`` into one point cloud written to ``RUN/fusion/points.ply``.
+
+    With ``silhouettes`` (trusted product masks, ``hull.Silhouettes``) and ``config.silhouettes``, stereo points
+    outside the visual hull are dropped, plain faces are completed between confident edges and what is still
+    missing comes from the hull (``hull.py``, ``fill.py``): the cloud is then the product alone, closed.
+    """
+    start = time.perf_counter()
+    views = [load_depth_map(r.path) for r in depth_maps.maps]
+    if len(views) < 2:
+        return FusedCloud(ok=False, failure=advice.FUSION_TOO_FEW_MAPS)
+    needed = min(config.min_consistent_views, len(views) - 1)
+    nearest = neighbours([v.camera for v in views])
+
+    points, colors, normals = [], [], []
+    counts = {"depths": 0, "low_confidence": 0, "inconsistent": 0, "kept": 0}
+    per_photo_kept: dict[str, float] = {}
+    for i, view in enumerate(views):
+        depth = np.where(view.confidence >= MIN_CONFIDENCE, view.depth, np.nan).astype(np.float32)
+        n_valid = int(np.isfinite(view.depth).sum())
+        n_confident = int(np.isfinite(depth).sum())
+        fused, agreeing = consistent_depth(view.camera, depth, [views[j] for j in nearest[i]])
+        keep = agreeing >= needed
+        counts["depths"] += n_valid
+        counts["low_confidence"] += n_valid - n_confident
+        counts["inconsistent"] += n_confident - int(keep.sum())
+        counts["kept"] += int(keep.sum())
+        per_photo_kept[view.photo.name] = round(float(keep.sum()) / max(n_valid, 1), 4)
+        if keep.any():
+            points.append(backproject(view.camera, fused, keep))
+            colors.append(view.image[keep])
+            normals.append(depth_normals(view.camera, fused)[keep])
+        progress(0.8 * (i + 1) / len(views), f"checked photo {i + 1}/{len(views)}")
+
+    metrics: dict = {"views": len(views), "min_consistent_views": needed, "input_depths": counts["depths"],
+                     "dropped_low_confidence": counts["low_confidence"], "dropped_inconsistent": counts["inconsistent"],
+                     "kept_depths": counts["kept"], "per_photo_kept_fraction": per_photo_kept}
+    kept_share = counts["kept"] / max(counts["depths"], 1)
+    findings = advice.fusion_findings(per_photo_kept, kept_share)
+    if counts["kept"] == 0:
+        metrics["seconds"] = round(time.perf_counter() - start, 2)
+        return FusedCloud(ok=False, metrics=metrics, findings=findings, failure=advice.FUSION_NOTHING)
+
+    progress(0.8, "merging points")
+    voxel = voxel_size(views)
+    pts, rgb, nrm = voxel_merge(np.concatenate(points), np.concatenate(colors), np.concatenate(normals), voxel)
+    rgb = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    from_hull = np.zeros(len(pts), bool)
+    carved = None
+    if silhouettes is not None and config.silhouettes:
+        progress(0.85, "carving the visual hull")
+        carved = silhouette_fusion(pts, nrm, rgb, voxel, silhouettes, views, config.hull_resolution)
+        if carved is None:
+            metrics["hull_reason"] = "fewer than 3 photos have a trusted product mask"
+        else:
+            pts, nrm, rgb, from_hull = carved.points, carved.normals, carved.colors, carved.from_hull
+            metrics.update({k: v for k, v in carved.stats.items()})
+    findings += advice.silhouette_findings(metrics)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    cloud.colors = o3d.utility.Vector3dVector(rgb.astype(np.float64) / 255.0)
+    cloud.normals = o3d.utility.Vector3dVector(nrm)
+    path = FUSION_POINTS.path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    o3d.io.write_point_cloud(str(path), cloud)
+    metrics.update({"points": len(pts), "voxel_size": voxel, "seconds": round(time.perf_counter() - start, 2)})
+    logger.info("fusion: %d points (voxel %.4g) from %d confirmed depths", len(pts), voxel, counts["kept"])
+    progress(1.0, "fused")
+    return FusedCloud(
+        metrics=metrics, findings=findings, artifacts=[FUSION_POINTS], points=pts, colors=rgb, normals=nrm,
+        cameras=[v.camera for v in views], voxel_size=voxel, silhouettes=carved is not None, from_hull=from_hull,
+        support=silhouettes.plane if carved is not None and silhouettes is not None else None,
+        focus=silhouettes.focus if carved is not None and silhouettes is not None else None)

@@ -148,7 +148,7 @@ def complete_view(view: CompletionView, uv: np.ndarray, z: np.ndarray) -> np.nda
 def planar_completion(views: list[CompletionView], points: np.ndarray, normals: np.ndarray, hull,
                       neighbours: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """Completed points confirmed by the other photos and the hull: (points, normals, colours, stats)."""
-    from core.fusion import _depth_normals, _pixels_to_world, _project  # prototype: fusion's helpers
+    from core.stages.fusion.consistency import _pixels_to_world, _project, depth_normals
 
     filled = []
     for view in views:
@@ -184,7 +184,7 @@ def planar_completion(views: list[CompletionView], points: np.ndarray, normals: 
         counts["inside_hull"] += int(good.sum())
         if not good.any():
             continue
-        normal_map = _depth_normals(view.camera, combined[i].astype(np.float32))
+        normal_map = depth_normals(view.camera, combined[i].astype(np.float32))
         r, c = rows[confirmed][good], cols[confirmed][good]
         out_pts.append(pts[good])
         out_nrm.append(normal_map[r, c])

@@ -41,6 +41,8 @@ class VisualHull:
     """(nx, ny, nz) float32 signed distance to the hull surface, positive inside (a lower bound of it)."""
     views: int
     """Masks that carved it."""
+    plane: np.ndarray | None = None
+    """The support plane that closes it from below (a, b, c, d), (a, b, c) = up."""
 
     @property
     def occupied(self) -> np.ndarray:
@@ -211,7 +213,7 @@ def carve_hull(cameras: list[PinholeCamera], masks: list[np.ndarray], lo: np.nda
     voxel = float(np.max(hi - lo)) / resolution
     shape = tuple(int(s) for s in np.maximum(np.ceil((hi - lo) / voxel).astype(int) + 1, 2))
     folded = carve(cameras, masks, lo, voxel, shape, plane)  # type: ignore[arg-type]
-    return VisualHull(lo, voxel, folded.smallest, len(cameras))
+    return VisualHull(lo, voxel, folded.smallest, len(cameras), plane)
 
 
 @dataclass
@@ -241,6 +243,10 @@ def fuse_with_hull(points: np.ndarray, normals: np.ndarray, colors: np.ndarray, 
     radius = 3.0 * max(spacing, hull.voxel) if cover_radius is None else cover_radius
     value = hull.sample(points) if len(points) else np.zeros(0, np.float32)
     keep = value >= -tolerance
+    if hull.plane is not None and len(points):
+        # The table inside the hull's footprint (its excess over the product) is no product: stereo never sees the
+        # base, so whatever lies on the plane is table.
+        keep &= points @ hull.plane[:3] + hull.plane[3] > tolerance
     stereo_pts, stereo_nrm, stereo_rgb = points[keep], normals[keep], colors[keep]
     hull_pts, hull_nrm = hull.surface()
     if len(stereo_pts) and len(hull_pts):
@@ -283,62 +289,68 @@ def surface_colours(points: np.ndarray, normals: np.ndarray, cameras: list[Pinho
     return colours
 
 
-HULL_RESOLUTION = 160
-"""Voxels along the hull box's longest side (a 0.2 m product: 1.3 mm voxels; the field is finer than that)."""
 MIN_MASK_CONFIDENCE = 0.3
-"""Masks below this confidence do not carve (one wrong mask would cut the product)."""
+"""Masks below this confidence do not carve (one wrong mask would cut the product away)."""
+MIN_HULL_MASKS = 3
+"""Fewer trusted masks than this carve no hull (two silhouettes leave a wide double cone)."""
 
 
-def hull_fusion(cloud, scene, masks, depth_maps=None, resolution: int = HULL_RESOLUTION):  # prototype hook
-    """The isolated stereo cloud fused with the visual hull of the trusted masks; returns (cloud, stats)."""
-    import dataclasses
+@dataclass
+class Silhouettes:
+    """What the masks stage hands fusion: trusted masks with their cameras, and where the product stands."""
 
-    cameras, views, images = [], [], []
-    for name, camera in zip(scene.image_names, scene.cameras, strict=True):
-        mask = masks.mask_for(name)
-        if mask is None or masks.confidence.get(name, 0.0) < MIN_MASK_CONFIDENCE:
-            continue
-        cameras.append(camera)
-        views.append(mask)
-    images = [cv2.imread(str(p))[:, :, ::-1] for p in scene.image_paths]
-    if len(cameras) < 3:
-        return cloud, {"hull": 0, "reason": "fewer than 3 trusted masks"}
-    radius = float(cloud.metrics.get("object_radius", 0.0)) or 0.5 * float(
-        np.median([np.linalg.norm(c.center - cloud.focus) for c in cameras]))
-    lo = cloud.focus - radius
-    hi = cloud.focus + radius + (radius * cloud.up if cloud.plane is not None else 0)
-    hull = carve_hull(cameras, views, np.minimum(lo, hi), np.maximum(lo, hi), resolution, cloud.plane)
-    points, normals, colors = cloud.points, cloud.normals, cloud.colors
-    completion: dict[str, float] = {}
-    if depth_maps is not None:
-        from core.fusion import _MIN_CONFIDENCE, _neighbours
-        from core.mvs import load_depth_view
-        from core.stages.fusion.fill import CompletionView, planar_completion
+    workings: list[str]
+    """Working names of the photos whose masks are trusted."""
+    cameras: list[PinholeCamera]
+    """Their cameras at the masks' resolution (the undistorted images)."""
+    masks: list[np.ndarray]
+    plane: np.ndarray | None
+    focus: np.ndarray
+    up: np.ndarray
+    radius: float
 
-        views = []
-        for record in depth_maps.views:
-            view = load_depth_view(record.path)
-            mask = masks.mask_for(view.name)
-            if mask is None:
-                mask = np.zeros(view.depth.shape, bool)
-            mask = cv2.resize(mask.astype(np.uint8), (view.camera.width, view.camera.height),
-                              interpolation=cv2.INTER_NEAREST) > 0
-            depth = np.where(view.confidence >= _MIN_CONFIDENCE, view.depth, np.nan).astype(np.float32)
-            views.append(CompletionView(view.camera, depth, mask, view.image))
-        extra_pts, extra_nrm, extra_rgb, completion = planar_completion(
-            views, points, normals, hull, _neighbours([v.camera for v in views]))
-        points = np.concatenate([points, extra_pts])
-        normals = np.concatenate([normals, extra_nrm])
-        colors = np.concatenate([colors, extra_rgb]).astype(np.uint8)
-        if len(extra_pts):
-            # Every photo completes the same faces: merge the copies on fusion's grid (Poisson's cost follows the
-            # point count).
-            from core.fusion import _voxel_merge
 
-            points, colors, normals = _voxel_merge(points, colors.astype(np.float64), normals, cloud.voxel_size)
-            colors = np.clip(colors + 0.5, 0, 255).astype(np.uint8)
-    fused = fuse_with_hull(points, normals, colors, hull, scene.cameras, images, cloud.voxel_size)
-    stats = {"hull": 1, "masks_used": len(cameras), **completion, **fused.stats}
-    merged = dataclasses.replace(cloud, points=fused.points, normals=fused.normals, colors=fused.colors,
-                                 metrics={**cloud.metrics, "hull_points_added": fused.stats["hull_points_added"]})
-    return merged, stats
+def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarray, voxel_size: float,
+                      silhouettes: Silhouettes, depth_maps: list, resolution: int) -> HullFusion | None:
+    """Stereo points checked against the hull, plain faces completed, the rest filled from the hull.
+
+    ``depth_maps`` are the fused ``DepthMap``s (their cameras, stereo depth and images drive the completion). None
+    when there are too few trusted masks to carve a hull.
+    """
+    from core.stages.fusion.consistency import MIN_CONFIDENCE, neighbours, voxel_merge
+    from core.stages.fusion.fill import CompletionView, planar_completion
+
+    if len(silhouettes.cameras) < MIN_HULL_MASKS:
+        return None
+    radius, focus, up = silhouettes.radius, silhouettes.focus, silhouettes.up
+    lo = focus - radius
+    hi = focus + radius + (radius * up if silhouettes.plane is not None else 0.0)
+    hull = carve_hull(silhouettes.cameras, silhouettes.masks, np.minimum(lo, hi), np.maximum(lo, hi), resolution,
+                      silhouettes.plane)
+    if not hull.occupied.any():
+        return None
+    views, images = [], []
+    mask_of = dict(zip(silhouettes.workings, silhouettes.masks, strict=True))
+    for depth_map in depth_maps:
+        size = (depth_map.camera.width, depth_map.camera.height)
+        mask = mask_of.get(depth_map.photo.working)
+        mask = (np.zeros(size[::-1], bool) if mask is None else
+                cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
+        depth = np.where(depth_map.confidence >= MIN_CONFIDENCE, depth_map.depth, np.nan).astype(np.float32)
+        views.append(CompletionView(depth_map.camera, depth, mask, depth_map.image))
+        images.append(depth_map.image)
+    extra_pts, extra_nrm, extra_rgb, completion = planar_completion(
+        views, points, normals, hull, neighbours([v.camera for v in views]))
+    n_completed = len(extra_pts)
+    if n_completed:
+        # Every photo completes the same faces: merge the copies on fusion's grid (Poisson's cost follows the count).
+        merged_pts, merged_rgb, merged_nrm = voxel_merge(np.concatenate([points, extra_pts]),
+                                                         np.concatenate([colors, extra_rgb]).astype(np.float64),
+                                                         np.concatenate([normals, extra_nrm]), voxel_size)
+        points, normals = merged_pts, merged_nrm
+        colors = np.clip(merged_rgb + 0.5, 0, 255).astype(np.uint8)
+    fused = fuse_with_hull(points, normals, colors, hull, [v.camera for v in views], images, voxel_size)
+    completed_share = n_completed / max(n_completed + fused.stats["stereo_points_in"], 1)
+    fused.stats.update({"hull": 1, "masks_used": len(silhouettes.cameras), **completion,
+                        "completion_share": round(float(completed_share * (1 - fused.stats["hull_share"])), 4)})
+    return fused

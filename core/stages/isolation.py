@@ -1,4 +1,4 @@
-"""Product isolation: keep the object the cameras look at, drop the table it stands on and the room behind it.
+"""Isolation stage: keep the object the cameras look at, drop the table it stands on and the room behind it.
 
 1. "Up" is the mean of the cameras' image-up directions (people hold cameras upright; around an orbit the sideways
    parts cancel), refined to the table's normal once the table is found.
@@ -11,11 +11,13 @@
    any cluster at least a fifth of its size (products in several pieces). Small clusters are floaters and go.
 
 When the cut would leave almost nothing (not a product on a table: a façade, a room), the whole cloud is kept and a
-warning says so: a model with its surroundings is more use than none.
+warning says so: a model with its surroundings is more use than none. Writes ``RUN/isolation/points.ply`` (the
+product's points, or all of them when the cut was not made) and ``frame.json`` (up, focus, support plane).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,22 +26,17 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
-from core.config import DenseConfig
-from core.fusion import FusedCloud
-from core.geometry import PinholeCamera
+from core import advice
+from core.artifacts import ISOLATION_FRAME, ISOLATION_POINTS
+from core.config import IsolationConfig
+from core.geometry import cameras_focus, cameras_up, narrowest_half_view, support_plane
 from core.manifest import Finding
-from core.mvs import cameras_focus
+from core.progress import StageProgress, no_progress
 from core.scene import SparseScene
-from core.stage import ProgressFn, no_progress
+from core.stages.fusion import FusedCloud
 
 logger = logging.getLogger(__name__)
 
-_MAX_PLANE_TILT_DEG = 30.0
-"""A support plane's normal lies within this angle of the cameras' up."""
-_PLANE_CANDIDATES = 4
-"""RANSAC planes tried before giving up on finding the table."""
-_MIN_PLANE_SHARE = 0.05
-"""A plane must hold this share of the points to count as the table."""
 _OBJECT_FRAME_SHARE = 0.8
 """The product is assumed to fill at most this share of the narrower half field of view."""
 _CLUSTER_POINTS = 40_000
@@ -63,33 +60,34 @@ class IsolatedCloud(FusedCloud):
     """Support plane (a, b, c, d) with a x + b y + c z + d = 0 and (a, b, c) = up; None when none was found."""
 
 
-def isolate_product(cloud: FusedCloud, scene: SparseScene, out_dir: Path, config: DenseConfig,
-                    progress: ProgressFn = no_progress) -> IsolatedCloud:
-    """Cut the product out of the fused cloud; writes ``out_dir/product_points.ply``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def run_isolation(cloud: FusedCloud, scene: SparseScene, run_dir: Path, config: IsolationConfig,
+                  progress: StageProgress = no_progress) -> IsolatedCloud:
+    """Cut the product out of the fused cloud; writes ``RUN/isolation/points.ply`` and ``frame.json``."""
     start = time.perf_counter()
     cameras = scene.cameras
-    artifacts = dict(cloud.artifacts)
-    if "dense_points" in artifacts:
-        artifacts["dense_points_full"] = artifacts["dense_points"]
-    up = _camera_up(cameras)
+    up = cameras_up(cameras)
     focus = cameras_focus(cameras)
-    base = {"points": cloud.points, "colors": cloud.colors, "normals": cloud.normals, "cameras": cloud.cameras,
-            "voxel_size": cloud.voxel_size}
     n_in = len(cloud.points)
     if not cloud.ok or n_in == 0:
-        return IsolatedCloud(ok=False, failure=cloud.failure or "There are no 3D points to cut the product from.",
-                             up=up, focus=focus, **base)
-    if not config.isolate_product:
-        return IsolatedCloud(metrics={"points_in": n_in, "points_out": n_in, "isolated": 0}, artifacts=artifacts,
-                             up=up, focus=focus, **base)
+        return IsolatedCloud(ok=False, failure=cloud.failure or advice.ISOLATION_NOTHING, up=up, focus=focus)
+    if not config.enabled:
+        return _result(cloud, np.ones(n_in, dtype=bool), run_dir, up, focus, None,
+                       {"points_in": n_in, "points_out": n_in, "isolated": 0}, [], start)
+    if cloud.silhouettes:
+        # The visual hull already cut the product out: the silhouettes exclude the table and the room, and the
+        # hull stands on the support plane the masks stage found.
+        plane = cloud.support
+        up = plane[:3] if plane is not None else up
+        focus = cloud.focus if cloud.focus is not None else focus
+        return _result(cloud, np.ones(n_in, dtype=bool), run_dir, up, focus, plane,
+                       {"points_in": n_in, "points_out": n_in, "isolated": 1, "by_silhouettes": 1,
+                        "support_plane_found": int(plane is not None)}, [], start, refine_normals=True)
 
     progress(0.1, "finding the table")
     pts = cloud.points
     distance = float(np.median([np.linalg.norm(c.center - focus) for c in cameras]))
     tolerance = max(3.0 * cloud.voxel_size, 0.004 * distance)
-    plane = _support_plane(pts, cameras, up, focus, tolerance)
+    plane = support_plane(pts, cameras, up, focus, tolerance)
     keep = np.ones(n_in, dtype=bool)
     findings: list[Finding] = []
     if plane is not None:
@@ -101,12 +99,10 @@ def isolate_product(cloud: FusedCloud, scene: SparseScene, out_dir: Path, config
         focus = focus - (focus @ up + plane[3]) * up
     else:
         on_plane = np.zeros(n_in, dtype=bool)
-        findings.append(Finding(
-            "info", "No table surface was found under the product, so only the background was removed.",
-            "This is fine for hanging or hand-held products; otherwise place the product on a flat, patterned mat."))
+        findings.append(advice.ISOLATION_NO_TABLE)
 
     progress(0.4, "removing the background")
-    radius = distance * _narrowest_half_view(cameras) * _OBJECT_FRAME_SHARE
+    radius = distance * narrowest_half_view(cameras) * _OBJECT_FRAME_SHARE
     offset = pts - focus
     radial = np.linalg.norm(offset - np.outer(offset @ up, up), axis=1)
     background = keep & (radial > radius)
@@ -129,80 +125,49 @@ def isolate_product(cloud: FusedCloud, scene: SparseScene, out_dir: Path, config
         "removed_small_clusters": int(small.sum()),
         "points_out": n_out,
         "support_plane_found": int(plane is not None),
-        "focus": [round(float(x), 6) for x in focus],
-        "up": [round(float(x), 6) for x in up],
         "object_radius": radius,
         "isolated": 1,
     }
     if n_out < max(_MIN_PRODUCT_POINTS, _MIN_PRODUCT_SHARE * n_in):
         # Better a model with its surroundings than none: keep everything and say so.
-        metrics.update({"points_out": n_in, "isolated": 0, "seconds": round(time.perf_counter() - start, 2)})
-        findings.append(Finding(
-            "warning", "The product could not be separated from the table and background; the model keeps them.",
-            "Keep the product in the middle of every photo and walk all the way around it; a patterned mat under "
-            "it helps find the table."))
-        return IsolatedCloud(metrics=metrics, findings=findings, artifacts=dict(cloud.artifacts), up=up,
-                             focus=focus, plane=plane, **base)
-    product = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts[keep]))
-    product.colors = o3d.utility.Vector3dVector(cloud.colors[keep].astype(np.float64) / 255.0)
-    # Fusion's normals come from smoothed depth maps; a local plane fit over neighbours is cleaner, and the fused
-    # normals (which face the cameras) give it its orientation. Done here, on the product only, because it is slow.
-    product.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(_NORMAL_NEIGHBOURS))
-    normals = np.asarray(product.normals).copy()
-    normals[(normals * cloud.normals[keep]).sum(1) < 0] *= -1
-    product.normals = o3d.utility.Vector3dVector(normals)
-    path = out_dir / "product_points.ply"
-    o3d.io.write_point_cloud(str(path), product)
-    artifacts["dense_points"] = path.resolve()
-    if n_out > 0.9 * n_in:
-        findings.append(Finding("info", "Almost every point was kept as product: little table or background showed.",
-                                "Nothing to do if the model looks right."))
-    metrics["seconds"] = round(time.perf_counter() - start, 2)
+        metrics.update({"points_out": n_in, "isolated": 0})
+        findings.append(advice.ISOLATION_KEPT_ALL)
+        return _result(cloud, np.ones(n_in, dtype=bool), run_dir, up, focus, plane, metrics, findings, start)
+    if n_out > advice.ALMOST_ALL_KEPT * n_in:
+        findings.append(advice.ISOLATION_LITTLE_AROUND)
     logger.info("isolation: kept %d of %d points (plane %d, background %d, clusters %d)", n_out, n_in,
                 metrics["removed_support_plane"], metrics["removed_background"], metrics["removed_small_clusters"])
-    progress(1.0, "product isolated")
-    return IsolatedCloud(
-        metrics=metrics, findings=findings, artifacts=artifacts, points=pts[keep], colors=cloud.colors[keep],
-        normals=normals, cameras=cloud.cameras, voxel_size=cloud.voxel_size, up=up, focus=focus,
-        plane=plane)
+    progress(0.8, "orienting normals")
+    return _result(cloud, keep, run_dir, up, focus, plane, metrics, findings, start, refine_normals=True)
 
 
-def _camera_up(cameras: list[PinholeCamera]) -> np.ndarray:
-    """Mean image-up direction (-y of each camera) in world coordinates."""
-    up = -np.array([c.R[1] for c in cameras]).sum(0)
-    return up / max(np.linalg.norm(up), 1e-12)
-
-
-def _narrowest_half_view(cameras: list[PinholeCamera]) -> float:
-    """tan of the smallest half field of view among the cameras."""
-    return float(min(min(c.width / (2 * c.K[0, 0]), c.height / (2 * c.K[1, 1])) for c in cameras))
-
-
-def _support_plane(points: np.ndarray, cameras: list[PinholeCamera], up: np.ndarray, focus: np.ndarray,
-                   tolerance: float) -> np.ndarray | None:
-    """The table: a large plane facing up, under the focus, with the cameras above it; normal oriented up."""
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    if len(points) > 200_000:  # RANSAC needs no more than this
-        cloud = cloud.random_down_sample(200_000 / len(points))
-    centers = np.array([c.center for c in cameras])
-    min_inliers = _MIN_PLANE_SHARE * len(cloud.points)
-    o3d.utility.random.seed(0)
-    for _ in range(_PLANE_CANDIDATES):
-        if len(cloud.points) < 100:
-            break
-        model, inliers = cloud.segment_plane(distance_threshold=tolerance, ransac_n=3, num_iterations=500)
-        if len(inliers) < min_inliers:
-            break
-        plane = np.asarray(model, dtype=np.float64)
-        plane /= np.linalg.norm(plane[:3])
-        if plane[:3] @ up < 0:
-            plane = -plane
-        cameras_above = np.mean(centers @ plane[:3] + plane[3] > 0)
-        tilt = np.degrees(np.arccos(np.clip(plane[:3] @ up, -1, 1)))
-        if tilt < _MAX_PLANE_TILT_DEG and cameras_above > 0.8 and focus @ plane[:3] + plane[3] > -tolerance:
-            return plane
-        cloud = cloud.select_by_index(inliers, invert=True)  # a wall or the backdrop: try the next plane
-    return None
+def _result(cloud: FusedCloud, keep: np.ndarray, run_dir: Path, up: np.ndarray, focus: np.ndarray,
+            plane: np.ndarray | None, metrics: dict, findings: list[Finding], start: float,
+            refine_normals: bool = False) -> IsolatedCloud:
+    """The kept points as the stage's result, written with the frame they stand in."""
+    points, colors, normals = cloud.points[keep], cloud.colors[keep], cloud.normals[keep]
+    product = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    product.colors = o3d.utility.Vector3dVector(colors.astype(np.float64) / 255.0)
+    if refine_normals:
+        # Fusion's normals come from smoothed depth maps; a local plane fit over neighbours is cleaner, and the fused
+        # normals (which face the cameras) give it its orientation. Done here, on the product only, because it is slow.
+        product.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(_NORMAL_NEIGHBOURS))
+        fitted = np.asarray(product.normals).copy()
+        fitted[(fitted * normals).sum(1) < 0] *= -1
+        normals = fitted
+    product.normals = o3d.utility.Vector3dVector(normals)
+    path = ISOLATION_POINTS.path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    o3d.io.write_point_cloud(str(path), product)
+    frame = {"up": up.tolist(), "focus": focus.tolist(), "plane": None if plane is None else plane.tolist()}
+    ISOLATION_FRAME.path(run_dir).write_text(json.dumps(frame, indent=1), encoding="utf-8")
+    metrics.update({"focus": [round(float(x), 6) for x in focus], "up": [round(float(x), 6) for x in up],
+                    "seconds": round(time.perf_counter() - start, 2)})
+    return IsolatedCloud(metrics=metrics, findings=findings, artifacts=[ISOLATION_POINTS, ISOLATION_FRAME],
+                         points=points, colors=colors, normals=normals, cameras=cloud.cameras,
+                         voxel_size=cloud.voxel_size, up=up, focus=focus, plane=plane,
+                         silhouettes=cloud.silhouettes, support=cloud.support,
+                         from_hull=cloud.from_hull[keep] if len(cloud.from_hull) == len(keep) else cloud.from_hull[:0])
 
 
 def _cluster(points: np.ndarray, voxel: float, tolerance: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""All data access of the studio: jobs, photos and review decisions in SQLite, plus the data folder layout.
+"""All data access of the studio: jobs, uploaded photos and review decisions in SQLite, plus the data folder layout.
 
 Everything the app and the workers persist goes through this module, so a server database (and object storage
 for the folders) could replace it later without touching pages or workers. SQLite runs in WAL mode so the
@@ -9,8 +9,9 @@ Layout of the data folder (``PRODUCT_STUDIO_DATA``, default ``<repo>/data``)::
 
     studio.db               jobs, photos, reviews
     uploads/<job_id>/       the user's photos under generated names (+ thumbs/, depth/); never deleted by a run
-    runs/<job_id>/          the run folder the pipeline writes (manifest.json and artefacts)
+    runs/<job_id>/          the run folder the pipeline writes (manifest.json and artefacts; run id = job id)
     drafts/<draft_id>/      photos being checked on the New capture page, before a job exists
+    logs/<job_id>.log       each worker's own log
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from core.manifest import new_run_id
+
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_ENV = "PRODUCT_STUDIO_DATA"
 DB_NAME = "studio.db"
 
 JobStatus = Literal["queued", "starting", "running", "done", "failed", "cancelled"]
+JobMode = Literal["multi_view", "relief"]
+"""What a job makes: a model from several photos, or a relief from one (core.pipeline.MODES)."""
 ACTIVE_STATUSES: tuple[JobStatus, ...] = ("starting", "running")
 FINAL_STATUSES: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
 Decision = Literal["approved", "rejected"]
@@ -44,7 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     sku TEXT NOT NULL DEFAULT '',
     preset TEXT NOT NULL,
     config_json TEXT NOT NULL DEFAULT '{}',
-    pipeline TEXT,
+    mode TEXT NOT NULL DEFAULT 'multi_view',
     status TEXT NOT NULL,
     stage TEXT NOT NULL DEFAULT '',
     fraction REAL NOT NULL DEFAULT 0,
@@ -66,12 +71,14 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
 CREATE TABLE IF NOT EXISTS photos (
     job_id TEXT NOT NULL,
     position INTEGER NOT NULL,
-    original_name TEXT NOT NULL,
-    stored_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    stored TEXT NOT NULL,
     size_bytes INTEGER NOT NULL,
-    ok INTEGER NOT NULL,
+    status TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
     warnings TEXT NOT NULL DEFAULT '',
+    width INTEGER,
+    height INTEGER,
     PRIMARY KEY (job_id, position)
 );
 CREATE TABLE IF NOT EXISTS reviews (
@@ -84,6 +91,8 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 CREATE INDEX IF NOT EXISTS reviews_job ON reviews(job_id, created);
 """
+SCHEMA_VERSION = 2
+"""PRAGMA user_version of the database; ``_migrate`` brings older databases up to it."""
 
 
 def data_dir() -> Path:
@@ -101,7 +110,7 @@ class Job:
     sku: str
     preset: str
     config_json: str
-    pipeline: str | None
+    mode: JobMode
     status: JobStatus
     stage: str
     fraction: float
@@ -130,18 +139,29 @@ class Job:
 
 
 @dataclass
-class PhotoRow:
-    """An uploaded photo: the user's name (display only) and the generated name it is stored under."""
+class UploadedPhoto:
+    """A photo the user uploaded: their name for it (display only), the generated name it is stored under, and
+    what the upload checks (the capture stage's own, core.stages.capture.inspect_photo) found."""
 
-    job_id: str
-    position: int
-    original_name: str
-    stored_name: str
+    name: str
+    """The user's file name (a zip member's last part): display only, never a path."""
+    stored: str
+    """Generated file name inside the draft/upload folder ('' when the file was refused before saving)."""
     size_bytes: int
-    ok: bool
-    reason: str
-    warnings: str
-    """Upload-time warnings, one per line."""
+    status: Literal["accepted", "rejected"]
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+    @property
+    def thumbnail(self) -> str | None:
+        """File name of its thumbnail inside ``thumbs/`` (made for accepted photos)."""
+        return f"{Path(self.stored).stem}.jpg" if self.stored and self.accepted else None
 
 
 @dataclass
@@ -163,7 +183,9 @@ class Store:
         self.db_path = self.root / DB_NAME
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
+            _migrate(conn)
             conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- folders -------------------------------------------------------------------------------------------------
 
@@ -221,26 +243,26 @@ class Store:
             conn.close()
 
     def create_job(self, *, product_name: str, sku: str, preset: str, config_json: str, photos_dir: Path,
-                   photos: list[PhotoRow] | None = None, depth_dir: Path | None = None, pipeline: str | None = None,
-                   retry_of: str | None = None, job_id: str | None = None) -> Job:
+                   photos: list[UploadedPhoto] | None = None, depth_dir: Path | None = None,
+                   mode: JobMode = "multi_view", retry_of: str | None = None, job_id: str | None = None) -> Job:
         """Queue a job whose photos already sit in ``photos_dir``; its run folder is ``runs/<job_id>``."""
-        job_id = job_id or new_job_id()
+        job_id = job_id or new_run_id()
         run_dir = self.root / "runs" / job_id
         now = time.time()
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
-                "INSERT INTO jobs (id, product_name, sku, preset, config_json, pipeline, status, created, run_dir,"
+                "INSERT INTO jobs (id, product_name, sku, preset, config_json, mode, status, created, run_dir,"
                 " photos_dir, depth_dir, retry_of, message) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
-                (job_id, product_name, sku, preset, config_json, pipeline, now, self._relative(run_dir),
+                (job_id, product_name, sku, preset, config_json, mode, now, self._relative(run_dir),
                  self._relative(photos_dir), self._relative(depth_dir) if depth_dir else None, retry_of,
                  "Waiting for a free worker"))
-            for p in photos or []:
+            for position, p in enumerate(photos or []):
                 conn.execute(
-                    "INSERT INTO photos (job_id, position, original_name, stored_name, size_bytes, ok, reason,"
-                    " warnings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, p.position, p.original_name, p.stored_name, p.size_bytes, int(p.ok), p.reason,
-                     p.warnings))
+                    "INSERT INTO photos (job_id, position, name, stored, size_bytes, status, reason, warnings, width,"
+                    " height) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, position, p.name, p.stored, p.size_bytes, p.status, p.reason, "\n".join(p.warnings),
+                     p.width, p.height))
             conn.execute("COMMIT")
         logger.info("queued job %s (%s, %d photos)", job_id, preset, len(photos or []))
         job = self.get_job(job_id)
@@ -330,10 +352,12 @@ class Store:
 
     # --- photos --------------------------------------------------------------------------------------------------
 
-    def photos(self, job_id: str) -> list[PhotoRow]:
+    def photos(self, job_id: str) -> list[UploadedPhoto]:
+        """The job's uploaded photos in upload order."""
         with self._connect() as conn:
             rows = conn.execute("SELECT * FROM photos WHERE job_id = ? ORDER BY position", (job_id,)).fetchall()
-        return [PhotoRow(**{**dict(r), "ok": bool(r["ok"])}) for r in rows]
+        return [UploadedPhoto(r["name"], r["stored"], r["size_bytes"], r["status"], r["reason"],
+                              [w for w in r["warnings"].split("\n") if w], r["width"], r["height"]) for r in rows]
 
     # --- reviews -------------------------------------------------------------------------------------------------
 
@@ -363,9 +387,29 @@ class Store:
         return {r.job_id: r for r in self.reviews()}
 
 
-def new_job_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
 def _job(row: sqlite3.Row) -> Job:
     return Job(**dict(row))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database of an older version up to SCHEMA_VERSION (version 1: dotted pipeline names, photo columns
+    original_name / stored_name / ok)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version >= SCHEMA_VERSION or "jobs" not in tables:
+        return
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    if "pipeline" in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN mode TEXT NOT NULL DEFAULT 'multi_view'")
+        conn.execute("UPDATE jobs SET mode = 'relief' WHERE pipeline LIKE '%relief%'")
+        conn.execute("ALTER TABLE jobs DROP COLUMN pipeline")
+    photo_columns = {r[1] for r in conn.execute("PRAGMA table_info(photos)")}
+    if "original_name" in photo_columns:
+        conn.execute("ALTER TABLE photos RENAME COLUMN original_name TO name")
+        conn.execute("ALTER TABLE photos RENAME COLUMN stored_name TO stored")
+        conn.execute("ALTER TABLE photos ADD COLUMN status TEXT NOT NULL DEFAULT 'accepted'")
+        conn.execute("UPDATE photos SET status = CASE WHEN ok THEN 'accepted' ELSE 'rejected' END")
+        conn.execute("ALTER TABLE photos DROP COLUMN ok")
+        conn.execute("ALTER TABLE photos ADD COLUMN width INTEGER")
+        conn.execute("ALTER TABLE photos ADD COLUMN height INTEGER")
+    logger.info("database migrated from version %d to %d", version, SCHEMA_VERSION)

@@ -1,5 +1,5 @@
-"""Single photo -> 3D relief: depth for every pixel (a supplied depth map, or the monocular model), back-projected
-through the photo's camera, meshed as a grid that is cut at depth discontinuities, coloured by the photo.
+"""Relief stage, single photo -> 3D relief: depth for every pixel (a supplied depth map, or the monocular model),
+back-projected through the photo's camera, meshed as a grid that is cut at depth discontinuities, coloured by the photo.
 
 The result is a relief (the side of the product the photo sees), not a closed model. Its scale is honest: relative
 (the nearest point at distance 1, with an assumed depth extent) unless a metric depth map was supplied.
@@ -20,11 +20,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from core import depth_prior as dp
-from core.config import PipelineConfig
-from core.geometry import PinholeCamera, intrinsics_from_fov, pixel_grid
+from core import advice
+from core.artifacts import RELIEF_DEPTH, RELIEF_GLB, RELIEF_OBJ, RELIEF_PLY
+from core.config import CaptureConfig, DepthPriorConfig, ReliefConfig
+from core.geometry import PinholeCamera, find_plane, intrinsics_from_fov, pixel_grid
 from core.manifest import Finding
-from core.stage import ProgressFn, StageOutput, no_progress
+from core.progress import StageProgress, no_progress
+from core.stages import StageOutput
+from core.stages import depth_prior as dp
+from core.stages.capture import inspect_photo
 
 logger = logging.getLogger(__name__)
 
@@ -120,25 +124,18 @@ class Isolation:
 
 def _support_plane(points: np.ndarray, tolerance: float) -> np.ndarray | None:
     """(a, b, c, d) of the table plane (normal towards the camera) among camera-frame points, or None."""
-    import open3d as o3d
 
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    remaining = cloud
-    for _ in range(3):  # the largest plane may be the backdrop; try a few
-        if len(remaining.points) < 100:
-            return None
-        plane, inliers = remaining.segment_plane(tolerance, 3, 300, probability=0.9999)
-        if len(inliers) < SUPPORT_MIN_SHARE * len(points):
-            return None
-        normal = np.asarray(plane[:3]) / np.linalg.norm(plane[:3])
-        plane = np.asarray(plane) / np.linalg.norm(plane[:3])
-        if plane[3] < 0:  # orient so the camera (origin) is on the positive side
-            normal, plane = -normal, -plane
+    def towards_camera(plane: np.ndarray) -> np.ndarray:
+        return -plane if plane[3] < 0 else plane  # the camera (origin) on the positive side
+
+    def is_table(plane: np.ndarray) -> bool:
         # Image up is -y in the camera frame; a table seen from above has its normal tilted towards it.
-        if np.degrees(np.arccos(np.clip(-normal[1], -1, 1))) <= SUPPORT_MAX_TILT_DEG:
-            return plane
-        remaining = remaining.select_by_index(inliers, invert=True)
-    return None
+        normal = towards_camera(plane)[:3]
+        return bool(np.degrees(np.arccos(np.clip(-normal[1], -1, 1))) <= SUPPORT_MAX_TILT_DEG)
+
+    # The largest plane may be the backdrop; try a few.
+    plane = find_plane(points, tolerance, is_table, candidates=3, min_share=SUPPORT_MIN_SHARE, iterations=300)
+    return None if plane is None else towards_camera(plane)
 
 
 def foreground_mask(depth: np.ndarray, camera: PinholeCamera) -> Isolation:
@@ -245,24 +242,25 @@ def _fail(reason: str, findings: list[Finding] | None = None, **extra: Any) -> R
     return ReliefResult(ok=False, failure=reason, findings=findings or [], **extra)
 
 
-def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: ProgressFn = no_progress,
-                 depth_file: Path | None = None) -> ReliefResult:
-    """Turn one photo into a coloured relief mesh in ``out_dir`` (exports via ``core.mesh.export_mesh``).
+def run_relief(photo: Path, run_dir: Path, config: ReliefConfig, prior: DepthPriorConfig, capture: CaptureConfig,
+               progress: StageProgress = no_progress, depth_file: Path | None = None,
+               name: str | None = None) -> ReliefResult:
+    """Turn one photo (the stored original, EXIF intact) into a coloured relief mesh in ``RUN/relief/``.
 
-    Depth comes from ``depth_file``, else from a same-named file in ``config.depth_prior.depth_dir``, else from the
-    monocular model. Expected problems (unreadable photo, no depth source) come back as ``ok=False`` with a reason.
+    Depth comes from ``depth_file`` (a supplied depth map), else from the monocular model; ``name`` is the user's
+    name of the photo. Expected problems (unreadable photo, no depth source) come back as ``ok=False`` with a
+    reason.
     """
-    from core.capture import inspect_photo
-
     started = time.perf_counter()
-    photo, out_dir = Path(photo), Path(out_dir)
-    prior_config = config.depth_prior
+    photo = Path(photo)
+    name = name or photo.name
+    prior_config = prior
     findings: list[Finding] = []
     progress(0.0, "reading the photo")
-    check = inspect_photo(photo, config.capture)
-    if not check.ok:
+    check = inspect_photo(photo, capture, name)
+    if not check.accepted:
         return _fail(check.reason)
-    image, factor = _read_photo(photo, config.capture.working_max_side)
+    image, factor = _read_photo(photo, capture.working_max_side)
     height, width = image.shape[:2]
 
     # Camera: EXIF focal length when there is one, else an assumed field of view (said out loud).
@@ -274,15 +272,11 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
         K = intrinsics_from_fov(max(width, height), max(width, height), ASSUMED_FOV_DEG)
         K[:2, 2] = (width / 2, height / 2)
         focal_note = f"a {ASSUMED_FOV_DEG:.0f} degree field of view across the longer side"
-        findings.append(Finding("info", f"The photo has no focal length in its EXIF data; the relief assumes "
-                                        f"{focal_note}. Proportions in depth may be off.",
-                                "Upload the original camera file (with EXIF) for a better field of view."))
+        findings.append(advice.relief_assumed_focal(focal_note))
     camera = PinholeCamera(K, _R_CAM_FROM_WORLD.copy(), np.zeros(3), width, height)
 
     # Depth: a supplied map first, then the model.
     progress(0.1, "estimating depth")
-    if depth_file is None and prior_config.depth_dir:
-        depth_file = dp.find_depth_file(Path(prior_config.depth_dir), photo.name)
     scale: Literal["relative", "metric"] = "relative"
     depth: np.ndarray | None
     relative_prediction: np.ndarray | None = None
@@ -290,45 +284,38 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
         try:
             depth = dp.read_depth_file(Path(depth_file), (width, height))
         except (ValueError, OSError) as exc:
-            return _fail(f"The depth map {Path(depth_file).name} could not be read ({exc}). Save it as float32 .npy "
-                         "(metres) or 16-bit PNG (millimetres) with the photo's base name.")
+            return _fail(advice.relief_unreadable_depth(name, str(exc)))
         depth = np.where(depth > 0, depth, np.nan).astype(np.float32)
         source, scale = "file", "metric"
         unit = "millimetres (16-bit PNG)" if Path(depth_file).suffix.lower() == ".png" else "metres (assumed for .npy)"
-        findings.append(Finding("info", f"Depth from the supplied map {Path(depth_file).name}, read as {unit}: the "
-                                        "relief is to scale if that map is metric."))
+        findings.append(advice.relief_supplied_depth(name, unit))
     else:
         if not prior_config.enabled:
-            return _fail("A single-photo relief needs depth, and the depth prior is switched off. Turn it on, or "
-                         "supply a depth map for the photo (--depth-prior-dir).")
+            return _fail(advice.RELIEF_NO_PRIOR)
         lookup = dp.find_model(prior_config)
         if lookup.location is None:
-            return _fail("A single-photo relief needs depth, and neither the depth model nor a depth map for this "
-                         "photo was found. " + lookup.how_to_enable, [Finding("info", lookup.message)])
+            return _fail(advice.relief_no_depth(lookup.how_to_enable), [Finding("info", lookup.message)])
         model = dp.load_depth_model(lookup.location)
         prediction = dp.predict_relative_depth(model, [image], prior_config.input_size)[0]
         source = "model"
         if model.kind == "metric":
             depth = np.where(prediction > 0, prediction, np.nan).astype(np.float32)
             scale = "metric"
-            findings.append(Finding("info", f"Depth from the metric model {model.location.name}: sizes are the "
-                                            "model's estimate in metres (typically within 10-20%)."))
+            findings.append(advice.relief_metric_model(model.location.name))
         else:
             relative_prediction = prediction
             depth = relative_to_depth(prediction)
             if depth is None:
-                return _fail(f"The depth model {model.location.name} saw no depth in this photo; try a photo with "
-                             "the product filling more of the frame, or supply a depth map.")
+                return _fail(advice.relief_flat_prediction(model.location.name))
     assert depth is not None
 
     progress(0.6, "removing the background")
     removed, support_share = False, 0.0
-    if config.dense.isolate_product:
+    if config.remove_background:
         isolation = foreground_mask(depth, camera)
         support_share = isolation.support_share
         if isolation.mask is None:
-            findings.append(Finding("info", f"The background was kept: {isolation.reason}.",
-                                    "Photograph the product on a table, away from the wall, filling the frame."))
+            findings.append(advice.relief_background_kept(isolation.reason))
         else:
             depth = np.where(isolation.mask, depth, np.nan).astype(np.float32)
             removed = True
@@ -345,26 +332,20 @@ def build_relief(photo: Path, out_dir: Path, config: PipelineConfig, progress: P
             if redone is not None:
                 depth = np.where(np.isfinite(depth), redone, np.nan).astype(np.float32)
                 depth_note = f"the product taken to be {PRODUCT_DEPTH_OVER_WIDTH:.1f} times as deep as it is wide"
-        findings.append(Finding(
-            "info", f"Depth from the model is relative: the relief has true proportions across the photo but its "
-                    f"depth extent is a guess ({depth_note}) and it has no real-world size.",
-            "For true size, supply a metric depth map (phone LiDAR) or use several photos."))
+        findings.append(advice.relief_relative_depth(depth_note))
 
     progress(0.7, "meshing")
-    step = grid_step(width, height, config.mesh.target_faces)
+    step = grid_step(width, height, config.target_faces)
     mesh = grid_mesh(depth, image, camera, step)
     if len(mesh.triangles) == 0:
-        return _fail("The depth map gave no surface to mesh (it is empty or all discontinuities).", findings)
+        return _fail(advice.RELIEF_EMPTY, findings)
 
     progress(0.85, "exporting")
-    from core.mesh import export_mesh
+    from core.stages.mesh import export_mesh
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    exported = export_mesh(_to_open3d(mesh), out_dir, "relief")
-    depth_path = out_dir / "relief_depth.npy"
-    np.save(depth_path, depth)
-    artifacts = {key: Path(p) for key, p in exported.items()}
-    artifacts["relief_depth"] = depth_path.resolve()
+    artifacts = export_mesh(_to_open3d(mesh), run_dir, (RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ))
+    np.save(RELIEF_DEPTH.path(run_dir), depth)
+    artifacts.append(RELIEF_DEPTH)
     finite = np.isfinite(depth)
     metrics = {
         "width": width, "height": height, "grid_step": step,

@@ -1,10 +1,10 @@
-"""Meshing, cleanup, decimation and exports (PLY, GLB, OBJ).
+"""Mesh stage: meshing, cleanup, decimation and the review exports (PLY, GLB, OBJ with vertex colours).
 
-``build_mesh`` runs Open3D's screened Poisson reconstruction on the product's oriented points, trims the surface
+``run_mesh`` runs Open3D's screened Poisson reconstruction on the product's oriented points, trims the surface
 Poisson invents far from any point (low octree density), crops to the cloud's bounds, removes small islands,
 degenerate/duplicate faces and non-manifold edges, closes small holes, transfers colours from the nearest points and
 decimates to the face budget. ``export_mesh`` writes the three formats; it is standalone (the single-photo relief
-uses it too).
+uses it too). Writes ``RUN/mesh/mesh.{ply,glb,obj}``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
+from core import advice
+from core.artifacts import MESH_GLB, MESH_OBJ, MESH_PLY, Artifact
 from core.config import MeshConfig
-from core.fusion import FusedCloud
-from core.manifest import Finding
-from core.stage import ProgressFn, StageOutput, no_progress
+from core.geometry import boundary_edges, boundary_loop_labels, boundary_loops
+from core.progress import StageProgress, no_progress
+from core.stages import StageOutput
+from core.stages.isolation import IsolatedCloud
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +45,19 @@ class MeshResult(StageOutput):
     """The final mesh in world coordinates (None when meshing failed)."""
 
 
-def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: ProgressFn = no_progress) -> MeshResult:
-    """Mesh the (isolated) product cloud and export it to ``out_dir`` as mesh.ply, mesh.glb and mesh.obj."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
+             progress: StageProgress = no_progress) -> MeshResult:
+    """Mesh the product's cloud and export it as ``RUN/mesh/mesh.{ply,glb,obj}``."""
     start = time.perf_counter()
     if not cloud.ok or len(cloud.points) < 100:
-        return MeshResult(ok=False, failure=cloud.failure or "Too few 3D points to build a surface; the photos need "
-                                                             "more overlap or more texture on the product.")
+        return MeshResult(ok=False, failure=cloud.failure or advice.MESH_TOO_FEW_POINTS)
     colors = cloud.colors.astype(np.float64) / 255.0
     spacing = cloud.voxel_size if cloud.voxel_size > 0 else _mean_spacing(cloud.points)
     points, normals = cloud.points, cloud.normals
-    plane = getattr(cloud, "plane", None)
+    plane = cloud.plane
     close = config.close_base and plane is not None
     # A cloud completed by the visual hull is already closed, base included (the hull stands on the plane).
-    from_hull = cloud.metrics.get("hull_points_added", 0) > 0
+    from_hull = cloud.silhouettes
     base = _base_points(points, plane, spacing) if close and not from_hull else np.empty((0, 3))
     if len(base):
         # The product stands on the table, so its unseen base is the table inside its footprint: give Poisson
@@ -87,8 +88,7 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
     progress(0.55, "cleaning")
     mesh, islands = _clean(mesh)
     if len(mesh.triangles) == 0:
-        return MeshResult(ok=False, failure="The surface came out empty after cleanup; the point cloud is too sparse "
-                                            "or noisy. Try the 'full' preset or retake the photos closer.")
+        return MeshResult(ok=False, failure=advice.MESH_EMPTY)
     mesh, holes_filled = _fill_small_holes(mesh)
     progress(0.7, "decimating")
     if len(mesh.triangles) > config.target_faces:
@@ -103,10 +103,11 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
     mesh.compute_vertex_normals()
 
     progress(0.9, "exporting")
-    up = getattr(cloud, "up", None)
-    artifacts = {key: path for key, path in export_mesh(mesh, out_dir, "mesh", up=up).items()}
-    loops, boundary_edges = boundary_loops(np.asarray(mesh.triangles))
+    artifacts = export_mesh(mesh, run_dir, (MESH_PLY, MESH_GLB, MESH_OBJ), up=cloud.up)
+    loops, open_edges = boundary_loops(np.asarray(mesh.triangles))
     watertight = bool(mesh.is_watertight())
+    base_faces = base_cap_faces(np.asarray(mesh.vertices), np.asarray(mesh.triangles), plane, spacing) \
+        if from_hull and plane is not None else np.zeros(0, np.int64)
     metrics = {
         "faces": len(mesh.triangles),
         "vertices": len(mesh.vertices),
@@ -117,18 +118,45 @@ def build_mesh(cloud: FusedCloud, out_dir: Path, config: MeshConfig, progress: P
         "holes_filled": holes_filled,
         "watertight": int(watertight),
         "holes": loops,
-        "boundary_edges": boundary_edges,
+        "boundary_edges": open_edges,
+        "closed": int(open_edges == 0),
+        # The base no photo sees: capped flat on the support plane (the hull stands on it); texturing and viewers
+        # may treat these faces as unseen.
+        "base_capped": int(len(base_faces) > 0),
+        "base_faces": len(base_faces),
+        "base_area_share": round(_area_share(np.asarray(mesh.vertices), np.asarray(mesh.triangles), base_faces), 4),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    findings = []
-    if loops > 0:
-        findings.append(Finding(
-            "info", f"The mesh has {loops} open hole(s), usually where no photo saw the surface (often the base).",
-            "Add photos from lower or higher angles if the holes show; the base under the product is never seen."))
+    findings = advice.mesh_findings(metrics)
     logger.info("mesh: %d faces, %d holes, watertight=%s, %.1f s", metrics["faces"], loops, watertight,
                 metrics["seconds"])
     progress(1.0, "mesh ready")
     return MeshResult(metrics=metrics, findings=findings, artifacts=artifacts, mesh=mesh)
+
+
+BASE_TOLERANCE_SPACINGS = 2.0
+"""Faces within this many point spacings of the support plane, facing down, are the base cap."""
+
+
+def base_cap_faces(vertices: np.ndarray, triangles: np.ndarray, plane: np.ndarray, spacing: float) -> np.ndarray:
+    """Indices of the faces lying flat on the support plane and facing down (the unseen base, capped)."""
+    if len(triangles) == 0:
+        return np.zeros(0, np.int64)
+    height = vertices @ plane[:3] + plane[3]
+    tri = vertices[triangles]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.maximum(np.linalg.norm(normal, axis=1), 1e-18)
+    facing_down = (normal @ plane[:3]) / length < -0.9
+    flat = np.abs(height[triangles]).max(1) < BASE_TOLERANCE_SPACINGS * spacing
+    return np.flatnonzero(facing_down & flat)
+
+
+def _area_share(vertices: np.ndarray, triangles: np.ndarray, faces: np.ndarray) -> float:
+    if len(triangles) == 0:
+        return 0.0
+    tri = vertices[triangles]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    return float(area[faces].sum() / max(area.sum(), 1e-18))
 
 
 def _mean_spacing(points: np.ndarray) -> float:
@@ -209,10 +237,10 @@ def _fill_small_holes(mesh: o3d.geometry.TriangleMesh, max_share: float = _HOLE_
     """
     triangles = np.asarray(mesh.triangles)
     vertices = np.asarray(mesh.vertices)
-    edges = _boundary_edges(triangles)
+    edges = boundary_edges(triangles)
     if len(edges) == 0:
         return mesh, 0
-    labels = _loop_labels(edges)
+    labels = boundary_loop_labels(edges)
     lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)
     perimeter = np.bincount(labels, lengths)
     diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
@@ -231,32 +259,6 @@ def _fill_small_holes(mesh: o3d.geometry.TriangleMesh, max_share: float = _HOLE_
     return filled, len(small)
 
 
-def _boundary_edges(triangles: np.ndarray) -> np.ndarray:
-    """(E, 2) directed edges (in their triangle's winding) that belong to one triangle only."""
-    directed = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
-    _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
-    return directed[counts[inverse.ravel()] == 1]
-
-
-def _loop_labels(edges: np.ndarray) -> np.ndarray:
-    """Connected-component label (0..L-1) of every boundary edge (union-find over their vertices)."""
-    parent: dict[int, int] = {}
-
-    def find(a: int) -> int:
-        parent.setdefault(a, a)
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in edges.tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
-    roots = np.array([find(a) for a in edges[:, 0].tolist()])
-    return np.unique(roots, return_inverse=True)[1].ravel()
-
-
 def _transfer_colors(vertices: np.ndarray, points: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """Mean colour of the nearest cloud points of each vertex."""
     index = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(np.ascontiguousarray(points)))
@@ -264,16 +266,6 @@ def _transfer_colors(vertices: np.ndarray, points: np.ndarray, colors: np.ndarra
     k = min(_COLOR_NEIGHBOURS, len(points))
     nearest, _ = index.knn_search(o3d.core.Tensor(np.ascontiguousarray(vertices)), k)
     return colors[nearest.numpy()].mean(axis=1)
-
-
-def boundary_loops(triangles: np.ndarray) -> tuple[int, int]:
-    """(number of boundary loops = holes, number of boundary edges) of a triangle mesh."""
-    if len(triangles) == 0:
-        return 0, 0
-    edges = _boundary_edges(np.asarray(triangles))
-    if len(edges) == 0:
-        return 0, 0
-    return int(_loop_labels(edges).max()) + 1, len(edges)
 
 
 def _to_y_up(up: np.ndarray | None) -> np.ndarray:
@@ -290,9 +282,9 @@ def _to_y_up(up: np.ndarray | None) -> np.ndarray:
     return np.eye(3) + s * kx + (1 - c) * kx @ kx  # Rodrigues
 
 
-def export_mesh(mesh: o3d.geometry.TriangleMesh, out_dir: Path, stem: str = "mesh",
-                up: np.ndarray | None = None) -> dict[str, Path]:
-    """Write ``stem``.ply, ``stem``.glb and ``stem``.obj (+ .mtl) to ``out_dir``; returns artefact key -> path.
+def export_mesh(mesh: o3d.geometry.TriangleMesh, run_dir: Path, artifacts: tuple[Artifact, Artifact, Artifact],
+                up: np.ndarray | None = None) -> list[Artifact]:
+    """Write the mesh as PLY, GLB and OBJ (+ .mtl) at the paths of ``artifacts`` (in that order); returns them.
 
     PLY and OBJ stay in world coordinates. glTF is y-up by definition, so the GLB is rotated at this boundary so
     that ``up`` (a world direction; z when None, as in synthetic captures and reliefs) becomes +y, and moved to stand
@@ -301,18 +293,16 @@ def export_mesh(mesh: o3d.geometry.TriangleMesh, out_dir: Path, stem: str = "mes
     """
     import trimesh
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ply, glb, obj = (a.path(run_dir) for a in artifacts)
+    ply.parent.mkdir(parents=True, exist_ok=True)
     vertices = np.asarray(mesh.vertices)
     faces = np.asarray(mesh.triangles)
     has_colors = mesh.has_vertex_colors() and len(mesh.vertex_colors) == len(vertices)
     rgb = np.asarray(mesh.vertex_colors) if has_colors else np.full((len(vertices), 3), 0.7)
     rgba = np.concatenate([np.clip(rgb * 255 + 0.5, 0, 255), np.full((len(rgb), 1), 255)], axis=1).astype(np.uint8)
 
-    ply = out_dir / f"{stem}.ply"
     o3d.io.write_triangle_mesh(str(ply), mesh, write_ascii=False, write_vertex_colors=has_colors)
 
-    glb = out_dir / f"{stem}.glb"
     y_up = vertices @ _to_y_up(up).T
     if len(y_up):  # viewers orbit the origin: stand the model on y = 0, centred on the y axis
         lo, hi = y_up.min(0), y_up.max(0)
@@ -320,12 +310,11 @@ def export_mesh(mesh: o3d.geometry.TriangleMesh, out_dir: Path, stem: str = "mes
     scene_mesh = trimesh.Trimesh(vertices=y_up, faces=faces, vertex_colors=rgba, process=False)
     glb.write_bytes(scene_mesh.export(file_type="glb"))
 
-    obj = out_dir / f"{stem}.obj"
-    mtl = out_dir / f"{stem}.mtl"
+    mtl = obj.with_suffix(".mtl")
     mtl.write_text("newmtl product\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\n", encoding="utf-8")
     with open(obj, "w", encoding="utf-8") as fh:
         fh.write(f"# Product Studio mesh: {len(vertices)} vertices, {len(faces)} faces; colours: v x y z r g b\n")
         fh.write(f"mtllib {mtl.name}\nusemtl product\n")
         np.savetxt(fh, np.concatenate([vertices, rgb], axis=1), fmt="v %.6f %.6f %.6f %.4f %.4f %.4f")
         np.savetxt(fh, faces + 1, fmt="f %d %d %d")
-    return {"mesh": ply.resolve(), "mesh_glb": glb.resolve(), "mesh_obj": obj.resolve()}
+    return list(artifacts)

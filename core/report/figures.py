@@ -1,25 +1,22 @@
-"""Plotly figure builders for the viewer and the diagnostics pages, plus the readers that feed them.
+"""Plotly figure builders for the viewer and the diagnostics pages.
 
 Builders are pure functions returning ``go.Figure`` (no Streamlit, no files), so they can be tested and reused in
-reports. Readers turn run artefacts into plain arrays in the project's conventions (core/geometry.py); the only
-conversion is for display: the 3D view's "up" follows the cameras' image-up direction, because SfM worlds have an
-arbitrary orientation.
+reports; their inputs come from the run readers (core/report/runs.py). The only conversion is for display: the 3D
+view's "up" follows the cameras' image-up direction, because SfM worlds have an arbitrary orientation.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.geometry import PinholeCamera
+from core.report.runs import SparseView
 
 logger = logging.getLogger(__name__)
 
@@ -29,100 +26,6 @@ MAX_SPARSE_POINTS = 100_000
 MAX_MESH_FACES = 300_000
 
 _GREY = np.array([170, 170, 170], dtype=np.uint8)
-
-
-# --- readers ---------------------------------------------------------------------------------------------------
-
-@dataclass
-class SparseView:
-    """What the viewer needs of a COLMAP model: coloured points, registered cameras and per-point quality."""
-
-    points: np.ndarray
-    """(N, 3) world points."""
-    colors: np.ndarray
-    """(N, 3) uint8 RGB."""
-    cameras: list[PinholeCamera]
-    names: list[str]
-    """Image name per camera (the working image; see ``photo_names`` for the user's names)."""
-    errors: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """(N,) reprojection error in pixels."""
-    track_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    """(N,) number of photos that see each point."""
-
-
-def read_sparse_model(model_dir: Path) -> SparseView:
-    """Read a COLMAP model folder (binary or text) with pycolmap; distortion is ignored (display only)."""
-    import pycolmap
-
-    rec = pycolmap.Reconstruction(str(model_dir))
-    ids = sorted(rec.points3D.keys())
-    points = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float64).reshape(-1, 3)
-    colors = np.array([rec.points3D[i].color for i in ids], dtype=np.uint8).reshape(-1, 3)
-    errors = np.array([rec.points3D[i].error for i in ids], dtype=np.float64)
-    tracks = np.array([rec.points3D[i].track.length() for i in ids], dtype=np.int64)
-    cameras, names = [], []
-    for image_id in sorted(rec.reg_image_ids(), key=lambda i: rec.images[i].name):
-        image = rec.images[image_id]
-        camera = rec.cameras[image.camera_id]
-        pose = image.cam_from_world()
-        cameras.append(PinholeCamera(np.asarray(camera.calibration_matrix(), dtype=np.float64),
-                                     np.asarray(pose.rotation.matrix(), dtype=np.float64),
-                                     np.asarray(pose.translation, dtype=np.float64),
-                                     int(camera.width), int(camera.height)))
-        names.append(image.name)
-    return SparseView(points, colors, cameras, names, errors, tracks)
-
-
-def read_point_cloud(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Points (N, 3) and uint8 colours (N, 3) of a PLY point cloud (grey when it has no colours)."""
-    import open3d as o3d
-
-    cloud = o3d.io.read_point_cloud(str(path))
-    points = np.asarray(cloud.points, dtype=np.float64)
-    if cloud.has_colors():
-        colors = np.clip(np.asarray(cloud.colors) * 255, 0, 255).astype(np.uint8)
-    else:
-        colors = np.tile(_GREY, (len(points), 1))
-    return points, colors
-
-
-def read_mesh(path: Path, max_faces: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Vertices (V, 3), triangles (F, 3) and uint8 vertex colours (V, 3) or None, of a PLY/OBJ/GLB mesh.
-
-    ``max_faces`` simplifies larger meshes for display (the downloads stay full resolution).
-    """
-    import open3d as o3d
-
-    mesh = o3d.io.read_triangle_mesh(str(path))
-    if max_faces is not None and len(mesh.triangles) > max_faces:
-        mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=max_faces)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    triangles = np.asarray(mesh.triangles, dtype=np.int64)
-    colors = None
-    if mesh.has_vertex_colors():
-        colors = np.clip(np.asarray(mesh.vertex_colors) * 255, 0, 255).astype(np.uint8)
-    return vertices, triangles, colors
-
-
-def read_match_matrix(path: Path) -> tuple[list[str], np.ndarray] | None:
-    """The SfM stage's ``matches.json`` (images + inlier_matches), or None when absent or unreadable."""
-    try:
-        data = json.loads(Path(path).read_text())
-        names = [str(n) for n in data["images"]]
-        matrix = np.asarray(data["inlier_matches"], dtype=np.float64).reshape(len(names), len(names))
-    except (OSError, KeyError, ValueError, TypeError):
-        logger.info("no usable match matrix at %s", path)
-        return None
-    return names, matrix
-
-
-def boundary_edge_count(triangles: np.ndarray) -> int:
-    """Edges used by exactly one triangle: zero for a closed surface; holes and cut-offs add to it."""
-    if len(triangles) == 0:
-        return 0
-    edges = np.sort(np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
-    return int((counts == 1).sum())
 
 
 def decimate(points: np.ndarray, colors: np.ndarray, max_points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -327,21 +230,6 @@ def histogram_figure(edges: Sequence[float], counts: Sequence[float], x_title: s
     fig.update_layout(xaxis_title=x_title, yaxis_title="points", bargap=0.02, height=300,
                       margin={"l": 10, "r": 10, "t": 10, "b": 40})
     return fig
-
-
-def reprojection_histogram(errors: np.ndarray, bins: int = 30) -> go.Figure:
-    """Histogram of per-point reprojection errors (pixels)."""
-    errors = np.asarray(errors, dtype=np.float64)
-    upper = float(np.percentile(errors, 99)) if errors.size else 1.0
-    counts, edges = np.histogram(np.clip(errors, 0, upper), bins=bins, range=(0, max(upper, 1e-6)))
-    return histogram_figure(edges, counts, "reprojection error (pixels)")
-
-
-def track_length_histogram(track_lengths: np.ndarray) -> go.Figure:
-    """How many photos see each sparse point (longer tracks = better constrained points)."""
-    lengths = np.asarray(track_lengths, dtype=np.int64)
-    values, counts = np.unique(lengths, return_counts=True) if lengths.size else (np.zeros(0), np.zeros(0))
-    return histogram_figure(values, counts, "photos seeing the point (track length)", color="#72b7b2")
 
 
 def match_matrix_figure(names: Sequence[str], matrix: np.ndarray, value_label: str = "inlier matches") -> go.Figure:

@@ -2,28 +2,34 @@
 
 Every photo is stored untouched under a generated name (the user's name is display-only), then checked:
 format, size, decompression bombs, multi-frame files, corruption, exact duplicates (rejected, with a reason that
-names the file and the fix) and blur, exposure, near-duplicates, mixed cameras (warnings). Accepted photos get an
+names the file and the fix) and blur, exposure, near-duplicates, mixed cameras (warnings). Blur and exposure are
+judged on the product (``core.segmentation``), not on the white sweep or black cloth around it, and near-duplicates
+on the product's surroundings too, so turntable photos whose product turned are not flagged. Accepted photos get an
 EXIF-oriented, downscaled working copy for reconstruction, with the EXIF focal length in working pixels.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core import advice
+from core.artifacts import CAPTURE_IMAGES, CAPTURE_ORIGINALS, file_sha256
 from core.config import CaptureConfig
-from core.manifest import Finding, PhotoRecord
+from core.manifest import PhotoRecord
+from core.photos import Photo
+from core.progress import StageProgress, no_progress
 from core.segmentation import segment_product
-from core.stage import ProgressFn, StageOutput, no_progress
+from core.stages import StageOutput
 
 logger = logging.getLogger(__name__)
 
@@ -47,31 +53,12 @@ _TAG_FOCAL, _TAG_FOCAL_35MM = 0x920A, 0xA405
 _TAG_FOCAL_PLANE_XRES, _TAG_FOCAL_PLANE_UNIT = 0xA20E, 0xA210
 _MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}  # inch, cm, mm, um
 
-_QUALITY_SEGMENT_SIDE = 320
-"""The product region for the checks is segmented at this size (~0.2 s a photo; the checks need no fine outline)."""
-_MIN_PRODUCT_SHARE, _MAX_PRODUCT_SHARE = 0.005, 0.9
-"""A product region outside these shares of the frame is not believed (the whole frame is judged instead)."""
-_MIN_REGION_CONFIDENCE = 0.3
-"""Segmentations less confident than this are not believed either."""
-_MIN_EDGE_STEP = 4.0
-"""Grey-level step per pixel below which an edge is too faint to judge blur by (sensor noise on 8-bit images)."""
-_MIN_CONTRAST = 40.0
-"""Grey-level range (2-98 %) above which a frame without crisp edges is blurred rather than featureless."""
-_MAX_BLUR_PX = 20.0
-"""Blur estimates are capped here (the ratio flattens out)."""
-_MIN_EDGE_PIXELS = 30
-"""Edge crest pixels needed to judge blur (fewer: no verdict)."""
-_THUMBNAIL_SIDE = 160
-"""Side of the thumbnails the product's surroundings are compared on."""
-_TWIN_BITS = 10
-"""Difference hashes within this many bits (of 256) are near-identical photos."""
-
 
 @dataclass
 class PhotoCheck:
-    """What the checks found for one photo file."""
+    """What the checks found for one photo file (the capture stage and the app's upload checks use the same)."""
 
-    ok: bool
+    status: Literal["accepted", "rejected"]
     reason: str = ""
     """Why the photo is rejected, naming the file and the fix (empty when ok)."""
     warnings: list[str] = field(default_factory=list)
@@ -84,10 +71,16 @@ class PhotoCheck:
     focal_35mm: float | None = None
     camera: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    issues: list[str] = field(default_factory=list)
-    """Kinds of the warnings ("blurry", "dark", "bright", "duplicate"): findings group photos by kind."""
     region: np.ndarray | None = field(default=None, repr=False)
-    """The product's region in the 512 px copy the checks ran on."""
+    """The product's region in the small copy the quality was measured on (None when rejected)."""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+def _rejected(reason: str) -> PhotoCheck:
+    return PhotoCheck("rejected", reason)
 
 
 @dataclass
@@ -102,11 +95,12 @@ class CaptureResult(StageOutput):
     focal_px: float | None = None
     """Median EXIF focal length in working pixels, when every accepted photo has one and they share a camera."""
     issues: dict[str, list[str]] = field(default_factory=dict)
-    """Warning kind -> the photos (user's names) it applies to."""
+    """Kind of photo problem (``advice.QUALITY_ISSUES``) -> the photos (user's names) it applies to."""
 
     @property
-    def accepted(self) -> list[PhotoRecord]:
-        return [p for p in self.photos if p.status == "accepted"]
+    def accepted(self) -> list[Photo]:
+        """The accepted photos, the identity every later stage receives."""
+        return [p.photo for p in self.photos if p.status == "accepted"]
 
 
 def safe_stem(name: str, max_length: int = 40) -> str:
@@ -128,12 +122,12 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return PhotoCheck(False, f"{name}: cannot be read ({exc.strerror}); upload it again."), None
+        return _rejected(f"{name}: cannot be read ({exc.strerror}); upload it again."), None
     if size == 0:
-        return PhotoCheck(False, f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
+        return _rejected(f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
     if size > config.max_file_bytes:
         limit = _human_size(config.max_file_bytes)
-        return PhotoCheck(False, f"{name}: the file is {_human_size(size)}, over the {limit} limit; export it as a "
+        return _rejected(f"{name}: the file is {_human_size(size)}, over the {limit} limit; export it as a "
                                  "JPEG of at most a few thousand pixels per side."), None
 
     previous_limit = Image.MAX_IMAGE_PIXELS
@@ -143,35 +137,36 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
             fmt = (img.format or "").upper()
             if fmt not in ACCEPTED_FORMATS:
                 kind = img.format or "this"
-                return PhotoCheck(False, f"{name}: {kind} files are not supported; {FORMAT_HINT}."), None
+                return _rejected(f"{name}: {kind} files are not supported; {FORMAT_HINT}."), None
             width, height = img.size
             if width * height > config.max_pixels:
                 megapixels, limit = width * height / 1e6, config.max_pixels / 1e6
-                return PhotoCheck(False, f"{name}: declares {width}×{height} pixels ({megapixels:.0f} MP), over the "
+                return _rejected(f"{name}: declares {width}×{height} pixels ({megapixels:.0f} MP), over the "
                                          f"{limit:.0f} MP limit, so it was not decoded; resize it below the limit "
                                          "and upload it again."), None
             if getattr(img, "n_frames", 1) > 1 and fmt != "MPO":
-                return PhotoCheck(False, f"{name}: has {img.n_frames} frames (animated or multi-page); upload single "
+                return _rejected(f"{name}: has {img.n_frames} frames (animated or multi-page); upload single "
                                          "still photos instead."), None
             exif = img.getexif()
             img.load()  # full decode: truncated or corrupt files fail here
             oriented = ImageOps.exif_transpose(img).convert("RGB")
     except UnidentifiedImageError:
-        return PhotoCheck(False, f"{name}: is not an image (or not one we can read); {FORMAT_HINT}."), None
+        return _rejected(f"{name}: is not an image (or not one we can read); {FORMAT_HINT}."), None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return PhotoCheck(False, f"{name}: is corrupt or truncated ({exc}); copy it from the camera again."), None
+        return _rejected(f"{name}: is corrupt or truncated ({exc}); copy it from the camera again."), None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
 
     width, height = oriented.size
     if min(width, height) < config.min_side:
-        return PhotoCheck(False, f"{name}: is only {width}×{height} pixels; photos need at least {config.min_side} "
+        return _rejected(f"{name}: is only {width}×{height} pixels; photos need at least {config.min_side} "
                                  "pixels on the shorter side. Upload the full-size photo."), None
 
     rgb = np.asarray(oriented)
-    check = PhotoCheck(True, width=width, height=height)
+    check = PhotoCheck("accepted", width=width, height=height)
     _read_exif_focal(exif, width, height, check)
-    check.region = _check_quality(rgb, config, name, check)
+    check.region = _measure_quality(rgb, check)
+    check.warnings.extend(advice.quality_warnings(name, check.metrics))
     return check, rgb
 
 
@@ -210,13 +205,33 @@ def _positive_float(value: object) -> float | None:
     return number if np.isfinite(number) and number > 0 else None
 
 
+_QUALITY_SIDE = 512
+"""Quality is measured on a copy with this longer side, so the numbers do not depend on resolution."""
+_SEGMENT_SIDE = 320
+"""The product region for the checks is segmented at this size (~0.2 s a photo; the checks need no fine outline)."""
+_MIN_PRODUCT_SHARE, _MAX_PRODUCT_SHARE = 0.005, 0.9
+"""A product region outside these shares of the frame is not believed (the whole frame is judged instead)."""
+_MIN_REGION_CONFIDENCE = 0.3
+"""Segmentations less confident than this are not believed either."""
+_MIN_EDGE_STEP = 4.0
+"""Grey levels per pixel below which no edge is crisp (8-bit sensor noise is 1-2)."""
+_MIN_CONTRAST = 40.0
+"""Grey-level range (2-98 %) above which a frame without crisp edges is blurred rather than featureless."""
+_MIN_EDGE_PIXELS = 30
+"""Edge crest pixels needed to judge blur (fewer: no verdict)."""
+_MAX_BLUR_PX = 20.0
+"""Blur estimates are capped here (the ratio flattens out)."""
+_THUMBNAIL_SIDE = 160
+"""Side of the thumbnails the product's surroundings are compared on (near-duplicates)."""
+
+
 def product_region(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     """Where the product is in a (small) photo: the segmentation's mask when plausible, else the whole frame.
 
     Shops shoot on white sweeps and black cloths: judged on the whole frame every such photo is "overexposed" or
-    "mostly dark"; judged on the product it is not. Returns (mask, confidence of the segmentation; 0 = fallback).
+    "mostly dark"; judged on the product it is not. Returns (mask, the segmentation's confidence; 0 = fallback).
     """
-    segmentation = segment_product(rgb, max_side=_QUALITY_SEGMENT_SIDE, iterations=2)
+    segmentation = segment_product(rgb, max_side=_SEGMENT_SIDE, iterations=2)
     share = float(segmentation.mask.mean())
     if not _MIN_PRODUCT_SHARE <= share <= _MAX_PRODUCT_SHARE or segmentation.confidence < _MIN_REGION_CONFIDENCE:
         return np.ones(rgb.shape[:2], bool), 0.0
@@ -231,7 +246,7 @@ def edge_blur_px(grey: np.ndarray, region: np.ndarray) -> float:
     a plain product's few outline edges are judged as fairly as a printed one's many, where the variance of the
     Laplacian mostly measures how much texture there is. Measured on 512 px copies of 1024 px renders: sharp 0.0,
     blurred by sigma 1 / 2 / 3 px: 0.65-0.7 / 1.55-1.6 / 2.4-2.6; on 8 px random blocks blurred by 6 and 12: 3.9 and
-    5.3 (edges closer than the blur interact, the estimate stays monotonic).
+    5.3 (edges closer than the blur interact; the estimate stays monotonic).
     """
     g0 = grey.astype(np.float32)
 
@@ -241,9 +256,9 @@ def edge_blur_px(grey: np.ndarray, region: np.ndarray) -> float:
         gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3) / 8.0
         return np.sqrt(gx * gx + gy * gy)
 
-    g1, g2 = gradient(1.0), gradient(2.0)
     if not region.any():
         return float("nan")
+    g1, g2 = gradient(1.0), gradient(2.0)
     top = float(np.quantile(g1[region], 0.98))
     contrast = float(np.subtract(*np.quantile(g0[region], [0.98, 0.02])))
     if top < _MIN_EDGE_STEP and contrast < _MIN_CONTRAST:
@@ -257,37 +272,21 @@ def edge_blur_px(grey: np.ndarray, region: np.ndarray) -> float:
     return float(np.sqrt(np.clip(np.median(sigma2), 0.0, _MAX_BLUR_PX**2)))
 
 
-def _check_quality(rgb: np.ndarray, config: CaptureConfig, name: str, check: PhotoCheck) -> np.ndarray:
-    """Blur and exposure of the product (not the backdrop), on a small copy so the numbers do not depend on
-    resolution. Returns that copy's product region (for the near-duplicate check)."""
-    scale = 512 / max(rgb.shape[:2])
+def _measure_quality(rgb: np.ndarray, check: PhotoCheck) -> np.ndarray:
+    """Blur and exposure of the product (not the backdrop) on a small copy; returns that copy's product region."""
+    scale = _QUALITY_SIDE / max(rgb.shape[:2])
     small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
     small = np.ascontiguousarray(small)
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    region, region_confidence = product_region(small)
-    # The outline belongs to the product's sharpness: a band around the mask.
-    band = cv2.dilate(region.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    region, found = product_region(small)
+    band = cv2.dilate(region.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)  # the outline is the product's
     blur = edge_blur_px(grey, band)
-    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F)[band].var())
     values = grey[region]
-    dark = float((values < 16).mean())
-    bright = float((values > 250).mean())
-    check.metrics.update(sharpness=round(sharpness, 1), edge_blur_px=round(blur, 2) if np.isfinite(blur) else -1.0,
-                         dark_fraction=round(dark, 3), bright_fraction=round(bright, 3),
-                         product_fraction=round(float(region.mean()), 3), product_found=round(region_confidence, 2))
-    where = "the product" if region_confidence > 0 else "the photo"
-    if np.isfinite(blur) and blur > config.max_edge_blur_px:
-        check.issues.append("blurry")
-        check.warnings.append(f"{name}: looks blurry (edges about {blur:.1f} px wide, over "
-                              f"{config.max_edge_blur_px:.1f}); retake it with steadier hands, more light or the "
-                              "focus on the product.")
-    if dark > config.dark_fraction:
-        check.issues.append("dark")
-        check.warnings.append(f"{name}: {where} is mostly dark ({dark:.0%} of its pixels near black); add light.")
-    if bright > config.bright_fraction:
-        check.issues.append("bright")
-        check.warnings.append(f"{name}: {where} is overexposed ({bright:.0%} of its pixels clipped white); reduce "
-                              "exposure.")
+    check.metrics.update(
+        sharpness=round(float(cv2.Laplacian(grey, cv2.CV_64F)[band].var()), 1),
+        edge_blur_px=round(blur, 2) if np.isfinite(blur) else -1.0,
+        dark_fraction=round(float((values < 16).mean()), 3), bright_fraction=round(float((values > 250).mean()), 3),
+        product_fraction=round(float(region.mean()), 3), product_found=round(found, 2))
     return region
 
 
@@ -326,9 +325,9 @@ def near_duplicates(a: PhotoPrint, b: PhotoPrint) -> bool:
     """Both the whole frames and the product's surroundings (the union of their boxes, grown by a tenth) match.
 
     On a turntable the backdrop fills most of the frame and never moves, so whole-frame hashes of photos whose
-    product has turned agree; the product's own box tells them apart.
+    product has turned agree; the product's own surroundings tell them apart.
     """
-    if (a.whole ^ b.whole).bit_count() > _TWIN_BITS:
+    if (a.whole ^ b.whole).bit_count() > advice.NEAR_DUPLICATE_BITS:
         return False
     x0, y0 = min(a.box[0], b.box[0]), min(a.box[1], b.box[1])
     x1, y1 = max(a.box[2], b.box[2]), max(a.box[3], b.box[3])
@@ -340,27 +339,24 @@ def near_duplicates(a: PhotoPrint, b: PhotoPrint) -> bool:
         return True
     crop_a = np.ascontiguousarray(a.thumbnail[r0:r1, c0:c1])
     crop_b = np.ascontiguousarray(b.thumbnail[r0:r1, c0:c1])
-    return (_dhash(crop_a) ^ _dhash(crop_b)).bit_count() <= _TWIN_BITS
+    return (_dhash(crop_a) ^ _dhash(crop_b)).bit_count() <= advice.NEAR_DUPLICATE_BITS
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def working_name(index: int, name: str, suffix: str) -> str:
+    """The generated file name of a photo inside the run: a counter and a cleaned stem (never the user's path)."""
+    return f"{index:03d}_{safe_stem(name)}{suffix}"
 
 
-def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, progress: ProgressFn = no_progress,
-                    display_names: list[str] | None = None, min_photos: int | None = None) -> CaptureResult:
+def run_capture(sources: list[Path], run_dir: Path, config: CaptureConfig, progress: StageProgress = no_progress,
+                names: list[str] | None = None, min_photos: int | None = None) -> CaptureResult:
     """Store the originals, check every photo, and write working copies of the accepted ones.
 
-    ``display_names`` are the user's names for ``photos`` (e.g. upload names); they are shown, never used as paths.
+    ``names`` are the user's names for ``sources`` (e.g. upload names); they are shown, never used as paths.
     ``min_photos`` overrides ``config.min_photos`` (1 for a single-photo relief).
     """
-    names = display_names or [p.name for p in photos]
+    names = names or [p.name for p in sources]
     needed = config.min_photos if min_photos is None else min_photos
-    originals_dir, image_dir = run_dir / "originals", run_dir / "images"
+    originals_dir, image_dir = CAPTURE_ORIGINALS.path(run_dir), CAPTURE_IMAGES.path(run_dir)
     originals_dir.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
     result = CaptureResult(image_dir=image_dir)
@@ -371,14 +367,13 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
     focals: list[float | None] = []
     started = time.perf_counter()
 
-    for index, (source, name) in enumerate(zip(photos, names, strict=True)):
-        progress(index / max(len(photos), 1), f"checking {name}")
-        stored_name = f"{index:03d}_{safe_stem(name)}{_safe_suffix(source)}"
-        stored = originals_dir / stored_name
+    for index, (source, name) in enumerate(zip(sources, names, strict=True)):
+        progress(index / max(len(sources), 1), f"checking {name}")
+        stored = originals_dir / working_name(index, name, _safe_suffix(source))
         if not stored.exists():
             shutil.copyfile(source, stored)  # the untouched original, kept even when rejected
-        record = PhotoRecord(name=name, stored_as=str(stored.relative_to(run_dir)), size_bytes=stored.stat().st_size,
-                             sha256=_sha256(stored))
+        record = PhotoRecord(index=index, name=name, original=str(stored.relative_to(run_dir)),
+                             size_bytes=stored.stat().st_size, sha256=file_sha256(stored))
         result.photos.append(record)
         if record.sha256 in seen_sha:
             record.status, record.reason = "rejected", (f"{name}: is an exact copy of '{seen_sha[record.sha256]}'; "
@@ -389,7 +384,7 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
         check, rgb = _read_photo(stored, config, name)
         record.warnings, record.metrics = check.warnings, check.metrics
         record.width, record.height, record.camera = check.width, check.height, check.camera
-        if not check.ok or rgb is None:
+        if not check.accepted or rgb is None:
             record.status, record.reason = "rejected", check.reason
             continue
 
@@ -397,103 +392,50 @@ def prepare_capture(photos: list[Path], run_dir: Path, config: CaptureConfig, pr
         if scale < 1:
             size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        working = image_dir / f"{Path(stored_name).stem}.jpg"
+        working = image_dir / f"{stored.stem}.jpg"
         cv2.imwrite(str(working), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        record.working_image = str(working.relative_to(run_dir))
+        record.working = working.name
         record.focal_px = None if check.focal_px is None else round(check.focal_px * scale, 2)
         focals.append(record.focal_px)
         cameras.add(check.camera or "unknown camera")
         sizes.add((rgb.shape[1], rgb.shape[0]))
 
-        for kind in check.issues:
+        for kind in advice.quality_issues(check.metrics):
             result.issues.setdefault(kind, []).append(name)
-        small = cv2.resize(rgb, check.region.shape[::-1], interpolation=cv2.INTER_AREA)
-        this = photo_print(name, small, check.region)
+        assert check.region is not None
+        this = photo_print(name, cv2.resize(rgb, check.region.shape[::-1], interpolation=cv2.INTER_AREA),
+                           check.region)
         twin = next((other.name for other in prints if near_duplicates(other, this)), None)
         if twin:
-            record.warnings.append(f"{name}: is nearly identical to {twin}; it adds no new viewpoint.")
+            record.warnings.append(advice.near_duplicate(name, twin))
             result.issues.setdefault("duplicate", []).append(name)
         prints.append(this)
 
-    accepted = result.accepted
+    accepted = [p for p in result.photos if p.status == "accepted"]
     rejected = [p for p in result.photos if p.status == "rejected"]
     result.shared_camera = len(cameras) <= 1 and len(sizes) <= 1
     if result.shared_camera and focals and all(f is not None for f in focals):
         result.focal_px = float(np.median([f for f in focals if f is not None]))
     result.metrics = {
-        "photos_given": len(photos),
+        "photos_given": len(sources),
         "photos_accepted": len(accepted),
         "photos_rejected": len(rejected),
         "photos_with_warnings": sum(1 for p in accepted if p.warnings),
         "cameras": len(cameras),
         "resolutions": len(sizes),
         "exif_focal_px": result.focal_px,
-        "seconds_per_photo": round((time.perf_counter() - started) / max(len(photos), 1), 3),
+        "seconds_per_photo": round((time.perf_counter() - started) / max(len(sources), 1), 3),
     }
-    result.findings = capture_findings(result, needed)
-    result.artifacts = {"originals": originals_dir, "images": image_dir}
+    reasons = [p.reason for p in rejected]
+    result.findings = advice.capture_findings(reasons, result.issues, result.metrics, needed)
+    result.artifacts = [CAPTURE_ORIGINALS, CAPTURE_IMAGES]
     if len(accepted) < needed:
         result.ok = False
-        result.failure = (f"Only {len(accepted)} of {len(photos)} photos can be used; at least {needed} are needed. "
-                          + ("Rejected: " + " ".join(p.reason for p in rejected[:5]) if rejected else
-                             "Add more photos of the product from different angles."))
-    progress(1.0, f"{len(accepted)} of {len(photos)} photos accepted")
+        result.failure = advice.too_few_photos(len(accepted), len(sources), needed, reasons)
+    progress(1.0, f"{len(accepted)} of {len(sources)} photos accepted")
     return result
 
 
 def _safe_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ""
-
-
-def capture_findings(result: CaptureResult, needed: int) -> list[Finding]:
-    """Turn the capture numbers into advice."""
-    findings = [Finding("error", p.reason) for p in result.photos if p.status == "rejected"]
-    findings.extend(issue_findings(result.issues, len(result.accepted)))
-    if not result.shared_camera:
-        findings.append(Finding(
-            "warning", f"The photos come from {result.metrics['cameras']} cameras or {result.metrics['resolutions']} "
-                       "resolutions; each is calibrated separately, which is less accurate.",
-            "Shoot all photos of one product with the same camera, zoom and resolution."))
-    accepted = len(result.accepted)
-    if accepted >= needed:
-        findings.append(Finding("info", f"{accepted} of {len(result.photos)} photos accepted."))
-    if needed > 1 and needed <= accepted < 12:
-        findings.append(Finding(
-            "warning", f"Only {accepted} usable photos; reconstructions are most reliable with 20-40.",
-            "Walk around the product and take a photo every 15-20 degrees, at two heights."))
-    return findings
-
-
-ISSUE_ADVICE: dict[str, tuple[str, str]] = {
-    "blurry": ("{count} photo(s) look blurry: {names}.",
-               "Retake them with steadier hands (a tripod), more light, or the focus on the product."),
-    "dark": ("{count} photo(s) show the product too dark: {names}.",
-             "Add light on the product; a dark backdrop may stay dark."),
-    "bright": ("{count} photo(s) show the product overexposed (clipped white): {names}.",
-               "Lower the exposure until the product keeps its detail; a white sweep may stay clipped."),
-    "duplicate": ("{count} photo(s) are nearly identical to another one: {names}.",
-                  "Turn the product or move the camera between shots; each photo should add a viewpoint."),
-}
-"""Per warning kind: the finding (one for all the photos it applies to) and what to do."""
-SAME_EVERYWHERE_SHARE = 0.5
-"""When more than this share of the photos look like another one, the product itself looks alike from every side."""
-
-
-def issue_findings(issues: dict[str, list[str]], accepted: int) -> list[Finding]:
-    """One finding per kind of photo problem, naming the photos (not one finding per photo)."""
-    findings = []
-    for kind, names in issues.items():
-        if not names:
-            continue
-        if kind == "duplicate" and len(names) > SAME_EVERYWHERE_SHARE * accepted:
-            findings.append(Finding(
-                "warning", f"{len(names)} of {accepted} photos look like another one: the product may look the same "
-                           "from every side (plain and round), so the photos cannot show how far it turned.",
-                "Put a small patterned marker on the turntable plate or next to the product, or turn the "
-                "product on its side for a second ring."))
-            continue
-        message, hint = ISSUE_ADVICE[kind]
-        listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-        findings.append(Finding("warning", message.format(count=len(names), names=listed), hint))
-    return findings

@@ -1,8 +1,8 @@
 """SfM stage: COLMAP structure-from-motion through pycolmap (SIFT, matching, incremental mapping).
 
-Writes ``RUN_DIR/sparse`` (the largest model, COLMAP binary) and ``RUN_DIR/undistorted`` (pinhole images and model
-for the dense stages), plus ``RUN_DIR/sfm/matches.json`` (which photos matched which). A capture that COLMAP
-cannot reconstruct is a result with a reason (``ok=False``), not an exception.
+Writes into ``RUN/sfm/``: the COLMAP database, every model found (``models/``), the largest as ``model/`` (COLMAP
+binary), ``undistorted/`` (pinhole images and model for the dense stages) and ``matches.json`` (which photos matched
+which). A capture that COLMAP cannot reconstruct is a result with a reason (``ok=False``), not an exception.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.capture import CaptureResult
+from core import advice
+from core.artifacts import SFM_MATCHES, SFM_MODEL, SFM_UNDISTORTED
 from core.config import SfmConfig
-from core.manifest import Finding, photo_names_by_working_image
-from core.stage import ProgressFn, StageOutput, no_progress
+from core.photos import Photo, PhotoSet
+from core.progress import StageProgress, no_progress
+from core.stages import StageOutput
+from core.stages.capture import CaptureResult
 
 logger = logging.getLogger(__name__)
 
@@ -30,22 +33,25 @@ _EXTRACT, _MATCH, _MAP = 0.25, 0.35, 0.35
 class SfmResult(StageOutput):
     """The reconstruction COLMAP found, where it is on disk, and its diagnostics."""
 
-    sparse_dir: Path | None = None
+    model_dir: Path | None = None
     """COLMAP binary model of the largest reconstruction (openable with pycolmap.Reconstruction)."""
     undistorted_dir: Path | None = None
     """pycolmap.undistort_images output: images/ and sparse/ with PINHOLE cameras."""
-    registered: list[str] = field(default_factory=list)
-    """Names of the working images placed in the model."""
+    photos: PhotoSet = field(default_factory=lambda: PhotoSet([]))
+    """The photos SfM was given (the accepted ones)."""
+    registered: list[Photo] = field(default_factory=list)
+    """The photos placed in the model."""
 
 
-def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: ProgressFn = no_progress) -> SfmResult:
+def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
+            progress: StageProgress = no_progress) -> SfmResult:
     """Features, matching and incremental mapping on the capture's working images."""
     import pycolmap
 
     image_dir = capture.image_dir
     assert image_dir is not None, "capture stage must run first"
-    image_names = sorted(Path(p.working_image).name for p in capture.accepted if p.working_image)
-    display = photo_names_by_working_image(capture.accepted)
+    photos = PhotoSet(sorted(capture.accepted, key=lambda p: p.working))
+    image_names = [p.working for p in photos]
     work_dir = run_dir / "sfm"
     if work_dir.exists():
         shutil.rmtree(work_dir)  # a re-run starts from a clean database
@@ -127,36 +133,32 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
     models = pycolmap.incremental_mapping(database, image_dir, models_dir, options=mapping,
                                           next_image_callback=on_next_image)
 
-    result = SfmResult()
+    result = SfmResult(photos=photos)
     db_stats = _database_stats(database, image_names)
     result.metrics.update(matching_mode=matching_mode, photos_usable=len(image_names),
                           static_background_fraction=round(static_fraction or 0.0, 3),
                           keypoints_median=float(np.median([s["keypoints"] for s in db_stats.values()] or [0])))
-    _write_match_matrix(work_dir / "matches.json", image_names, db_stats)
-    result.artifacts["sfm_matches"] = work_dir / "matches.json"
+    _write_match_matrix(SFM_MATCHES.path(run_dir), image_names, db_stats)
+    result.artifacts.append(SFM_MATCHES)
 
     if not models:
         result.ok = False
-        result.failure = ("COLMAP could not place the cameras: the photos share too few matching features. "
-                          "Shoot 20-40 photos with 15-20 degree steps around the product, keep it in focus and "
-                          "filling the frame, and put it on a textured mat (a newspaper works).")
+        result.failure = advice.SFM_NOTHING_PLACED
         result.metrics.update(photos_registered=0, registered_fraction=0.0, num_models=0)
-        result.metrics["per_photo"] = [_photo_metrics(name, display[name], db_stats, None) for name in image_names]
-        result.findings = sfm_findings(result.metrics)
+        result.metrics["per_photo"] = [_photo_metrics(photo, db_stats, None) for photo in photos]
+        result.findings = advice.sfm_findings(result.metrics)
         return result
 
     largest_id = max(models, key=lambda k: models[k].num_reg_images())
     model = models[largest_id]
-    sparse_dir = run_dir / "sparse"
-    if sparse_dir.exists():
-        shutil.rmtree(sparse_dir)
-    sparse_dir.mkdir()
-    model.write_binary(str(sparse_dir))
-    result.sparse_dir = sparse_dir
-    result.artifacts["sparse_model"] = sparse_dir
+    model_dir = SFM_MODEL.path(run_dir)
+    model_dir.mkdir()
+    model.write_binary(str(model_dir))
+    result.model_dir = model_dir
+    result.artifacts.append(SFM_MODEL)
 
     registered = {model.images[i].name for i in model.reg_image_ids()}
-    result.registered = sorted(registered)
+    result.registered = [p for p in photos if p.working in registered]
     result.metrics.update(_model_metrics(model))
     result.metrics["camera_spread_ratio"] = round(camera_spread_ratio(model), 4)
     result.metrics.update(
@@ -164,27 +166,22 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig, progress: 
         registered_fraction=round(len(registered) / len(image_names), 3),
         num_models=len(models),
         other_model_sizes=sorted((m.num_reg_images() for k, m in models.items() if k != largest_id), reverse=True),
-        per_photo=[_photo_metrics(name, display[name], db_stats, model) for name in image_names],
+        per_photo=[_photo_metrics(photo, db_stats, model) for photo in photos],
     )
 
     progress(0.97, "undistorting the photos for dense reconstruction")
-    undistorted = run_dir / "undistorted"
-    if undistorted.exists():
-        shutil.rmtree(undistorted)
-    pycolmap.undistort_images(undistorted, sparse_dir, image_dir)
+    undistorted = SFM_UNDISTORTED.path(run_dir)
+    pycolmap.undistort_images(undistorted, model_dir, image_dir)
     result.undistorted_dir = undistorted
-    result.artifacts["undistorted"] = undistorted
+    result.artifacts.append(SFM_UNDISTORTED)
 
-    result.findings = sfm_findings(result.metrics)
-    if result.metrics["camera_spread_ratio"] < config.min_camera_spread:
+    result.findings = advice.sfm_findings(result.metrics)
+    if result.metrics["camera_spread_ratio"] < advice.MIN_CAMERA_SPREAD:
         result.ok = False
-        result.failure = ("The photos were placed, but all at one spot: COLMAP matched the still background instead "
-                          "of the product (typical of a turntable in front of a patterned wall or table). Use a plain "
-                          "backdrop, or walk around the product instead of turning it.")
+        result.failure = advice.SFM_ONE_SPOT
     elif len(registered) < 3:
         result.ok = False
-        result.failure = (f"Only {len(registered)} of {len(image_names)} photos could be placed, too few for a 3D "
-                          "model. Shoot more photos with more overlap (15-20 degree steps) and more texture in view.")
+        result.failure = advice.sfm_too_few_placed(len(registered), len(image_names))
     progress(1.0, f"{len(registered)} of {len(image_names)} photos placed")
     return result
 
@@ -356,60 +353,15 @@ def _model_metrics(model) -> dict:
     }
 
 
-def _photo_metrics(name: str, display_name: str, stats: dict[str, dict], model) -> dict:
+def _photo_metrics(photo: Photo, stats: dict[str, dict], model) -> dict:
+    name = photo.working
     image = model.find_image_with_name(name) if model is not None else None
     registered = image is not None and image.has_pose
     return {
         "name": name,
-        "photo": display_name,
+        "photo": photo.name,
         "registered": bool(registered),
         "keypoints": stats[name]["keypoints"],
         "matched_neighbours": len(stats[name]["pairs"]),
         "observations": int(image.num_points3D) if registered else 0,
     }
-
-
-def sfm_findings(metrics: dict) -> list[Finding]:
-    """Plain-language verdicts on the SfM numbers (pure: tested on its own)."""
-    findings: list[Finding] = []
-    usable = metrics.get("photos_usable", 0)
-    placed = metrics.get("photos_registered", 0)
-    fraction = placed / usable if usable else 0.0
-    if placed == 0:
-        findings.append(Finding("error", f"None of the {usable} photos could be placed.",
-                                "The photos share too few features: shoot more photos with 15-20 degree steps, add a "
-                                "textured mat under the product and make sure every photo is sharp."))
-        return findings
-    if fraction < 1.0:
-        unplaced = [p.get("photo", p["name"]) for p in metrics.get("per_photo", []) if not p["registered"]]
-        level = "warning" if fraction >= 0.6 else "error"
-        findings.append(Finding(
-            level, f"Only {placed} of {usable} photos were placed ({fraction:.0%}). Not placed: "
-                   f"{', '.join(unplaced[:8])}{' ...' if len(unplaced) > 8 else ''}.",
-            "The sides of this product may have too little texture or the photos too little overlap: shoot more "
-            "photos with 20-30 degree steps, add a textured mat, avoid plain backgrounds filling the frame."))
-    else:
-        findings.append(Finding("info", f"All {usable} photos were placed."))
-    still = metrics.get("static_background_fraction", 0.0)
-    if still:
-        findings.append(Finding("info", f"The camera stood still (turntable): {still:.0%} of each photo is background "
-                                        "that does not move, and it was ignored when matching."))
-    if metrics.get("num_models", 1) > 1:
-        findings.append(Finding(
-            "warning", f"COLMAP split the photos into {metrics['num_models']} separate groups; the largest "
-                       f"({placed} photos) was kept, the others ({metrics.get('other_model_sizes')}) were dropped.",
-            "Add photos between the groups so that neighbouring views overlap by at least half."))
-    error = metrics.get("mean_reprojection_error_px")
-    if error is not None and error > 1.5:
-        findings.append(Finding("warning", f"Mean reprojection error is {error:.2f} px (good captures are below 1 px).",
-                                "Blurry photos, a moving product or a zoom change between photos cause this."))
-    track = metrics.get("mean_track_length")
-    if track is not None and track < 3:
-        findings.append(Finding("warning", f"Points are seen in only {track:.1f} photos on average.",
-                                "Take photos closer together so each part of the product appears in 3+ photos."))
-    keypoints = metrics.get("keypoints_median", 0)
-    if keypoints and keypoints < 500:
-        findings.append(Finding("warning", f"Only about {keypoints:.0f} features per photo were found.",
-                                "The product or background is very plain; add a textured mat or more light."))
-    return findings
-

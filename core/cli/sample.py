@@ -1,6 +1,6 @@
 """Reconstruct the bundled sample product through the job system, with progress on the terminal.
 
-    python -m core.sample_run [--preset preview|balanced|full] [--again]
+    python -m core.cli.sample [--preset preview|balanced|full] [--again]
 
 Used by ``./studio sample`` before it starts the app, so the app opens with a finished run to look at.
 The run is an ordinary job in the studio database: it shows up on Home, Viewer, Diagnostics and Review.
@@ -12,21 +12,24 @@ import argparse
 import logging
 import sys
 import time
+
 from core.config import PRESETS
-from core.jobs import SAMPLE_SKU, dispatch, job_progress, sample_photos, submit_sample
-from core.pipeline import TerminalProgress
-from core.store import Store
+from core.jobs.dispatch import dispatch
+from core.jobs.intake import SAMPLE_SKU, sample_photos, submit_sample
+from core.jobs.status import job_progress
+from core.jobs.store import Store
+from core.progress import TerminalProgress
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.sample_run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.cli.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=PRESETS, default="balanced")
     parser.add_argument("--again", action="store_true", help="reconstruct even if a finished sample run exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not sample_photos():
         print("error: the sample photos are missing (assets/sample/images); regenerate them with "
-              "`python -m core.synthetic --sample assets/sample`", file=sys.stderr)
+              "`python -m benchmarks.synthetic --sample assets/sample`", file=sys.stderr)
         return 1
     store = Store()
     finished = [j for j in store.list_jobs(("done",)) if j.sku == SAMPLE_SKU and j.preset == args.preset]

@@ -1,0 +1,104 @@
+"""The artefact registry: every file or folder a stage writes, declared once with its key, path and kind.
+
+A key is ``<stage>.<name>`` and its path lies in ``RUN/<stage>/`` (stage name = run-folder name = artefact prefix).
+Writers ask the registry where to write (``MESH_GLB.path(run_dir)``); the pipeline records what a stage wrote, with
+its size and sha256, in the manifest; readers (core/report/runs.py) resolve recorded paths and refuse any that
+leaves the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ArtifactKind = Literal["file", "folder"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    key: str
+    """``<stage>.<name>``."""
+    relative: str
+    """Path inside the stage's run folder."""
+    kind: ArtifactKind
+    description: str
+
+    @property
+    def stage(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def run_path(self) -> str:
+        """Path relative to the run folder."""
+        return f"{self.stage}/{self.relative}"
+
+    def path(self, run_dir: Path) -> Path:
+        return Path(run_dir) / self.stage / self.relative
+
+
+CAPTURE_ORIGINALS = Artifact("capture.originals", "originals", "folder", "untouched uploads under generated names")
+CAPTURE_IMAGES = Artifact("capture.images", "images", "folder", "oriented, downscaled working copies")
+SFM_MODEL = Artifact("sfm.model", "model", "folder",
+                     "COLMAP binary model of the largest reconstruction (pycolmap.Reconstruction opens it)")
+SFM_MATCHES = Artifact("sfm.matches", "matches.json", "file",
+                       "photo working names and the verified inlier matches between every pair")
+SFM_UNDISTORTED = Artifact("sfm.undistorted", "undistorted", "folder",
+                           "pinhole images and model (images/, sparse/) used by the dense stages")
+MASKS_IMAGES = Artifact("masks.images", "images", "folder",
+                        "per-photo product mask <stem>.png (255 = product) at the size of the undistorted images")
+DEPTH_MAPS = Artifact("depth.maps", "maps", "folder",
+                      "per-photo <stem>.npz: depth, confidence, image, camera (core.stages.depth.load_depth_map)")
+DEPTH_PRIOR_SUPPLIED = Artifact("depth_prior.supplied", "supplied", "folder",
+                                "the user's depth maps, copied in under the photos' working stems")
+DEPTH_PRIOR_MAPS = Artifact("depth_prior.maps", "maps", "folder",
+                            "depth maps merged with the prior where it was used (<stem>.npz, the depth.maps layout)")
+DEPTH_PRIOR_PRIORS = Artifact("depth_prior.priors", "priors", "folder",
+                              "per-photo prior: raw, aligned, per-pixel source and the fit (<stem>.npz)")
+FUSION_POINTS = Artifact("fusion.points", "points.ply", "file", "fused coloured point cloud with normals")
+ISOLATION_POINTS = Artifact("isolation.points", "points.ply", "file", "the product's coloured points")
+ISOLATION_FRAME = Artifact("isolation.frame", "frame.json", "file",
+                           "where the product stands: up direction, focus point, support plane")
+MESH_PLY = Artifact("mesh.ply", "mesh.ply", "file", "the final mesh with vertex colours (reconstruction frame)")
+MESH_GLB = Artifact("mesh.glb", "mesh.glb", "file", "the final mesh as glTF binary (y-up, standing on y = 0)")
+MESH_OBJ = Artifact("mesh.obj", "mesh.obj", "file", "the final mesh as OBJ (+ mesh.mtl), vertex colours")
+RELIEF_PLY = Artifact("relief.ply", "relief.ply", "file", "the single-photo relief mesh with vertex colours")
+RELIEF_GLB = Artifact("relief.glb", "relief.glb", "file", "the relief as glTF binary")
+RELIEF_OBJ = Artifact("relief.obj", "relief.obj", "file", "the relief as OBJ (+ relief.mtl)")
+RELIEF_DEPTH = Artifact("relief.depth", "depth.npy", "file", "the depth used for the relief (float32, NaN unknown)")
+
+REGISTRY: dict[str, Artifact] = {a.key: a for a in [
+    CAPTURE_ORIGINALS, CAPTURE_IMAGES, SFM_MODEL, SFM_MATCHES, SFM_UNDISTORTED, MASKS_IMAGES, DEPTH_MAPS,
+    DEPTH_PRIOR_SUPPLIED, DEPTH_PRIOR_MAPS, DEPTH_PRIOR_PRIORS, FUSION_POINTS, ISOLATION_POINTS, ISOLATION_FRAME,
+    MESH_PLY, MESH_GLB, MESH_OBJ, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
+]}
+
+
+def artifact(key: str) -> Artifact:
+    """The registered artefact ``key`` (KeyError names the known keys)."""
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise KeyError(f"unknown artefact {key!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def checksum(path: Path) -> tuple[int, str]:
+    """(bytes, sha256) of a file, or of a folder's files (names, in sorted order, and contents)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size, file_sha256(path)
+    digest = hashlib.sha256()
+    total = 0
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        total += file.stat().st_size
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file_sha256(file).encode() + b"\n")
+    return total, digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

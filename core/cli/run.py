@@ -1,0 +1,119 @@
+"""The command line of the pipeline: ``python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset P]``.
+
+    python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset preview|balanced|full]
+    python -m core.pipeline PHOTO.jpg --out RUN_DIR          (single photo -> 3D relief)
+
+Progress goes to the terminal; exit status 0 when the run succeeded, 1 when it failed (the reason on stderr and in
+RUN_DIR/manifest.json), 2 for bad command-line use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.config import PRESET_DESCRIPTIONS, PRESETS, PipelineConfig, preset_config
+from core.pipeline import run_pipeline, run_relief
+from core.progress import TerminalProgress
+
+
+def list_photos(folder: Path) -> list[Path]:
+    """Every visible file in a folder, sorted by name: non-images are kept so the capture stage can name them."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.pipeline",
+        description="Product Studio: turn product photos into a 3D model (or one photo into a 3D relief).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Presets:\n" + "\n".join(f"  {name:9s} {PRESET_DESCRIPTIONS[name]}" for name in PRESETS)
+        + "\n\nExit status: 0 when the run succeeded, 1 when it failed (the reason is printed on stderr and stored "
+          "in RUN_DIR/manifest.json), 2 for bad command-line use.",
+    )
+    parser.add_argument("photos", type=Path, help="folder of product photos (multi-view), or one photo file "
+                                                  "(single-photo 3D relief)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to create (manifest.json, models, exports)")
+    parser.add_argument("--preset", choices=PRESETS, default="balanced", help="detail level (default: balanced)")
+    parser.add_argument("--depth-prior-dir", type=Path, help="folder of per-photo depth maps (.npy float32, or 16-bit "
+                                                             "PNG in millimetres) named like the photos")
+    parser.add_argument("--depth-model", type=Path, help="local folder of a Depth Anything model (transformers format)")
+    parser.add_argument("--no-depth-prior", action="store_true", help="do not use a monocular depth prior")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="download the depth model when it is not found locally (needs network)")
+    parser.add_argument("--masks-dir", type=Path, help="folder of product masks named like the photos (any image "
+                                                       "format, white = product); used instead of computed ones")
+    parser.add_argument("--no-masks", action="store_true",
+                        help="no product masks (and so no visual hull): stereo alone, as before")
+    parser.add_argument("--seed", type=int, help="random seed for COLMAP (default: 0)")
+    parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """The preset with the command line's changes (each option names one field of one config section)."""
+    changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "masks": {}, "mesh": {}, "relief": {}}
+    if args.masks_dir:
+        changes["masks"]["supplied_dir"] = str(args.masks_dir.resolve())
+    if args.no_masks:
+        changes["masks"]["enabled"] = False
+    if args.depth_prior_dir:
+        changes["depth_prior"]["depth_dir"] = str(args.depth_prior_dir.resolve())
+    if args.depth_model:
+        changes["depth_prior"]["model_path"] = str(args.depth_model.resolve())
+    if args.no_depth_prior:
+        changes["depth_prior"]["enabled"] = False
+    if args.allow_download:
+        changes["depth_prior"]["allow_download"] = True
+    if args.seed is not None:
+        changes["sfm"]["seed"] = args.seed
+    if args.target_faces:
+        changes["mesh"]["target_faces"] = changes["relief"]["target_faces"] = args.target_faces
+    return preset_config(args.preset).with_changes(changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # the run log keeps INFO regardless
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(console)
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.photos.exists():
+        parser.error(f"{args.photos} does not exist")
+    config = config_from_args(args)
+    bar = TerminalProgress()
+    try:
+        if args.photos.is_dir():
+            photos = list_photos(args.photos)
+            if not photos:
+                print(f"error: {args.photos} holds no files; put the product photos there.", file=sys.stderr)
+                return 1
+            manifest = run_pipeline(photos, args.out, config, bar.listener)
+        else:
+            manifest = run_relief(args.photos, args.out, config, bar.listener)
+    except KeyboardInterrupt:
+        bar.close()
+        print("interrupted; finished stages are kept in " + str(args.out), file=sys.stderr)
+        return 130
+    bar.close()
+    for photo in manifest.photos:
+        if photo.status == "rejected":
+            print(f"rejected: {photo.reason}", file=sys.stderr)
+    if manifest.status != "done":
+        print(f"error: {manifest.failure_reason}", file=sys.stderr)
+        return 1
+    total = sum(s.seconds for s in manifest.stages)
+    print(f"done in {total:.0f} s: {args.out / 'manifest.json'}")
+    for key, record in manifest.artifacts.items():
+        print(f"  {key:20s} {args.out / record.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
