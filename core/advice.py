@@ -222,8 +222,9 @@ def sfm_findings(metrics: Mapping[str, Any]) -> list[Finding]:
 # --- masks -----------------------------------------------------------------------------------------------------
 
 LOW_MASK_CONFIDENCE = 0.5
-"""Masks below this confidence are named in a finding (renders of plain products on plain backdrops: correct masks
-(IoU 0.97-0.99 with the truth) score 0.55-0.8 at 24 photos; a mask that swallowed the plate or a shadow, 0.1-0.4)."""
+"""Masks below this confidence are named in a finding. Confidence = agreement with the other photos' hull x (0.5 +
+0.5 x the photo's own edge and colour evidence); on renders of plain products, correct masks (IoU 0.9-0.99 with the
+truth) score 0.6-0.9; one that swallowed the plate agrees with the others at 0.3 or less."""
 MASKS_OFF = Finding("info", "Product masks switched off for this run: no silhouettes help plain products.")
 
 

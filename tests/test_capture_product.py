@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from core.capture import prepare_capture
+from benchmarks.synthetic import CaptureSpec, render_capture
+from core import advice
 from core.config import CaptureConfig
-from core.synthetic import CaptureSpec, render_capture
+from core.stages.capture import run_capture
 
 
 def _studio_photo(background: int, product_level: int, seed: int = 0, size: tuple[int, int] = (640, 480),
@@ -40,20 +41,19 @@ def _save(folder: Path, name: str, rgb: np.ndarray, quality: int = 92) -> Path:
 
 
 def _capture(paths: list[Path], run_dir: Path):
-    return prepare_capture(paths, run_dir, CaptureConfig(working_max_side=640))
+    return run_capture(paths, run_dir, CaptureConfig(working_max_side=640))
 
 
 def test_a_well_exposed_product_on_a_white_sweep_or_black_cloth_does_not_warn(tmp_path: Path) -> None:
     white = _studio_photo(background=255, product_level=150, seed=1)
     black = _studio_photo(background=4, product_level=150, seed=2)
-    config = CaptureConfig()
     # Judged on the whole frame these would warn: most pixels are clipped white or near black.
-    assert (cv2.cvtColor(white, cv2.COLOR_RGB2GRAY) > 250).mean() > config.bright_fraction
-    assert (cv2.cvtColor(black, cv2.COLOR_RGB2GRAY) < 16).mean() > config.dark_fraction
+    assert (cv2.cvtColor(white, cv2.COLOR_RGB2GRAY) > 250).mean() > advice.BRIGHT_FRACTION
+    assert (cv2.cvtColor(black, cv2.COLOR_RGB2GRAY) < 16).mean() > advice.DARK_FRACTION
     paths = [_save(tmp_path / "in", "sweep.jpg", white), _save(tmp_path / "in", "cloth.jpg", black),
              _save(tmp_path / "in", "sweep2.jpg", _studio_photo(255, 150, seed=3))]
     result = _capture(paths, tmp_path / "run")
-    for record in result.accepted:
+    for record in result.photos:
         assert record.warnings == [], (record.name, record.warnings)
         assert 0.12 < record.metrics["product_fraction"] < 0.22  # the box covers a sixth of the frame
 
@@ -62,7 +62,7 @@ def test_an_overexposed_product_warns_naming_the_product(tmp_path: Path) -> None
     # Clipped white: no detail left on the product.
     burnt = _studio_photo(background=90, product_level=255, seed=4, printed=False, tint=(1.0, 1.0, 1.0))
     result = _capture([_save(tmp_path / "in", "burnt.jpg", burnt)], tmp_path / "run")
-    warnings = result.accepted[0].warnings
+    warnings = result.photos[0].warnings
     assert any("the product is overexposed" in w for w in warnings), warnings
 
 
@@ -75,7 +75,7 @@ def test_a_sharp_plain_product_is_not_called_blurry_and_a_blurred_one_is(tmp_pat
     paths = [_save(tmp_path / "in", "sharp.jpg", plain)]
     paths += [_save(tmp_path / "in", f"shaky_{i}.jpg", b, quality=80 + i) for i, b in enumerate(blurred)]
     result = _capture(paths, tmp_path / "run")
-    by_name = {r.name: r for r in result.accepted}
+    by_name = {r.name: r for r in result.photos}
     assert not any("blurry" in w for w in by_name["sharp.jpg"].warnings)
     assert all(any("looks blurry" in w for w in by_name[f"shaky_{i}.jpg"].warnings) for i in range(3))
     # One finding names the three blurry photos, instead of three findings.
@@ -93,7 +93,7 @@ def turntable(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_turntable_photos_whose_product_turned_are_not_near_duplicates(turntable, tmp_path: Path) -> None:
-    from core.capture import _dhash
+    from core.stages.capture import _dhash
 
     photos = [turntable.image_dir / n for n in turntable.image_names]
     images = [cv2.imread(str(p))[:, :, ::-1] for p in photos]
@@ -104,5 +104,5 @@ def test_turntable_photos_whose_product_turned_are_not_near_duplicates(turntable
     # A real duplicate (the same photo exported again) must still be caught.
     again = _save(tmp_path / "in", "view_000 again.jpg", np.ascontiguousarray(images[0]), quality=85)
     result = _capture([*photos, again], tmp_path / "run")
-    flagged = [r.name for r in result.accepted if any("nearly identical" in w for w in r.warnings)]
+    flagged = [r.name for r in result.photos if any("nearly identical" in w for w in r.warnings)]
     assert flagged == ["view_000 again.jpg"]

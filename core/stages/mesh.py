@@ -135,7 +135,8 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
 
 
 BASE_TOLERANCE_SPACINGS = 2.0
-"""Faces within this many point spacings of the support plane, facing down, are the base cap."""
+"""Faces within this many point spacings of the support plane (or 1 % of the mesh's size, whichever is more:
+Poisson's octree is coarser than the spacing on small photos), facing down, are the base cap."""
 
 
 def base_cap_faces(vertices: np.ndarray, triangles: np.ndarray, plane: np.ndarray, spacing: float) -> np.ndarray:
@@ -143,11 +144,12 @@ def base_cap_faces(vertices: np.ndarray, triangles: np.ndarray, plane: np.ndarra
     if len(triangles) == 0:
         return np.zeros(0, np.int64)
     height = vertices @ plane[:3] + plane[3]
+    tolerance = max(BASE_TOLERANCE_SPACINGS * spacing, 0.01 * float(np.linalg.norm(np.ptp(vertices, axis=0))))
     tri = vertices[triangles]
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     length = np.maximum(np.linalg.norm(normal, axis=1), 1e-18)
     facing_down = (normal @ plane[:3]) / length < -0.9
-    flat = np.abs(height[triangles]).max(1) < BASE_TOLERANCE_SPACINGS * spacing
+    flat = np.abs(height[triangles]).max(1) < tolerance
     return np.flatnonzero(facing_down & flat)
 
 

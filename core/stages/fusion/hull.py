@@ -241,12 +241,7 @@ def fuse_with_hull(points: np.ndarray, normals: np.ndarray, colors: np.ndarray, 
 
     tolerance = 1.5 * hull.voxel if outside_tolerance is None else outside_tolerance
     radius = 3.0 * max(spacing, hull.voxel) if cover_radius is None else cover_radius
-    value = hull.sample(points) if len(points) else np.zeros(0, np.float32)
-    keep = value >= -tolerance
-    if hull.plane is not None and len(points):
-        # The table inside the hull's footprint (its excess over the product) is no product: stereo never sees the
-        # base, so whatever lies on the plane is table.
-        keep &= points @ hull.plane[:3] + hull.plane[3] > tolerance
+    keep = inside_hull(points, hull, tolerance)
     stereo_pts, stereo_nrm, stereo_rgb = points[keep], normals[keep], colors[keep]
     hull_pts, hull_nrm = hull.surface()
     if len(stereo_pts) and len(hull_pts):
@@ -265,6 +260,20 @@ def fuse_with_hull(points: np.ndarray, normals: np.ndarray, colors: np.ndarray, 
     return HullFusion(np.concatenate([stereo_pts, fill_pts]), np.concatenate([stereo_nrm, fill_nrm]),
                       np.concatenate([stereo_rgb, fill_rgb]).astype(np.uint8),
                       np.concatenate([np.zeros(len(stereo_pts), bool), np.ones(len(fill_pts), bool)]), stats)
+
+
+def inside_hull(points: np.ndarray, hull: VisualHull, tolerance: float) -> np.ndarray:
+    """Points the silhouettes allow: inside the hull (within ``tolerance``) and above the table.
+
+    The table inside the hull's footprint (its excess over the product) is no product: stereo never sees the base,
+    so whatever lies on the plane is table.
+    """
+    if len(points) == 0:
+        return np.zeros(0, bool)
+    keep = hull.sample(points) >= -tolerance
+    if hull.plane is not None:
+        keep &= points @ hull.plane[:3] + hull.plane[3] > tolerance
+    return keep
 
 
 def surface_colours(points: np.ndarray, normals: np.ndarray, cameras: list[PinholeCamera],
@@ -339,8 +348,10 @@ def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarra
         depth = np.where(depth_map.confidence >= MIN_CONFIDENCE, depth_map.depth, np.nan).astype(np.float32)
         views.append(CompletionView(depth_map.camera, depth, mask, depth_map.image))
         images.append(depth_map.image)
+    # Only the product's own confident points outline its faces (not the table or the room around it).
+    product = inside_hull(points, hull, 1.5 * hull.voxel)
     extra_pts, extra_nrm, extra_rgb, completion = planar_completion(
-        views, points, normals, hull, neighbours([v.camera for v in views]))
+        views, points[product], normals[product], hull, neighbours([v.camera for v in views]))
     n_completed = len(extra_pts)
     if n_completed:
         # Every photo completes the same faces: merge the copies on fusion's grid (Poisson's cost follows the count).
