@@ -23,36 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.evaluate import GroundTruthSurface, sample_mesh
-from benchmarks.synthetic import CaptureGroundTruth, ground_truth_scene, load_ground_truth
+from benchmarks.evaluate import GroundTruthSurface, sample_mesh, silhouette_iou
+from benchmarks.synthetic import ground_truth_scene, load_ground_truth
 from core.config import preset_config
-from core.geometry import PinholeCamera, boundary_loops
+from core.geometry import boundary_loops
 from core.segmentation import mask_iou
 
 logger = logging.getLogger(__name__)
-
-
-def mesh_silhouettes(vertices: np.ndarray, triangles: np.ndarray, cameras: list[PinholeCamera]) -> list[np.ndarray]:
-    """Per camera, the pixels (centres) whose ray hits the mesh."""
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
-    out = []
-    for cam in cameras:
-        u, v = np.meshgrid(np.arange(cam.width) + 0.5, np.arange(cam.height) + 0.5)
-        d = np.stack([(u - cam.K[0, 2]) / cam.K[0, 0], (v - cam.K[1, 2]) / cam.K[1, 1], np.ones_like(u)], -1) @ cam.R
-        rays = np.concatenate([np.broadcast_to(cam.center, d.shape), d], -1).astype(np.float32)
-        hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
-        out.append(np.isfinite(hit))
-    return out
-
-
-def silhouette_iou(vertices: np.ndarray, triangles: np.ndarray, gt: CaptureGroundTruth) -> dict[str, float]:
-    """Mean and lowest IoU of the mesh's silhouettes with the rendered product masks."""
-    silhouettes = mesh_silhouettes(vertices, triangles, gt.camera_list())
-    ious = [mask_iou(s, gt.load_mask(n)) for s, n in zip(silhouettes, gt.image_names, strict=True)]
-    return {"mean": float(np.mean(ious)), "min": float(np.min(ious))}
 
 
 def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool = True,
@@ -106,7 +83,8 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
     if mesh.ok and mesh.mesh is not None:
         vertices, triangles = np.asarray(mesh.mesh.vertices), np.asarray(mesh.mesh.triangles)
         report["mesh"] = surface.evaluate(sample_mesh(vertices, triangles, 500_000)).to_dict()
-        report["mesh"]["silhouette_iou"] = silhouette_iou(vertices, triangles, gt)
+        report["mesh"]["silhouette_iou"] = silhouette_iou(vertices, triangles, gt.camera_list(),
+                                                          [gt.load_mask(n) for n in gt.image_names])
         report["mesh"]["holes"], report["mesh"]["boundary_edges"] = boundary_loops(triangles)
         report["mesh"]["metrics"] = {k: v for k, v in mesh.metrics.items() if not isinstance(v, dict | list)}
         o3d.io.write_triangle_mesh(str(out / "mesh_eval.ply"), mesh.mesh)
