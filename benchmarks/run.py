@@ -43,6 +43,7 @@ from benchmarks.evaluate import (
     load_points,
     read_middlebury_par,
     read_strecha_folder,
+    silhouette_iou,
 )
 from benchmarks.synthetic import CaptureSpec, load_ground_truth, render_capture
 from core.geometry import PinholeCamera
@@ -105,6 +106,21 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
         lambda q: CaptureSpec(object="procedural-bottle", mode="orbit", support="textured", backdrop="plain",
                               **_size(q))),
 ]}
+PLAIN_SPECS: dict[str, tuple[str, str, str]] = {
+    # name: (object, mode, what) -- plain products on plain backdrops (issue 10); a textured mat or plate under them
+    "plain_box_turntable": ("procedural-box", "turntable", "plain procedural box, turntable with a textured plate"),
+    "plain_bottle_orbit": ("procedural-bottle", "orbit", "plain procedural bottle, orbit, textured mat"),
+    "plain_bottle_turntable": ("procedural-bottle", "turntable", "plain procedural bottle, turntable, textured plate"),
+    "banana_orbit": (str(MODELS / "011_banana_fulltex"), "orbit", "YCB banana (scan), orbit, textured mat"),
+    "banana_turntable": (str(MODELS / "011_banana_fulltex"), "turntable", "YCB banana (scan), turntable"),
+}
+SYNTHETIC.update({name: SyntheticCapture(
+    name, f"{what}, plain backdrop",
+    (lambda q, obj=obj, mode=mode: CaptureSpec(object=obj, product_texture="plain", mode=mode, support="textured",
+                                               backdrop="plain", **_size(q))),
+    Path(obj) if obj.startswith("/") else None) for name, (obj, mode, what) in PLAIN_SPECS.items()})
+PLAIN_CAPTURES = ("plain_box", *PLAIN_SPECS)
+"""``--captures plain``: the plain products of issue 10 (F-score and silhouette IoU of the mesh)."""
 SURFACE_ARTIFACTS = ("depth.maps", "depth_prior.maps", "fusion.points", "isolation.points", "mesh.ply")
 """Manifest artefacts scored against the true surface: per-view depth maps (folders of .npz: stereo, then merged
 with the depth prior), the fused cloud before and after product isolation, and the final mesh."""
@@ -205,7 +221,8 @@ def _sfm_cameras(run: RunView) -> dict[str, PinholeCamera]:
 
 
 def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_reference: float,
-                 surface: GroundTruthSurface | None) -> dict[str, Any]:
+                 surface: GroundTruthSurface | None, truth_masks: dict[str, np.ndarray] | None = None
+                 ) -> dict[str, Any]:
     """Poses and (when a ground-truth surface is given) dense points and mesh of a finished or failed run."""
     run = open_run(run_dir)
     manifest = run.manifest
@@ -232,8 +249,30 @@ def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_r
         report = surface.evaluate(points, poses.alignment).to_dict()
         report["faces"] = faces
         report["total_points"] = len(points)
+        if key == "mesh.ply" and truth_masks:
+            report.update(_mesh_checks(run, path, poses.alignment, truth_cameras, truth_masks))
         out[key] = report
     return out
+
+
+def _mesh_checks(run: Any, path: Path, alignment: Any, cameras: dict[str, PinholeCamera],
+                 masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Silhouette IoU of the mesh (moved into the ground-truth frame) with the true masks, and whether it is closed."""
+    vertices, triangles = read_mesh_arrays(path)
+    names = [n for n in cameras if n in masks]
+    checks: dict[str, Any] = {"silhouette_iou": silhouette_iou(alignment.apply(vertices), triangles,
+                                                               [cameras[n] for n in names], [masks[n] for n in names])}
+    mesh_stage = next((s for s in run.manifest.stages if s.name == "mesh"), None) if run.manifest else None
+    if mesh_stage is not None:
+        checks.update({k: mesh_stage.metrics.get(k) for k in ("boundary_edges", "base_capped", "base_area_share")})
+    return checks
+
+
+def read_mesh_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import open3d as o3d
+
+    mesh = o3d.io.read_triangle_mesh(str(path))
+    return np.asarray(mesh.vertices), np.asarray(mesh.triangles)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -332,6 +371,12 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
             lines += ["", "| preset | surface | points in box | faces | precision 0.5%/1% | recall 0.5%/1% | "
                       "F 0.5%/1% | accuracy mm | completeness mm |", "|---|---|---|---|---|---|---|---|---|",
                       *surface_rows]
+        mesh_rows = [f"| {run['preset']} | {_fmt(m['silhouette_iou']['mean'])} | {_fmt(m['silhouette_iou']['min'])} | "
+                     f"{m.get('boundary_edges', '–')} | {'yes' if m.get('base_capped') else 'no'} |"
+                     for run in cap["runs"] if (m := run.get("mesh.ply")) and "silhouette_iou" in m]
+        if mesh_rows:
+            lines += ["", "| preset | mesh silhouette IoU mean | min | open edges | base capped |",
+                      "|---|---|---|---|---|", *mesh_rows]
         for run in cap["runs"]:
             if run.get("failure_reason"):
                 lines += ["", f"{run['preset']}: {run['failure_reason']}"]
@@ -414,7 +459,8 @@ def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, 
         measurement = run_pipeline_cli(gt.image_dir, run_dir, preset, extra)
         run = {"preset": name, "returncode": measurement.returncode, "wall_s": measurement.wall_s,
                "peak_rss_mb": measurement.peak_rss_mb}
-        run.update(evaluate_run(run_dir, gt.cameras, gt.object_diagonal, surface))
+        masks = {n: gt.load_mask(n) for n in gt.image_names if n in gt.mask_paths}
+        run.update(evaluate_run(run_dir, gt.cameras, gt.object_diagonal, surface, masks))
         if measurement.returncode != 0 and not run.get("failure_reason"):
             last_lines = measurement.stderr_tail.strip().splitlines()
             run["failure_reason"] = last_lines[-1] if last_lines else f"exit code {measurement.returncode}"
@@ -494,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.captures:
         names = [n.strip() for n in args.captures.split(",") if n.strip()]
+        names = [m for n in names for m in (PLAIN_CAPTURES if n == "plain" else (n,))]
     else:
         names = list(QUICK_CAPTURES) if args.quick else [*DEFAULT_CAPTURES, *REAL]
     unknown = [n for n in names if n not in SYNTHETIC and n not in REAL]

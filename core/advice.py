@@ -34,54 +34,103 @@ def _sentence(*parts: str) -> str:
 
 # --- capture ---------------------------------------------------------------------------------------------------
 
-BLUR_THRESHOLD = 60.0
-"""Variance of the Laplacian (on a 512 px copy) below which a photo is called blurry (sharp renders and phone
-photos of products score 150-2000; motion-blurred ones 10-50)."""
+MAX_EDGE_BLUR_PX = 1.4
+"""Blur of the product's edges (about the Gaussian sigma, on a 512 px copy; core.stages.capture.edge_blur_px)
+above which a photo is called blurry (1024 px renders: sharp 0.0, blurred by 1 px 0.65-0.7, by 2 px 1.55-1.6).
+Judged on the product's outline and print, so a sharp plain product is not called blurry (the variance of the
+Laplacian used before scored a sharp plain box on a plain backdrop 40, under its threshold of 60)."""
 DARK_FRACTION = 0.5
-"""Warn when more than this share of pixels is near black."""
+"""Warn when more than this share of the product's pixels is near black (a black cloth around it does not count)."""
 BRIGHT_FRACTION = 0.35
-"""Warn when more than this share of pixels is clipped white."""
+"""Warn when more than this share of the product's pixels is clipped white (a white sweep around it does not)."""
 NEAR_DUPLICATE_BITS = 10
 """Photos whose 256-bit difference hashes differ in at most this many bits add no viewpoint (a burst, a re-export:
-0-6 bits; neighbouring orbit photos 15 degrees apart: 30+)."""
+0-7 bits; neighbouring orbit photos 15 degrees apart: 30+). On a turntable the still backdrop brings turned photos
+within 7-13 bits of each other, so the product's surroundings must match too (turned: 50+ bits)."""
+SAME_EVERYWHERE_SHARE = 0.5
+"""When more than this share of the photos are near-duplicates, the product itself looks alike from every side (a
+plain, round product on a turntable): one finding says so instead of a duplicate warning per photo."""
 FEW_PHOTOS = 12
 """Fewer usable photos than this get a warning: reconstructions are most reliable with 20-40."""
 
+QUALITY_ISSUES: dict[str, tuple[str, str]] = {
+    "blurry": ("{count} photo(s) look blurry: {names}.",
+               "Retake them with steadier hands (a tripod), more light, or the focus on the product."),
+    "dark": ("{count} photo(s) show the product too dark: {names}.",
+             "Add light on the product; a dark backdrop may stay dark."),
+    "bright": ("{count} photo(s) show the product overexposed (clipped white): {names}.",
+               "Lower the exposure until the product keeps its detail; a white sweep may stay clipped."),
+    "duplicate": ("{count} photo(s) are nearly identical to another one: {names}.",
+                  "Turn the product or move the camera between shots: each photo should add a viewpoint."),
+}
+"""Per kind of photo problem: the one finding for all the photos it applies to, and what to do."""
 
-def blurry(name: str, sharpness: float) -> str:
-    return (f"{name}: looks blurry (sharpness {sharpness:.0f}, below {BLUR_THRESHOLD:.0f}); retake it with steadier "
-            "hands, more light or the focus on the product.")
+
+def _where(metrics: Mapping[str, float]) -> str:
+    return "the product" if metrics.get("product_found", 0.0) > 0 else "the photo"
 
 
-def dark(name: str, share: float) -> str:
-    return f"{name}: is mostly dark ({share:.0%} of pixels near black); add light."
+def blurry(name: str, blur_px: float) -> str:
+    return (f"{name}: looks blurry (edges about {blur_px:.1f} px wide, over {MAX_EDGE_BLUR_PX:.1f}); retake it with "
+            "steadier hands, more light or the focus on the product.")
 
 
-def overexposed(name: str, share: float) -> str:
-    return f"{name}: is overexposed ({share:.0%} of pixels clipped white); reduce exposure."
+def dark(name: str, share: float, where: str = "the product") -> str:
+    return f"{name}: {where} is mostly dark ({share:.0%} of its pixels near black); add light."
+
+
+def overexposed(name: str, share: float, where: str = "the product") -> str:
+    return f"{name}: {where} is overexposed ({share:.0%} of its pixels clipped white); reduce exposure."
 
 
 def near_duplicate(name: str, twin: str) -> str:
     return f"{name}: is nearly identical to {twin}; it adds no new viewpoint."
 
 
-def quality_warnings(name: str, metrics: Mapping[str, float]) -> list[str]:
-    """Per-photo warnings from the capture stage's measurements (sharpness, dark and bright shares)."""
-    warnings = []
-    if metrics.get("sharpness", BLUR_THRESHOLD) < BLUR_THRESHOLD:
-        warnings.append(blurry(name, metrics["sharpness"]))
+def quality_issues(metrics: Mapping[str, float]) -> list[str]:
+    """Kinds of problem (keys of ``QUALITY_ISSUES``) in one photo's measurements."""
+    issues = []
+    if metrics.get("edge_blur_px", 0.0) > MAX_EDGE_BLUR_PX:
+        issues.append("blurry")
     if metrics.get("dark_fraction", 0.0) > DARK_FRACTION:
-        warnings.append(dark(name, metrics["dark_fraction"]))
+        issues.append("dark")
     if metrics.get("bright_fraction", 0.0) > BRIGHT_FRACTION:
-        warnings.append(overexposed(name, metrics["bright_fraction"]))
-    return warnings
+        issues.append("bright")
+    return issues
 
 
-def capture_findings(rejected_reasons: Sequence[str], warnings: Sequence[str], metrics: Mapping[str, Any],
-                     needed: int) -> list[Finding]:
-    """Rejections, per-photo warnings and the verdict on the set as a whole."""
+def quality_warnings(name: str, metrics: Mapping[str, float]) -> list[str]:
+    """Per-photo warnings from the capture stage's measurements (edge blur, dark and bright shares, all measured on
+    the product when it was found)."""
+    words = {"blurry": lambda: blurry(name, metrics["edge_blur_px"]),
+             "dark": lambda: dark(name, metrics["dark_fraction"], _where(metrics)),
+             "bright": lambda: overexposed(name, metrics["bright_fraction"], _where(metrics))}
+    return [words[kind]() for kind in quality_issues(metrics)]
+
+
+def issue_findings(issues: Mapping[str, Sequence[str]], accepted: int) -> list[Finding]:
+    """One finding per kind of photo problem naming its photos (not one finding per photo)."""
+    findings = []
+    for kind, names in issues.items():
+        if not names:
+            continue
+        if kind == "duplicate" and len(names) > SAME_EVERYWHERE_SHARE * accepted:
+            findings.append(Finding(
+                "warning", f"{len(names)} of {accepted} photos look like another one: the product may look the same "
+                           "from every side (plain and round), so the photos cannot show how far it turned.",
+                "Put a small patterned marker on the turntable plate or beside the product, or add a ring of photos "
+                "with the product lying on its side."))
+            continue
+        message, hint = QUALITY_ISSUES[kind]
+        findings.append(Finding("warning", message.format(count=len(names), names=name_list(names)), hint))
+    return findings
+
+
+def capture_findings(rejected_reasons: Sequence[str], issues: Mapping[str, Sequence[str]],
+                     metrics: Mapping[str, Any], needed: int) -> list[Finding]:
+    """Rejections, the photo problems (one finding per kind, naming the photos) and the verdict on the set."""
     findings = [Finding("error", reason) for reason in rejected_reasons]
-    findings.extend(Finding("warning", w) for w in warnings)
+    findings.extend(issue_findings(issues, metrics.get("photos_accepted", 0)))
     if metrics.get("cameras", 1) > 1 or metrics.get("resolutions", 1) > 1:
         findings.append(Finding(
             "warning", f"The photos come from {metrics['cameras']} cameras or {metrics['resolutions']} resolutions; "
@@ -167,6 +216,60 @@ def sfm_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     if keypoints and keypoints < FEW_KEYPOINTS:
         findings.append(Finding("warning", f"Only about {keypoints:.0f} features per photo were found.",
                                 _sentence(MAT, "add more light")))
+    return findings
+
+
+# --- masks -----------------------------------------------------------------------------------------------------
+
+LOW_MASK_CONFIDENCE = 0.5
+"""Masks below this confidence are named in a finding. Confidence = agreement with the other photos' hull x (0.5 +
+0.5 x the photo's own edge and colour evidence); on renders of plain products, correct masks (IoU 0.9-0.99 with the
+truth) score 0.6-0.9; one that swallowed the plate agrees with the others at 0.3 or less."""
+MASKS_OFF = Finding("info", "Product masks switched off for this run: no silhouettes help plain products.")
+
+
+def masks_findings(per_photo: Mapping[str, Mapping[str, float]]) -> list[Finding]:
+    """One finding for all the photos whose mask is weak (naming them); keys are the user's photo names."""
+    weak = [name for name, p in per_photo.items() if p.get("confidence", 0.0) < LOW_MASK_CONFIDENCE]
+    if not weak:
+        return []
+    supplied = all(per_photo[name].get("supplied", 0) for name in weak)
+    what = "the supplied masks disagree with the other photos" if supplied else "the product's outline is uncertain"
+    return [Finding(
+        "warning" if len(weak) > len(per_photo) // 3 else "info",
+        f"{len(weak)} of {len(per_photo)} photos: {what} ({name_list(weak)}); they do not carve the silhouette hull.",
+        "A plain backdrop in a colour unlike the product's gives clean outlines; or supply masks, named like the "
+        "photos (white = product).")]
+
+
+def masks_no_folder(folder: str) -> Finding:
+    return Finding("warning", f"The mask folder {folder} does not exist; the masks were computed instead.",
+                   "Check the --masks-dir path.")
+
+
+def mask_unreadable(file: str) -> str:
+    return f"{file} is not a readable image"
+
+
+def mask_wrong_shape(file: str, width: int, height: int, photo: str, photo_width: int, photo_height: int) -> str:
+    return f"{file} is {width}x{height} but its photo {photo} is {photo_width}x{photo_height}"
+
+
+def mask_blank(file: str, colour: str) -> str:
+    return f"{file} is all {colour}"
+
+
+def supplied_masks_findings(problems: Sequence[str], used: int, photos: int) -> list[Finding]:
+    """What became of the user's masks: the files not used (named, with why), and how many photos had none."""
+    findings = []
+    if problems:
+        findings.append(Finding(
+            "warning", f"{len(problems)} supplied mask(s) were not used: {'; '.join(problems[:4])}"
+                       f"{' ...' if len(problems) > 4 else ''}.",
+            "Masks must have their photo's shape and orientation, white (255) on the product, black elsewhere."))
+    if used and used < photos:
+        findings.append(Finding("info", f"{photos - used} of {photos} photos have no supplied mask; theirs were "
+                                        "computed.", "Name each mask like its photo (any image format)."))
     return findings
 
 
@@ -280,6 +383,28 @@ def fusion_findings(per_photo_kept: Mapping[str, float], confirmed_share: float)
     return findings
 
 
+def silhouette_findings(metrics: Mapping[str, Any]) -> list[Finding]:
+    """How much of the surface the silhouettes made (the hull and the completed plain faces)."""
+    hull = metrics.get("hull_share", 0.0)
+    if not metrics.get("hull", 0):
+        reason = metrics.get("hull_reason")
+        return [Finding("info", f"No visual hull: {reason}.", "Plain products need clean product masks: a plain "
+                                "backdrop unlike the product's colour.")] if reason else []
+    completed = metrics.get("completion_share", 0.0)
+    findings = [Finding("info", f"The product's outline in {metrics.get('masks_used', 0)} photos carved its visual "
+                                f"hull; {completed:.0%} of the surface came from plain faces completed between "
+                                f"confident edges and {hull:.0%} from the hull alone.")]
+    if hull > HULL_SHARE_WARNING:
+        findings.append(Finding(
+            "warning", f"{hull:.0%} of the surface is only the silhouettes' hull: hollows and flat faces seen at a "
+                       "slant may be too full.", _sentence(MAT, "take a ring of photos from lower down")))
+    return findings
+
+
+HULL_SHARE_WARNING = 0.5
+"""Warn when more than this share of the surface is only hull (plain box on true cameras: 2 %; plain bottle: 30 %)."""
+
+
 # --- isolation -------------------------------------------------------------------------------------------------
 
 ISOLATION_NOTHING = "There are no 3D points to cut the product from."
@@ -306,6 +431,10 @@ MESH_EMPTY = ("The surface came out empty after cleanup; the point cloud is too 
 
 def mesh_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     holes = metrics.get("holes", 0)
+    if metrics.get("base_capped", 0):
+        return [Finding("info", f"The mesh is closed; its base, which no photo sees, is a flat cap on the table "
+                                f"({metrics.get('base_faces', 0)} faces, marked in the mesh metrics).",
+                        "Photograph the underside separately if the base matters.")]
     if holes > 0:
         return [Finding("info", f"The mesh has {holes} open hole(s), usually where no photo saw the surface (often "
                                 "the base).", "Add photos from lower or higher angles if the holes show; the base "

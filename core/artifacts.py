@@ -46,6 +46,8 @@ SFM_MATCHES = Artifact("sfm.matches", "matches.json", "file",
                        "photo working names and the verified inlier matches between every pair")
 SFM_UNDISTORTED = Artifact("sfm.undistorted", "undistorted", "folder",
                            "pinhole images and model (images/, sparse/) used by the dense stages")
+MASKS_IMAGES = Artifact("masks.images", "images", "folder",
+                        "per-photo product mask <stem>.png (255 = product) at the size of the undistorted images")
 DEPTH_MAPS = Artifact("depth.maps", "maps", "folder",
                       "per-photo <stem>.npz: depth, confidence, image, camera (core.stages.depth.load_depth_map)")
 DEPTH_PRIOR_SUPPLIED = Artifact("depth_prior.supplied", "supplied", "folder",
@@ -67,9 +69,9 @@ RELIEF_OBJ = Artifact("relief.obj", "relief.obj", "file", "the relief as OBJ (+ 
 RELIEF_DEPTH = Artifact("relief.depth", "depth.npy", "file", "the depth used for the relief (float32, NaN unknown)")
 
 REGISTRY: dict[str, Artifact] = {a.key: a for a in [
-    CAPTURE_ORIGINALS, CAPTURE_IMAGES, SFM_MODEL, SFM_MATCHES, SFM_UNDISTORTED, DEPTH_MAPS, DEPTH_PRIOR_SUPPLIED,
-    DEPTH_PRIOR_MAPS, DEPTH_PRIOR_PRIORS, FUSION_POINTS, ISOLATION_POINTS, ISOLATION_FRAME, MESH_PLY, MESH_GLB,
-    MESH_OBJ, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
+    CAPTURE_ORIGINALS, CAPTURE_IMAGES, SFM_MODEL, SFM_MATCHES, SFM_UNDISTORTED, MASKS_IMAGES, DEPTH_MAPS,
+    DEPTH_PRIOR_SUPPLIED, DEPTH_PRIOR_MAPS, DEPTH_PRIOR_PRIORS, FUSION_POINTS, ISOLATION_POINTS, ISOLATION_FRAME,
+    MESH_PLY, MESH_GLB, MESH_OBJ, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
 ]}
 
 

@@ -70,6 +70,23 @@ class SfmConfig:
 
 
 @dataclass(frozen=True)
+class MasksConfig:
+    """Product masks per photo (silhouettes for the visual hull; the product's region for the later stages)."""
+
+    enabled: bool = True
+    """Compute product masks (and let fusion carve the visual hull with them)."""
+    supplied_dir: str | None = None
+    """Folder of the user's masks, named like the photos (any image format, white = product); used as given."""
+    max_side: int = 480
+    """Segmentation runs on a copy with this longer side (GrabCut is the cost: ~0.7 s a photo at 480 px; the outline
+    is then refined at full size)."""
+    iterations: int = 4
+    """GrabCut iterations per pass."""
+    refine: bool = True
+    """A second pass with the hull of the other photos' masks as hints (shadows, bits of plate)."""
+
+
+@dataclass(frozen=True)
 class DepthConfig:
     """Per-photo dense depth (multi-view stereo)."""
 
@@ -105,6 +122,11 @@ class FusionConfig:
 
     min_consistent_views: int = 2
     """A depth is kept only when this many other views agree with it."""
+    silhouettes: bool = True
+    """With product masks: carve the visual hull, drop stereo outside it, complete plain faces, fill from the hull."""
+    hull_resolution: int = 160
+    """Voxels along the longest side of the hull's box (a 0.2 m product: 1.3 mm voxels; its distance field is
+    finer than that)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class PipelineConfig:
     preset: PresetName = "balanced"
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     sfm: SfmConfig = field(default_factory=SfmConfig)
+    masks: MasksConfig = field(default_factory=MasksConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -226,6 +249,8 @@ def _migrate_sections(data: dict[str, Any]) -> dict[str, Any]:
 _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
     "preview": {
         "capture": {"working_max_side": 800},
+        "masks": {"max_side": 400, "iterations": 3},
+        "fusion": {"hull_resolution": 128},
         "sfm": {"max_num_features": 4096},
         "depth": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64},
         "depth_prior": {"input_size": 364},
@@ -243,6 +268,8 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
     # The whole pipeline in seconds on small photos, for the test suite (not offered to users).
     "test": {
         "capture": {"working_max_side": 640},
+        "masks": {"max_side": 320, "iterations": 2},
+        "fusion": {"hull_resolution": 96},
         "sfm": {"max_num_features": 2048},
         "depth": {"max_side": 320, "num_source_views": 3, "num_depth_planes": 48},
         "depth_prior": {"input_size": 140},

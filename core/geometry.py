@@ -260,3 +260,46 @@ def boundary_loops(triangles: np.ndarray) -> tuple[int, int]:
     if len(edges) == 0:
         return 0, 0
     return int(boundary_loop_labels(edges).max()) + 1, len(edges)
+
+
+MAX_PLANE_TILT_DEG = 30.0
+"""A support plane's normal lies within this angle of the cameras' up."""
+PLANE_CANDIDATES = 4
+"""RANSAC planes tried before giving up on finding the table."""
+MIN_PLANE_SHARE = 0.05
+"""A plane must hold this share of the points to count as the table."""
+CAMERAS_ABOVE = 0.8
+"""Share of the cameras that must be above a plane for it to be the table (a few may look up from below it)."""
+
+
+def cameras_up(cameras: list[PinholeCamera]) -> np.ndarray:
+    """Mean image-up direction (-y of each camera) in world coordinates (people hold cameras upright)."""
+    up = -np.array([c.R[1] for c in cameras]).sum(0)
+    return up / max(np.linalg.norm(up), 1e-12)
+
+
+def narrowest_half_view(cameras: list[PinholeCamera]) -> float:
+    """tan of the smallest half field of view among the cameras."""
+    return float(min(min(c.width / (2 * c.K[0, 0]), c.height / (2 * c.K[1, 1])) for c in cameras))
+
+
+def support_plane(points: np.ndarray, cameras: list[PinholeCamera], up: np.ndarray, focus: np.ndarray,
+                  tolerance: float) -> np.ndarray | None:
+    """The table: a large plane facing up, under the focus, with the cameras above it; normal oriented up.
+
+    Used on the fused cloud (isolation) and on the sparse points (masks).
+    """
+    centers = np.array([c.center for c in cameras])
+
+    def oriented(plane: np.ndarray) -> np.ndarray:
+        return plane if plane[:3] @ up >= 0 else -plane
+
+    def is_table(plane: np.ndarray) -> bool:
+        plane = oriented(plane)
+        cameras_above = np.mean(centers @ plane[:3] + plane[3] > 0)
+        tilt = np.degrees(np.arccos(np.clip(plane[:3] @ up, -1, 1)))
+        return bool(tilt < MAX_PLANE_TILT_DEG and cameras_above > CAMERAS_ABOVE
+                    and focus @ plane[:3] + plane[3] > -tolerance)
+
+    plane = find_plane(points, tolerance, is_table, candidates=PLANE_CANDIDATES, min_share=MIN_PLANE_SHARE)
+    return None if plane is None else oriented(plane)

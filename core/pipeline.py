@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # the stages import their heavy libraries (pycolmap, Open3D, 
     from core.stages.depth import DepthMaps
     from core.stages.fusion import FusedCloud
     from core.stages.isolation import IsolatedCloud
+    from core.stages.masks import MasksResult
     from core.stages.mesh import MeshResult
     from core.stages.relief import ReliefResult
     from core.stages.sfm import SfmResult
@@ -72,6 +73,7 @@ class RunState:
     sfm: SfmResult | None = None
     scene: SparseScene | None = None
     """The placed photos as pinhole cameras with the sparse points (loaded once SfM is done)."""
+    masks: MasksResult | None = None
     depth: DepthMaps | None = None
     depth_prior: DepthMaps | None = None
     fusion: FusedCloud | None = None
@@ -159,6 +161,47 @@ def _place_photos(state: RunState, result: SfmResult) -> None:
         state.scene = load_sparse_scene(result.undistorted_dir, result.photos)
 
 
+def _masks(state: RunState, progress: StageProgress) -> StageOutput:
+    from core.stages.masks import find_supplied_masks, run_masks
+
+    assert state.scene is not None
+    folder = state.config.masks.supplied_dir
+    # The user names masks like the photo files (the app stores them under the stored uploads' names).
+    supplied = find_supplied_masks(Path(folder), state.scene.photos, state.sources) if folder else None
+    result = run_masks(state.scene, state.run_dir, state.config.masks, progress, supplied)
+    if folder and not Path(folder).is_dir():
+        from core.advice import masks_no_folder
+
+        result.findings.insert(0, masks_no_folder(folder))
+    return result
+
+
+def _masks_reads(state: RunState) -> list[Path]:
+    from core.stages.masks import find_supplied_masks
+
+    folder = state.config.masks.supplied_dir
+    if not folder or state.scene is None:
+        return []
+    return sorted(find_supplied_masks(Path(folder), state.scene.photos, state.sources).values())
+
+
+def _load_masks(state: RunState, record: StageRecord) -> StageOutput:
+    from core.artifacts import MASKS_IMAGES
+    from core.stages.masks import MasksResult, SceneGeometry
+
+    assert state.scene is not None
+    if not record.metrics.get("masks"):  # the stage was off
+        return MasksResult(metrics=record.metrics, findings=record.findings)
+    per_photo = record.metrics["per_photo"]
+    photos = list(state.scene.photos)
+    geometry = SceneGeometry.from_scene(state.scene)
+    return MasksResult(metrics=record.metrics, findings=record.findings, artifacts=[MASKS_IMAGES],
+                       mask_dir=MASKS_IMAGES.path(state.run_dir).resolve(), photos=photos,
+                       confidence={p.working: float(per_photo[p.name]["confidence"]) for p in photos},
+                       supplied={p.working for p in photos if per_photo[p.name]["supplied"]},
+                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius)
+
+
 def _depth(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.depth import run_depth
 
@@ -219,8 +262,9 @@ def _visible_files(folder: Path) -> list[Path]:
 def _fusion(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.fusion import run_fusion
 
-    assert state.depth_prior is not None
-    return run_fusion(state.depth_prior, state.run_dir, state.config.fusion, progress)
+    assert state.depth_prior is not None and state.scene is not None
+    silhouettes = state.masks.silhouettes(state.scene) if state.masks is not None else None
+    return run_fusion(state.depth_prior, state.run_dir, state.config.fusion, progress, silhouettes)
 
 
 def _read_cloud(path: Path):
@@ -234,13 +278,19 @@ def _read_cloud(path: Path):
 
 
 def _load_fusion(state: RunState, record: StageRecord) -> StageOutput:
+    import numpy as np
+
     from core.artifacts import FUSION_POINTS
     from core.stages.fusion import FusedCloud
 
     assert state.depth_prior is not None
     points, colors, normals = _read_cloud(FUSION_POINTS.path(state.run_dir))
+    metrics = record.metrics
+    carved = bool(metrics.get("silhouettes"))
     return FusedCloud(points=points, colors=colors, normals=normals, cameras=[m.camera for m in state.depth_prior.maps],
-                      voxel_size=float(record.metrics["voxel_size"]))
+                      voxel_size=float(metrics["voxel_size"]), silhouettes=carved,
+                      support=np.array(metrics["support"]) if carved and metrics.get("support") else None,
+                      focus=np.array(metrics["focus"]) if carved and metrics.get("focus") else None)
 
 
 def _isolation(state: RunState, progress: StageProgress) -> StageOutput:
@@ -261,7 +311,8 @@ def _load_isolation(state: RunState, record: StageRecord) -> StageOutput:
     frame = json.loads(ISOLATION_FRAME.path(state.run_dir).read_text(encoding="utf-8"))
     return IsolatedCloud(points=points, colors=colors, normals=normals, cameras=state.fusion.cameras,
                          voxel_size=state.fusion.voxel_size, up=np.array(frame["up"]), focus=np.array(frame["focus"]),
-                         plane=None if frame["plane"] is None else np.array(frame["plane"]))
+                         plane=None if frame["plane"] is None else np.array(frame["plane"]),
+                         silhouettes=state.fusion.silhouettes, support=state.fusion.support)
 
 
 def _mesh(state: RunState, progress: StageProgress) -> StageOutput:
@@ -307,6 +358,7 @@ def _relief_reads(state: RunState) -> list[Path]:
 MULTI_VIEW_STAGES: list[Stage] = [
     Stage("capture", "Checking photos", 0.03, _capture, _load_capture, reads=_capture_reads),
     Stage("sfm", "Placing cameras (structure from motion)", 0.30, _sfm, _load_sfm),
+    Stage("masks", "Finding the product's outline in every photo", 0.08, _masks, _load_masks, reads=_masks_reads),
     Stage("depth", "Estimating depth per photo (multi-view stereo)", 0.35, _depth, _load_depth),
     Stage("depth_prior", "Adding the monocular depth prior", 0.05, _depth_prior, _load_depth_prior,
           reads=_depth_prior_reads),

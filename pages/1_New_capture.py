@@ -124,6 +124,11 @@ with st.expander("Optional: depth maps from a depth camera"):
     st.caption("One per photo, named like the photo (IMG_0001.jpg → IMG_0001.npy): float32 .npy in the camera's "
                "units, or 16-bit .png in millimetres.")
     depth_files = st.file_uploader("Depth maps", accept_multiple_files=True, type=["npy", "png"], key="depth")
+with st.expander("Optional: product masks"):
+    st.caption("One per photo, named like the photo (IMG_0001.jpg → IMG_0001.png): white on the product, black "
+               "elsewhere. Without them the studio finds the outline itself (best on a plain backdrop).")
+    mask_files = st.file_uploader("Masks", accept_multiple_files=True, type=["png", "jpg", "jpeg", "bmp", "webp"],
+                                  key="masks")
 
 accepted = [p for p in photos if p.accepted]
 blockers = []
@@ -137,7 +142,8 @@ if st.button("Start", type="primary", disabled=bool(blockers)):
     job, problems = intake.submit_job(
         store, product_name=product_name, sku=sku, preset=preset, draft_dir=draft_folder(),
         photos=photos, mode="relief" if relief else "multi_view",
-        depth_files=[(f.name, f.getvalue()) for f in depth_files or []])
+        depth_files=[(f.name, f.getvalue()) for f in depth_files or []],
+        mask_files=[(f.name, f.getvalue()) for f in mask_files or []])
     for key in ("draft_dir", "intake", "next_position"):
         st.session_state.pop(key, None)
     st.session_state["depth_problems"] = problems

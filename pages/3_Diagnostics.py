@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from core.advice import LOW_MASK_CONFIDENCE
 from core.jobs.status import format_duration, log_tail, quality_verdict
 from core.jobs.store import Job
 from core.manifest import StageRecord
@@ -91,6 +92,21 @@ def panel_sfm(run: runs.RunView, stage: StageRecord) -> None:
         st.caption(NOT_AVAILABLE)
 
 
+def panel_masks(run: runs.RunView, stage: StageRecord) -> None:
+    overlays = run.mask_overlays()
+    if not overlays:
+        st.caption("Product masks: " + NOT_AVAILABLE)
+        return
+    st.caption("The product's outline in every photo (the backdrop dimmed); masks with a low confidence do not "
+               "carve the visual hull.")
+    cols = st.columns(4)
+    for i, (photo, overlay, confidence) in enumerate(overlays):
+        with cols[i % 4]:
+            st.image(overlay, width="stretch")
+            icon = OK_ICON if confidence >= LOW_MASK_CONFIDENCE else BAD_ICON
+            st.caption(f"{icon} {esc(photo.name)} · confidence {confidence:.2f}")
+
+
 def panel_depth(run: runs.RunView, stage: StageRecord) -> None:
     maps = run.depth_maps(stage.name)
     if not maps:
@@ -124,10 +140,12 @@ def panel_fusion(run: runs.RunView, stage: StageRecord) -> None:
 def panel_mesh(run: runs.RunView, stage: StageRecord) -> None:
     metrics = stage.metrics
     faces = metrics.get("faces")
-    cols = st.columns(3)
+    cols = st.columns(4)
     cols[0].metric("Faces", f"{faces:,}" if isinstance(faces, int) else "–")
     cols[1].metric("Holes", metrics.get("holes", "–"))
     cols[2].metric("Open edges", metrics.get("boundary_edges", "–"))
+    cols[3].metric("Base capped", "yes" if metrics.get("base_capped") else "no",
+                   help="The underside no photo sees, closed flat on the table (marked in the mesh numbers).")
 
 
 def show_logs(job: Job, run_dir: Path) -> None:
@@ -142,7 +160,8 @@ def show_logs(job: Job, run_dir: Path) -> None:
                 st.code(tail, language=None)  # st.code shows text verbatim: nothing in a log is rendered
 
 
-PANELS = {"capture": panel_capture, "sfm": panel_sfm, "depth": panel_depth, "depth_prior": panel_depth,
+PANELS = {"capture": panel_capture, "sfm": panel_sfm, "masks": panel_masks, "depth": panel_depth,
+          "depth_prior": panel_depth,
           "fusion": panel_fusion, "mesh": panel_mesh}
 
 job = run_picker_or_stop(store)

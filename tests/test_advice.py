@@ -47,10 +47,12 @@ def test_nothing_placed_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("metrics, expected", [
-    ({"sharpness": 30.0, "dark_fraction": 0.0, "bright_fraction": 0.0}, ["looks blurry"]),
-    ({"sharpness": 400.0, "dark_fraction": 0.7, "bright_fraction": 0.0}, ["mostly dark (70%"]),
-    ({"sharpness": 400.0, "dark_fraction": 0.0, "bright_fraction": 0.5}, ["overexposed (50%"]),
-    ({"sharpness": 400.0, "dark_fraction": 0.1, "bright_fraction": 0.1}, []),
+    ({"edge_blur_px": 2.5, "dark_fraction": 0.0, "bright_fraction": 0.0, "product_found": 0.8}, ["looks blurry"]),
+    ({"edge_blur_px": 0.3, "dark_fraction": 0.7, "bright_fraction": 0.0, "product_found": 0.8},
+     ["the product is mostly dark (70%"]),
+    ({"edge_blur_px": 0.3, "dark_fraction": 0.0, "bright_fraction": 0.5, "product_found": 0.0},
+     ["the photo is overexposed (50%"]),  # no product found: the whole frame was judged, and it says so
+    ({"edge_blur_px": -1.0, "dark_fraction": 0.1, "bright_fraction": 0.1}, []),  # -1: no edges, no verdict
 ])
 def test_photo_quality_warnings(metrics: dict, expected: list[str]) -> None:
     warnings = advice.quality_warnings("IMG 3.JPG", metrics)
@@ -61,12 +63,22 @@ def test_photo_quality_warnings(metrics: dict, expected: list[str]) -> None:
 
 def test_capture_verdicts_on_the_set() -> None:
     metrics = {"photos_given": 9, "photos_accepted": 8, "cameras": 2, "resolutions": 1}
-    findings = advice.capture_findings(["bad.txt: is not an image"], ["a.jpg: looks blurry"], metrics, needed=3)
+    issues = {"blurry": ["a.jpg", "b.jpg"]}
+    findings = advice.capture_findings(["bad.txt: is not an image"], issues, metrics, needed=3)
     levels = [f.level for f in findings]
     assert levels == ["error", "warning", "warning", "info", "warning"]
+    assert findings[1].message == "2 photo(s) look blurry: a.jpg, b.jpg."  # one finding for both photos
     assert "2 cameras" in findings[2].message and "8 of 9 photos accepted" in findings[3].message
     assert "every 15-20 degrees" in findings[4].hint  # few photos: the capture routine
     assert "at least 3 are needed" in advice.too_few_photos(1, 4, 3, ["x.jpg: empty"])
+
+
+def test_duplicates_everywhere_mean_a_product_that_looks_alike_from_every_side() -> None:
+    names = [f"IMG_{i}.jpg" for i in range(6)]
+    findings = advice.issue_findings({"duplicate": names}, accepted=8)
+    assert len(findings) == 1 and "look the same from every side" in findings[0].message
+    assert "marker" in findings[0].hint
+    assert "nearly identical" in advice.issue_findings({"duplicate": names[:2]}, accepted=8)[0].message
 
 
 def test_fusion_names_the_photo_that_disagrees_and_a_low_confirmed_share() -> None:

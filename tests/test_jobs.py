@@ -297,6 +297,15 @@ def test_depth_maps_are_stored_under_their_photo_names(tmp_path: Path) -> None:
     assert len(problems) == 2
 
 
+def test_masks_are_stored_under_their_photo_names_and_handed_to_the_run(tmp_path: Path) -> None:
+    photos = [UploadedPhoto("IMG_1.jpg", "000_IMG_1.jpg", 10, "accepted")]
+    count, problems = intake.receive_masks(tmp_path, [("IMG_1.png", b"m"), ("IMG_1.npy", b"d"), ("x.png", b"y")],
+                                           photos)
+    assert count == 1 and (tmp_path / "000_IMG_1.png").read_bytes() == b"m"
+    assert [p.split(":")[0] for p in problems] == ["IMG_1.npy", "x.png"]  # each refused file named
+    assert "white on the product" in problems[0] and "name it like its photo" in problems[1]
+
+
 def test_reviews_keep_the_whole_history(store: Store, photo_dir: Path) -> None:
     job = _submit_without_worker(store, photo_dir)
     store.add_review(job.id, "Ann", "rejected", "seam on the handle")

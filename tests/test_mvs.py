@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -85,18 +86,25 @@ def test_single_view_fails_with_reason(capture: CaptureGroundTruth, tmp_path: Pa
     assert not result.ok and "photos" in result.failure
 
 
-def test_torch_costs_match_opencv(capture: CaptureGroundTruth) -> None:
-    """The GPU path (torch) computes the same sweep as the CPU path; checked here with torch on the CPU."""
-    import torch
-
+def _first_view_sweep(capture: CaptureGroundTruth) -> tuple[tuple, list]:
+    """The plane sweep's arguments for the capture's first photo (240 px), and the scaled cameras."""
     from core.stages import depth
-    from core.stages.depth.sweep import plane_sweep
 
     scene = ground_truth_scene(capture)
     cameras, _, greys = depth._load_views(scene, 240)
     sources = depth._select_sources(scene, 4)[0]
     args = (greys[0], cameras[0], [greys[j] for j in sources], [cameras[j] for j in sources],
             depth._depth_range(scene, 0), 48)
+    return args, cameras
+
+
+def test_torch_costs_match_opencv(capture: CaptureGroundTruth) -> None:
+    """The GPU path (torch) computes the same sweep as the CPU path; checked here with torch on the CPU."""
+    import torch
+
+    from core.stages.depth.sweep import plane_sweep
+
+    args, cameras = _first_view_sweep(capture)
     depth_cv, conf_cv = plane_sweep(*args)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch's CPU thread pool crawls on a busy two-core machine; a GPU is what it is for
@@ -121,3 +129,20 @@ def test_coverage_verdicts() -> None:
     assert len(plain) == 1 and plain[0].level == "warning" and "16%" in plain[0].message
     one_bad = depth_findings(names, [0.85] * 11 + [0.1])
     assert len(one_bad) == 1 and one_bad[0].level == "info" and "IMG_11.jpg" in one_bad[0].message
+
+
+def test_a_per_pixel_depth_range_narrows_the_search(capture: CaptureGroundTruth) -> None:
+    """depth_min / depth_max (from a prior) keep the winner inside; a range that misses the truth finds nothing."""
+    from core.stages.depth.sweep import plane_sweep
+
+    args, cameras = _first_view_sweep(capture)
+    truth = cv2.resize(capture.load_depth(capture.image_names[0]), (cameras[0].width, cameras[0].height),
+                       interpolation=cv2.INTER_NEAREST)
+    around, conf_around = plane_sweep(*args, depth_min=0.97 * truth, depth_max=1.03 * truth)
+    found = np.isfinite(around) & np.isfinite(truth)  # where the truth is NaN (no surface) nothing is constrained
+    assert found.sum() > 100
+    assert np.all(np.abs(around[found] / truth[found] - 1) <= 0.035)  # never outside the range (+ sub-plane step)
+    off, _ = plane_sweep(*args, depth_min=1.3 * truth, depth_max=1.4 * truth)
+    on_product = np.isfinite(truth) & (truth < np.nanmedian(truth))
+    # The true surface is outside the range: at most stray matches, never the bulk of the near surface.
+    assert np.isfinite(off[on_product]).mean() < 0.1 * max(found[on_product].mean(), 1e-6) + 0.02

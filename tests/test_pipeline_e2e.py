@@ -68,7 +68,7 @@ def test_manifest_records_everything_a_reviewer_needs(tiny_run: Path) -> None:
     manifest = load_manifest(tiny_run)
     assert [s.status for s in manifest.stages] == ["done"] * len(manifest.stages)
     assert all(s.seconds >= 0 for s in manifest.stages) and manifest.stage("sfm").seconds > 0
-    stages = ["capture", "sfm", "depth", "depth_prior", "fusion", "isolation", "mesh"]
+    stages = ["capture", "sfm", "masks", "depth", "depth_prior", "fusion", "isolation", "mesh"]
     assert [s.name for s in manifest.stages] == stages
     assert len(manifest.photos) == 12 and all(len(p.sha256) == 64 for p in manifest.photos)
     assert manifest.config["preset"] == "preview"
@@ -77,7 +77,8 @@ def test_manifest_records_everything_a_reviewer_needs(tiny_run: Path) -> None:
     for key, record in manifest.artifacts.items():
         assert record.path.startswith(key.split(".")[0] + "/"), key
         assert checksum(tiny_run / record.path) == (record.bytes, record.sha256), key
-    assert manifest.run_id and {"mesh.ply", "mesh.glb", "isolation.points", "sfm.model"} <= set(manifest.artifacts)
+    assert manifest.run_id and {"mesh.ply", "mesh.glb", "isolation.points", "sfm.model", "masks.images"} <= set(
+        manifest.artifacts)
     # Every sentence a user reads names photos by the user's names, never the working copies'.
     texts = [manifest.failure_reason] + [f.message + f.hint for _, f in manifest.all_findings()]
     assert not [t for t in texts for p in manifest.photos if p.working and p.working.split(".")[0] in t]

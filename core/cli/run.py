@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-depth-prior", action="store_true", help="do not use a monocular depth prior")
     parser.add_argument("--allow-download", action="store_true",
                         help="download the depth model when it is not found locally (needs network)")
+    parser.add_argument("--masks-dir", type=Path, help="folder of product masks named like the photos (any image "
+                                                       "format, white = product); used instead of computed ones")
+    parser.add_argument("--no-masks", action="store_true",
+                        help="no product masks (and so no visual hull): stereo alone, as before")
     parser.add_argument("--seed", type=int, help="random seed for COLMAP (default: 0)")
     parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
@@ -94,7 +98,11 @@ def check_run_folder(out: Path, photos: Path, resume: bool, overwrite: bool) -> 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """The preset with the command line's changes (each option names one field of one config section)."""
-    changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "mesh": {}, "relief": {}}
+    changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "masks": {}, "mesh": {}, "relief": {}}
+    if args.masks_dir:
+        changes["masks"]["supplied_dir"] = str(args.masks_dir.resolve())
+    if args.no_masks:
+        changes["masks"]["enabled"] = False
     if args.depth_prior_dir:
         changes["depth_prior"]["depth_dir"] = str(args.depth_prior_dir.resolve())
     if args.depth_model:

@@ -186,14 +186,31 @@ def receive_depth_maps(folder: Path, files: list[tuple[str, bytes]], photos: lis
 
     Returns how many were stored and a message for every file that was not.
     """
+    return _receive_per_photo(folder, files, photos, DEPTH_SUFFIXES, "depth maps",
+                              "depth maps must be .npy (float32) or 16-bit .png in millimetres", limits)
+
+
+def receive_masks(folder: Path, files: list[tuple[str, bytes]], photos: list[UploadedPhoto],
+                  limits: UploadLimits = UPLOAD_LIMITS) -> tuple[int, list[str]]:
+    """Store product masks under the generated names of the photos they belong to (matched by the user's stems)."""
+    from core.stages.masks import MASK_SUFFIXES
+
+    return _receive_per_photo(folder, files, photos, set(MASK_SUFFIXES), "masks",
+                              "masks must be images (PNG, JPEG, ...), white on the product, black elsewhere", limits)
+
+
+def _receive_per_photo(folder: Path, files: list[tuple[str, bytes]], photos: list[UploadedPhoto],
+                       suffixes: set[str], what: str, format_hint: str, limits: UploadLimits
+                       ) -> tuple[int, list[str]]:
+    """Files that belong to one photo each (depth maps, masks), stored as ``<photo's stored stem><suffix>``."""
     by_stem = {PurePosixPath(p.name).stem: p for p in photos if p.accepted and p.stored}
     stored, problems = 0, []
     for name, data in files[:limits.max_depth_files]:
         label = display_name(name)
         suffix = PurePosixPath(label).suffix.lower()
         photo = by_stem.get(PurePosixPath(label).stem)
-        if suffix not in DEPTH_SUFFIXES:
-            problems.append(f"{label}: depth maps must be .npy (float32) or 16-bit .png in millimetres.")
+        if suffix not in suffixes:
+            problems.append(f"{label}: {format_hint}.")
         elif photo is None:
             problems.append(f"{label}: no accepted photo has the same name; name it like its photo.")
         elif len(data) > limits.max_file_bytes:
@@ -203,13 +220,14 @@ def receive_depth_maps(folder: Path, files: list[tuple[str, bytes]], photos: lis
             (folder / f"{Path(photo.stored).stem}{suffix}").write_bytes(data)
             stored += 1
     if len(files) > limits.max_depth_files:
-        problems.append(f"Only the first {limits.max_depth_files} depth maps were kept.")
+        problems.append(f"Only the first {limits.max_depth_files} {what} were kept.")
     return stored, problems
 
 
 def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_dir: Path,
                photos: list[UploadedPhoto], depth_files: list[tuple[str, bytes]] | None = None,
                mode: JobMode = "multi_view", start: bool = True,
+               mask_files: list[tuple[str, bytes]] | None = None,
                changes: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Job, list[str]]:
     """Turn a checked draft into a queued job: its photos move to ``uploads/<job_id>`` and stay there for good.
     ``changes`` are config changes on top of the preset (``PipelineConfig.with_changes``)."""
@@ -225,6 +243,11 @@ def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_
     config = preset_config(preset).with_changes(changes or {})  # type: ignore[arg-type]
     if depth_dir is not None:
         config = config.with_changes({"depth_prior": {"depth_dir": str(depth_dir)}})
+    if mask_files:
+        count, mask_problems = receive_masks(photos_dir / "masks", mask_files, photos)
+        problems += mask_problems
+        if count:
+            config = config.with_changes({"masks": {"supplied_dir": str(photos_dir / "masks")}})
     job = store.create_job(product_name=product_name.strip(), sku=sku.strip(), preset=preset,
                            config_json=json.dumps(config.to_dict()), photos_dir=photos_dir, depth_dir=depth_dir,
                            photos=photos, mode=mode, job_id=job_id)

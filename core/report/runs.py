@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.artifacts import DEPTH_MAPS, DEPTH_PRIOR_MAPS
+from core.artifacts import DEPTH_MAPS, DEPTH_PRIOR_MAPS, MASKS_IMAGES
 from core.geometry import PinholeCamera
 from core.manifest import ManifestError, RunManifest, load_manifest
 from core.photos import Photo
@@ -72,9 +72,47 @@ class RunView:
         return maps
 
 
+    def mask_overlays(self) -> list[tuple[Photo, np.ndarray, float]]:
+        """Per photo with a mask: the undistorted photo with the mask drawn over it (RGB uint8: the product kept,
+        the rest dimmed, the outline in green) and the mask's confidence; in photo order."""
+        import cv2
+
+        folder = self.artifact(MASKS_IMAGES.key)
+        undistorted = self.artifact("sfm.undistorted")
+        if folder is None or undistorted is None or self.manifest is None:
+            return []
+        masks_stage = next((s for s in self.manifest.stages if s.name == "masks"), None)
+        per_photo = masks_stage.metrics.get("per_photo", {}) if masks_stage else {}
+        out = []
+        for photo in self.manifest.accepted_photos:
+            mask_path, image_path = folder / f"{photo.stem}.png", undistorted / "images" / photo.working
+            mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) if mask_path.is_file() else None
+            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR) if image_path.is_file() else None
+            if mask is None or image is None or mask.shape != image.shape[:2]:
+                continue
+            out.append((photo, mask_overlay(image[:, :, ::-1], mask > 127),
+                        float(per_photo.get(photo.name, {}).get("confidence", 0.0))))
+        return out
+
     def prior_view(self, photo: Photo) -> PriorView | None:
         """What the depth-prior stage kept of the prior for ``photo`` (None when it was not used for it)."""
         return load_prior_view(self.run_dir, photo)
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray, max_side: int = 480) -> np.ndarray:
+    """The photo (RGB) with the background dimmed and the mask's outline drawn, at most ``max_side`` wide."""
+    import cv2
+
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    if scale < 1:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    out = image.copy()
+    out[~mask] = (out[~mask] * 0.35).astype(np.uint8)
+    outline = mask & ~(cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    out[outline] = (40, 220, 90)
+    return out
 
 
 def read_depth_map(path: Path) -> DepthMap | None:

@@ -29,7 +29,7 @@ import open3d as o3d
 from core import advice
 from core.artifacts import ISOLATION_FRAME, ISOLATION_POINTS
 from core.config import IsolationConfig
-from core.geometry import PinholeCamera, cameras_focus, find_plane
+from core.geometry import cameras_focus, cameras_up, narrowest_half_view, support_plane
 from core.manifest import Finding
 from core.progress import StageProgress, no_progress
 from core.scene import SparseScene
@@ -37,14 +37,6 @@ from core.stages.fusion import FusedCloud
 
 logger = logging.getLogger(__name__)
 
-_MAX_PLANE_TILT_DEG = 30.0
-"""A support plane's normal lies within this angle of the cameras' up."""
-_PLANE_CANDIDATES = 4
-"""RANSAC planes tried before giving up on finding the table."""
-_MIN_PLANE_SHARE = 0.05
-"""A plane must hold this share of the points to count as the table."""
-_CAMERAS_ABOVE = 0.8
-"""Share of the cameras that must be above a plane for it to be the table (a few may look up from below it)."""
 _OBJECT_FRAME_SHARE = 0.8
 """The product is assumed to fill at most this share of the narrower half field of view."""
 _CLUSTER_POINTS = 40_000
@@ -73,7 +65,7 @@ def run_isolation(cloud: FusedCloud, scene: SparseScene, run_dir: Path, config: 
     """Cut the product out of the fused cloud; writes ``RUN/isolation/points.ply`` and ``frame.json``."""
     start = time.perf_counter()
     cameras = scene.cameras
-    up = _camera_up(cameras)
+    up = cameras_up(cameras)
     focus = cameras_focus(cameras)
     n_in = len(cloud.points)
     if not cloud.ok or n_in == 0:
@@ -81,12 +73,21 @@ def run_isolation(cloud: FusedCloud, scene: SparseScene, run_dir: Path, config: 
     if not config.enabled:
         return _result(cloud, np.ones(n_in, dtype=bool), run_dir, up, focus, None,
                        {"points_in": n_in, "points_out": n_in, "isolated": 0}, [], start)
+    if cloud.silhouettes:
+        # The visual hull already cut the product out: the silhouettes exclude the table and the room, and the
+        # hull stands on the support plane the masks stage found.
+        plane = cloud.support
+        up = plane[:3] if plane is not None else up
+        focus = cloud.focus if cloud.focus is not None else focus
+        return _result(cloud, np.ones(n_in, dtype=bool), run_dir, up, focus, plane,
+                       {"points_in": n_in, "points_out": n_in, "isolated": 1, "by_silhouettes": 1,
+                        "support_plane_found": int(plane is not None)}, [], start, refine_normals=True)
 
     progress(0.1, "finding the table")
     pts = cloud.points
     distance = float(np.median([np.linalg.norm(c.center - focus) for c in cameras]))
     tolerance = max(3.0 * cloud.voxel_size, 0.004 * distance)
-    plane = _support_plane(pts, cameras, up, focus, tolerance)
+    plane = support_plane(pts, cameras, up, focus, tolerance)
     keep = np.ones(n_in, dtype=bool)
     findings: list[Finding] = []
     if plane is not None:
@@ -101,7 +102,7 @@ def run_isolation(cloud: FusedCloud, scene: SparseScene, run_dir: Path, config: 
         findings.append(advice.ISOLATION_NO_TABLE)
 
     progress(0.4, "removing the background")
-    radius = distance * _narrowest_half_view(cameras) * _OBJECT_FRAME_SHARE
+    radius = distance * narrowest_half_view(cameras) * _OBJECT_FRAME_SHARE
     offset = pts - focus
     radial = np.linalg.norm(offset - np.outer(offset @ up, up), axis=1)
     background = keep & (radial > radius)
@@ -164,37 +165,9 @@ def _result(cloud: FusedCloud, keep: np.ndarray, run_dir: Path, up: np.ndarray, 
                     "seconds": round(time.perf_counter() - start, 2)})
     return IsolatedCloud(metrics=metrics, findings=findings, artifacts=[ISOLATION_POINTS, ISOLATION_FRAME],
                          points=points, colors=colors, normals=normals, cameras=cloud.cameras,
-                         voxel_size=cloud.voxel_size, up=up, focus=focus, plane=plane)
-
-
-def _camera_up(cameras: list[PinholeCamera]) -> np.ndarray:
-    """Mean image-up direction (-y of each camera) in world coordinates."""
-    up = -np.array([c.R[1] for c in cameras]).sum(0)
-    return up / max(np.linalg.norm(up), 1e-12)
-
-
-def _narrowest_half_view(cameras: list[PinholeCamera]) -> float:
-    """tan of the smallest half field of view among the cameras."""
-    return float(min(min(c.width / (2 * c.K[0, 0]), c.height / (2 * c.K[1, 1])) for c in cameras))
-
-
-def _support_plane(points: np.ndarray, cameras: list[PinholeCamera], up: np.ndarray, focus: np.ndarray,
-                   tolerance: float) -> np.ndarray | None:
-    """The table: a large plane facing up, under the focus, with the cameras above it; normal oriented up."""
-    centers = np.array([c.center for c in cameras])
-
-    def oriented(plane: np.ndarray) -> np.ndarray:
-        return plane if plane[:3] @ up >= 0 else -plane
-
-    def is_table(plane: np.ndarray) -> bool:
-        plane = oriented(plane)
-        cameras_above = np.mean(centers @ plane[:3] + plane[3] > 0)
-        tilt = np.degrees(np.arccos(np.clip(plane[:3] @ up, -1, 1)))
-        return bool(tilt < _MAX_PLANE_TILT_DEG and cameras_above > _CAMERAS_ABOVE
-                    and focus @ plane[:3] + plane[3] > -tolerance)
-
-    plane = find_plane(points, tolerance, is_table, candidates=_PLANE_CANDIDATES, min_share=_MIN_PLANE_SHARE)
-    return None if plane is None else oriented(plane)
+                         voxel_size=cloud.voxel_size, up=up, focus=focus, plane=plane,
+                         silhouettes=cloud.silhouettes, support=cloud.support,
+                         from_hull=cloud.from_hull[keep] if len(cloud.from_hull) == len(keep) else cloud.from_hull[:0])
 
 
 def _cluster(points: np.ndarray, voxel: float, tolerance: float) -> np.ndarray:

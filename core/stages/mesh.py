@@ -56,7 +56,9 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
     points, normals = cloud.points, cloud.normals
     plane = cloud.plane
     close = config.close_base and plane is not None
-    base = _base_points(points, plane, spacing) if close else np.empty((0, 3))
+    # A cloud completed by the visual hull is already closed, base included (the hull stands on the plane).
+    from_hull = cloud.silhouettes
+    base = _base_points(points, plane, spacing) if close and not from_hull else np.empty((0, 3))
     if len(base):
         # The product stands on the table, so its unseen base is the table inside its footprint: give Poisson
         # that flat base (normals pointing down) instead of letting it guess or leaving a hole.
@@ -77,7 +79,8 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
     densities = np.asarray(densities)
     poisson_faces = len(mesh.triangles)
     progress(0.45, "trimming")
-    mesh.remove_vertices_by_mask(densities < np.quantile(densities, _DENSITY_QUANTILE))
+    if not from_hull:  # a hull-completed cloud has no unsupported regions to trim
+        mesh.remove_vertices_by_mask(densities < np.quantile(densities, _DENSITY_QUANTILE))
     lo, hi = points.min(0), points.max(0)
     margin = _CROP_MARGIN * float(np.linalg.norm(hi - lo))
     mesh = mesh.crop(o3d.geometry.AxisAlignedBoundingBox(lo - margin, hi + margin))
@@ -92,6 +95,9 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
         mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=config.target_faces)
         mesh, more = _clean(mesh)
         islands += more
+    if from_hull:
+        mesh, more_holes = close_holes(mesh)
+        holes_filled += more_holes
     progress(0.85, "colouring")
     mesh.vertex_colors = o3d.utility.Vector3dVector(_transfer_colors(np.asarray(mesh.vertices), cloud.points, colors))
     mesh.compute_vertex_normals()
@@ -100,6 +106,8 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
     artifacts = export_mesh(mesh, run_dir, (MESH_PLY, MESH_GLB, MESH_OBJ), up=cloud.up)
     loops, open_edges = boundary_loops(np.asarray(mesh.triangles))
     watertight = bool(mesh.is_watertight())
+    base_faces = base_cap_faces(np.asarray(mesh.vertices), np.asarray(mesh.triangles), plane, spacing) \
+        if from_hull and plane is not None else np.zeros(0, np.int64)
     metrics = {
         "faces": len(mesh.triangles),
         "vertices": len(mesh.vertices),
@@ -111,6 +119,12 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
         "watertight": int(watertight),
         "holes": loops,
         "boundary_edges": open_edges,
+        "closed": int(open_edges == 0),
+        # The base no photo sees: capped flat on the support plane (the hull stands on it); texturing and viewers
+        # may treat these faces as unseen.
+        "base_capped": int(len(base_faces) > 0),
+        "base_faces": len(base_faces),
+        "base_area_share": round(_area_share(np.asarray(mesh.vertices), np.asarray(mesh.triangles), base_faces), 4),
         "seconds": round(time.perf_counter() - start, 2),
     }
     findings = advice.mesh_findings(metrics)
@@ -118,6 +132,33 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
                 metrics["seconds"])
     progress(1.0, "mesh ready")
     return MeshResult(metrics=metrics, findings=findings, artifacts=artifacts, mesh=mesh)
+
+
+BASE_TOLERANCE_SPACINGS = 2.0
+"""Faces within this many point spacings of the support plane (or 1 % of the mesh's size, whichever is more:
+Poisson's octree is coarser than the spacing on small photos), facing down, are the base cap."""
+
+
+def base_cap_faces(vertices: np.ndarray, triangles: np.ndarray, plane: np.ndarray, spacing: float) -> np.ndarray:
+    """Indices of the faces lying flat on the support plane and facing down (the unseen base, capped)."""
+    if len(triangles) == 0:
+        return np.zeros(0, np.int64)
+    height = vertices @ plane[:3] + plane[3]
+    tolerance = max(BASE_TOLERANCE_SPACINGS * spacing, 0.01 * float(np.linalg.norm(np.ptp(vertices, axis=0))))
+    tri = vertices[triangles]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.maximum(np.linalg.norm(normal, axis=1), 1e-18)
+    facing_down = (normal @ plane[:3]) / length < -0.9
+    flat = np.abs(height[triangles]).max(1) < tolerance
+    return np.flatnonzero(facing_down & flat)
+
+
+def _area_share(vertices: np.ndarray, triangles: np.ndarray, faces: np.ndarray) -> float:
+    if len(triangles) == 0:
+        return 0.0
+    tri = vertices[triangles]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    return float(area[faces].sum() / max(area.sum(), 1e-18))
 
 
 def _mean_spacing(points: np.ndarray) -> float:
@@ -175,7 +216,23 @@ def _clean(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleMesh, 
     return mesh, removed
 
 
-def _fill_small_holes(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleMesh, int]:
+def close_holes(mesh: o3d.geometry.TriangleMesh, rounds: int = 3) -> tuple[o3d.geometry.TriangleMesh, int]:
+    """Fill every hole (any size) with a fan, cleaning what the fans break, until no boundary edge is left."""
+    filled = 0
+    for _ in range(rounds):
+        if boundary_loops(np.asarray(mesh.triangles))[1] == 0:
+            break
+        mesh, count = _fill_small_holes(mesh, max_share=np.inf)
+        filled += count
+        mesh.remove_degenerate_triangles()
+        mesh.remove_duplicated_triangles()
+        mesh.remove_non_manifold_edges()
+        mesh.remove_unreferenced_vertices()
+    return mesh, filled
+
+
+def _fill_small_holes(mesh: o3d.geometry.TriangleMesh, max_share: float = _HOLE_SIZE_SHARE
+                      ) -> tuple[o3d.geometry.TriangleMesh, int]:
     """Close holes whose rim is shorter than a share of the mesh diagonal with a fan around the rim's centroid.
 
     (Open3D 0.20's tensor ``fill_holes`` returned garbage vertices and crashed decimation on a test can.)
@@ -189,7 +246,7 @@ def _fill_small_holes(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.Tri
     lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)
     perimeter = np.bincount(labels, lengths)
     diagonal = float(np.linalg.norm(vertices.max(0) - vertices.min(0)))
-    small = np.flatnonzero(perimeter < _HOLE_SIZE_SHARE * np.pi * diagonal)
+    small = np.flatnonzero(perimeter < max_share * np.pi * diagonal)
     if len(small) == 0:
         return mesh, 0
     new_vertices, new_triangles = [], []

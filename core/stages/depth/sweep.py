@@ -50,23 +50,61 @@ def _box(image: np.ndarray) -> np.ndarray:
     return cv2.boxFilter(image, -1, (_WINDOW, _WINDOW), borderType=cv2.BORDER_REFLECT)
 
 
+RANGED_MAX_COST = 0.4
+"""Within a per-pixel depth range a winner needs a cost below this (mean ZNCC above 0.6) to be kept (a range 30-40 %
+off the truth kept 17 % of a test render's near surface as confident depth without it, under 2 % with it)."""
+
+
 def plane_sweep(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray], src_cams: list[PinholeCamera],
-           depth_range: tuple[float, float], num_planes: int, device: str | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
+                depth_range: tuple[float, float], num_planes: int, device: str | None = None,
+                depth_min: np.ndarray | None = None, depth_max: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Plane sweep for one reference view; returns (depth with NaN, confidence).
 
     The per-plane costs come from OpenCV on the CPU, or from torch on ``device`` (a GPU) when given; the winner
-    selection is shared.
+    selection is shared. ``depth_min`` / ``depth_max`` (H, W; NaN = no constraint), e.g. from an aligned depth
+    prior, narrow the search per pixel: planes outside a pixel's range cannot win it, and a winner on the first or
+    last plane inside the range is not trusted (the true depth may lie beyond).
     """
     h, w = ref.shape
     inv_depths = np.linspace(1.0 / depth_range[0], 1.0 / depth_range[1], num_planes)
     k = max(1, round(_BEST_K_SHARE * len(srcs)))
     costs = _plane_costs_torch if device else _plane_costs_opencv
     wta = _StreamingWinner(h, w)
-    for cost in costs(ref, ref_cam, srcs, src_cams, inv_depths, k, device):
+    window = _plane_window(inv_depths, depth_min, depth_max, (h, w))
+    for plane, cost in enumerate(costs(ref, ref_cam, srcs, src_cams, inv_depths, k, device)):
+        if window is not None:
+            cost = np.where((plane >= window[0]) & (plane <= window[1]), cost, _INVALID_COST).astype(np.float32)
         wta.add(cost)
     std_r = np.sqrt(np.maximum(_box(ref * ref) - _box(ref) ** 2, 0))
-    return wta.result(inv_depths, std_r > MIN_TEXTURE_STD)
+    depth, confidence = wta.result(inv_depths, std_r > MIN_TEXTURE_STD)
+    if window is not None:
+        edge = (wta.best_plane <= window[0]) | (wta.best_plane >= window[1])
+        constrained = window[1] - window[0] < num_planes - 1
+        # Inside a narrow window the runner-up is an excluded plane, so uniqueness says little: the match itself must
+        # be good (a window that misses the surface still offers its best, poor, match).
+        weak = constrained & (wta.best > RANGED_MAX_COST)
+        confidence[(edge & constrained) | weak] = 0.0
+        depth[(edge & constrained) | weak] = np.nan
+    return depth, confidence
+
+
+def _plane_window(inv_depths: np.ndarray, depth_min: np.ndarray | None, depth_max: np.ndarray | None,
+                  shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per pixel, the first and last plane index inside [depth_min, depth_max] (planes run far in inverse depth
+    from near to far); None without a constraint. Pixels whose range misses every plane get an empty window."""
+    if depth_min is None and depth_max is None:
+        return None
+    count = len(inv_depths)
+    near = np.full(shape, np.nan, np.float32) if depth_min is None else depth_min.astype(np.float32)
+    far = np.full(shape, np.nan, np.float32) if depth_max is None else depth_max.astype(np.float32)
+    # inv_depths decrease with the index: depth <= depth_max  <=>  inv >= 1 / depth_max.
+    step = (inv_depths[-1] - inv_depths[0]) / max(count - 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = np.where(np.isfinite(near) & (near > 0), np.ceil((1.0 / near - inv_depths[0]) / step - 1e-6), 0)
+        last = np.where(np.isfinite(far) & (far > 0), np.floor((1.0 / far - inv_depths[0]) / step + 1e-6),
+                        count - 1)
+    return (np.clip(first, 0, count).astype(np.int32), np.clip(last, -1, count - 1).astype(np.int32))
 
 
 def _plane_costs_opencv(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray], src_cams: list[PinholeCamera],

@@ -35,6 +35,7 @@ from core.stages.fusion.consistency import (
     voxel_merge,
     voxel_size,
 )
+from core.stages.fusion.hull import Silhouettes, silhouette_fusion
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,24 @@ class FusedCloud(StageOutput):
     """The cameras of the fused depth maps."""
     voxel_size: float = 0.0
     """Spacing of the merged cloud (about one pixel's footprint on the surface)."""
+    silhouettes: bool = False
+    """The cloud was constrained by the visual hull: it holds the product only, closed (base on ``support``)."""
+    from_hull: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    """(N,) True for points that only the hull gave (no stereo, no completed face near them)."""
+    support: np.ndarray | None = None
+    """The support plane the hull stands on (a, b, c, d), (a, b, c) = up; None when there was none."""
+    focus: np.ndarray | None = None
+    """Where the cameras look (on the plane), when the silhouettes said so."""
 
 
 def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
-               progress: StageProgress = no_progress) -> FusedCloud:
-    """Fuse ``depth_maps`` into one point cloud written to ``RUN/fusion/points.ply``."""
+               progress: StageProgress = no_progress, silhouettes: Silhouettes | None = None) -> FusedCloud:
+    """Fuse ``depth_maps`` into one point cloud written to ``RUN/fusion/points.ply``.
+
+    With ``silhouettes`` (trusted product masks, ``hull.Silhouettes``) and ``config.silhouettes``, stereo points
+    outside the visual hull are dropped, plain faces are completed between confident edges and what is still
+    missing comes from the hull (``hull.py``, ``fill.py``): the cloud is then the product alone, closed.
+    """
     start = time.perf_counter()
     views = [load_depth_map(r.path) for r in depth_maps.maps]
     if len(views) < 2:
@@ -92,11 +106,26 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         metrics["seconds"] = round(time.perf_counter() - start, 2)
         return FusedCloud(ok=False, metrics=metrics, findings=findings, failure=advice.FUSION_NOTHING)
 
-    progress(0.85, "merging points")
+    progress(0.8, "merging points")
     voxel = voxel_size(views)
     pts, rgb, nrm = voxel_merge(np.concatenate(points), np.concatenate(colors), np.concatenate(normals), voxel)
+    rgb = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    from_hull = np.zeros(len(pts), bool)
+    carved = None
+    if silhouettes is not None and config.silhouettes:
+        progress(0.85, "carving the visual hull")
+        carved = silhouette_fusion(pts, nrm, rgb, voxel, silhouettes, views, config.hull_resolution)
+        if carved is None:
+            metrics["hull_reason"] = "fewer than 3 photos have a trusted product mask"
+        else:
+            pts, nrm, rgb, from_hull = carved.points, carved.normals, carved.colors, carved.from_hull
+            metrics.update({k: v for k, v in carved.stats.items()})
+            # What isolation and mesh need of the hull, kept in the record so that a resumed run rebuilds it.
+            metrics.update({"silhouettes": 1, "support": None if silhouettes.plane is None else
+                            [float(v) for v in silhouettes.plane], "focus": [float(v) for v in silhouettes.focus]})
+    findings += advice.silhouette_findings(metrics)
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
-    cloud.colors = o3d.utility.Vector3dVector(rgb / 255.0)
+    cloud.colors = o3d.utility.Vector3dVector(rgb.astype(np.float64) / 255.0)
     cloud.normals = o3d.utility.Vector3dVector(nrm)
     path = FUSION_POINTS.path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +134,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
     logger.info("fusion: %d points (voxel %.4g) from %d confirmed depths", len(pts), voxel, counts["kept"])
     progress(1.0, "fused")
     return FusedCloud(
-        metrics=metrics, findings=findings, artifacts=[FUSION_POINTS], points=pts,
-        colors=np.clip(rgb + 0.5, 0, 255).astype(np.uint8), normals=nrm,
-        cameras=[v.camera for v in views], voxel_size=voxel)
+        metrics=metrics, findings=findings, artifacts=[FUSION_POINTS], points=pts, colors=rgb, normals=nrm,
+        cameras=[v.camera for v in views], voxel_size=voxel, silhouettes=carved is not None, from_hull=from_hull,
+        support=silhouettes.plane if carved is not None and silhouettes is not None else None,
+        focus=silhouettes.focus if carved is not None and silhouettes is not None else None)

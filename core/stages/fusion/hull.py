@@ -1,0 +1,367 @@
+"""Visual hull: the volume every silhouette allows, carved from product masks and cameras, fused with stereo.
+
+The hull is kept as a **silhouette distance field** on a voxel grid: per voxel, the smallest over the views of the
+signed distance (world units, positive inside) from its projection to the mask outline, converted with the voxel's
+depth (pixels x z / f). Interpolating that field gives the hull surface to a fraction of a voxel, far finer than
+a binary carving at the same grid (Esteban & Schmitt 2004 use the same idea for their silhouette force). A support
+plane, when known, closes the hull from below: the base of a product standing on a table is the table.
+
+Fusion with stereo (``fuse_with_hull``): stereo points outside the hull are rejected (the silhouettes say nothing is
+there), and where no confident stereo point lies near the hull surface the hull's own surface points fill in
+(plain faces give stereo nothing to match; where they are silhouette-generating, such as the sides of a bottle, the
+hull is exact; where they are not, such as the top of a box seen only from above, the hull is an upper bound and the
+result says how much of the surface came from it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from core.geometry import PinholeCamera
+
+logger = logging.getLogger(__name__)
+
+OUTSIDE = -1e9
+"""Field value for voxels that some view excludes outright (behind the plane, or no view sees them)."""
+
+
+@dataclass
+class VisualHull:
+    """A silhouette distance field on a regular grid (world frame)."""
+
+    origin: np.ndarray
+    """(3,) world position of voxel (0, 0, 0)'s centre."""
+    voxel: float
+    """Grid spacing, world units."""
+    field: np.ndarray
+    """(nx, ny, nz) float32 signed distance to the hull surface, positive inside (a lower bound of it)."""
+    views: int
+    """Masks that carved it."""
+    plane: np.ndarray | None = None
+    """The support plane that closes it from below (a, b, c, d), (a, b, c) = up."""
+
+    @property
+    def occupied(self) -> np.ndarray:
+        return self.field > 0
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """World box of the grid's voxel centres."""
+        return self.origin, self.origin + self.voxel * (np.array(self.field.shape) - 1)
+
+    def volume(self) -> float:
+        return float(self.occupied.sum()) * self.voxel**3
+
+    def sample(self, points: np.ndarray) -> np.ndarray:
+        """Trilinear field value at world points; OUTSIDE beyond the grid."""
+        g = (np.asarray(points, dtype=np.float64) - self.origin) / self.voxel
+        shape = np.array(self.field.shape)
+        inside = np.all((g >= 0) & (g <= shape - 1), axis=1)
+        out = np.full(len(g), OUTSIDE, dtype=np.float32)
+        if not inside.any():
+            return out
+        gi = g[inside]
+        base = np.minimum(np.floor(gi).astype(np.int64), shape - 2)
+        frac = gi - base
+        value = np.zeros(len(gi))
+        for dx in (0, 1):
+            for dy in (0, 1):
+                for dz in (0, 1):
+                    weight = (np.where(dx, frac[:, 0], 1 - frac[:, 0]) * np.where(dy, frac[:, 1], 1 - frac[:, 1])
+                              * np.where(dz, frac[:, 2], 1 - frac[:, 2]))
+                    value += weight * self.field[base[:, 0] + dx, base[:, 1] + dy, base[:, 2] + dz]
+        out[inside] = value
+        return out
+
+    def surface(self) -> tuple[np.ndarray, np.ndarray]:
+        """Points where the field crosses zero along grid edges, and outward unit normals (from its gradient)."""
+        f = np.maximum(self.field, -4 * self.voxel)  # OUTSIDE would swamp the interpolation and the gradient
+        gradient = np.stack(np.gradient(f, self.voxel), axis=-1)
+        points, normals = [], []
+        for axis in range(3):
+            lower, upper = [slice(None)] * 3, [slice(None)] * 3
+            lower[axis], upper[axis] = slice(None, -1), slice(1, None)
+            f0, f1 = f[tuple(lower)], f[tuple(upper)]
+            cross = (f0 > 0) != (f1 > 0)
+            grid = np.argwhere(cross).astype(np.float64)
+            if len(grid) == 0:
+                continue
+            grid[:, axis] += f0[cross] / (f0[cross] - f1[cross])
+            points.append(self.origin + self.voxel * grid)
+            near = np.minimum(np.rint(grid).astype(np.int64), np.array(f.shape) - 1)
+            normals.append(-gradient[near[:, 0], near[:, 1], near[:, 2]])
+        if not points:
+            return np.empty((0, 3)), np.empty((0, 3))
+        pts, nrm = np.concatenate(points), np.concatenate(normals)
+        length = np.linalg.norm(nrm, axis=1, keepdims=True)
+        return pts, nrm / np.maximum(length, 1e-12)
+
+    def project(self, camera: PinholeCamera, field: np.ndarray | None = None) -> np.ndarray:
+        """(H, W) bool: pixels whose ray meets an occupied voxel (voxel centres splatted with their footprint)."""
+        occupied = (self.field if field is None else field) > 0
+        centres = self.origin + self.voxel * np.argwhere(occupied)
+        image = np.zeros((camera.height, camera.width), np.uint8)
+        if len(centres) == 0:
+            return image.astype(bool)
+        uv, z = camera.project(centres)
+        ok = z > 0
+        uv, z = uv[ok], z[ok]
+        radius = np.maximum(0.5 * self.voxel * camera.K[0, 0] / z, 0.5)
+        cols, rows = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+        inside = (cols >= 0) & (rows >= 0) & (cols < camera.width) & (rows < camera.height)
+        image[rows[inside], cols[inside]] = 1
+        # Voxels project to discs about `radius` wide: close the gaps between neighbouring centres.
+        size = int(2 * np.ceil(np.median(radius)) + 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        return cv2.morphologyEx(image, cv2.MORPH_CLOSE, kernel).astype(bool)
+
+
+def signed_distance_px(mask: np.ndarray) -> np.ndarray:
+    """Per pixel, the signed distance in pixels to the mask outline (positive inside), float32."""
+    m = mask.astype(np.uint8)
+    inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)
+    return (inside - outside + np.where(m > 0, -0.5, 0.5)).astype(np.float32)  # outline between pixel centres
+
+
+@dataclass
+class CarvedField:
+    """The field of every view folded into the smallest and second smallest value (for leave-one-out checks)."""
+
+    smallest: np.ndarray
+    second: np.ndarray
+    which: np.ndarray
+    """(nx, ny, nz) int16 index of the view that gave the smallest value (-1: none saw the voxel)."""
+
+    def without(self, view: int) -> np.ndarray:
+        """The field as the other views alone carve it."""
+        return np.where(self.which == view, self.second, self.smallest)
+
+
+def carve(cameras: list[PinholeCamera], masks: list[np.ndarray], origin: np.ndarray, voxel: float,
+          shape: tuple[int, int, int], plane: np.ndarray | None = None, min_views: int = 2) -> CarvedField:
+    """Fold every view's signed silhouette distance over the grid (views that do not see a voxel abstain).
+
+    ``plane`` (a, b, c, d) with (a, b, c) the unit up direction: voxels below it are outside. A voxel seen by fewer
+    than ``min_views`` views is outside (nothing vouches for it).
+    """
+    nx, ny, nz = shape
+    ix, iy, iz = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
+    x = (origin[0] + voxel * ix).ravel()
+    y = (origin[1] + voxel * iy).ravel()
+    z = (origin[2] + voxel * iz).ravel()
+    n = len(x)
+    smallest = np.full(n, np.inf, np.float32)
+    second = np.full(n, np.inf, np.float32)
+    which = np.full(n, -1, np.int16)
+    seen = np.zeros(n, np.int16)
+    cols = 4096
+    rows = -(-n // cols)
+    pad = rows * cols - n
+    for index, (camera, mask) in enumerate(zip(cameras, masks, strict=True)):
+        R, t, K = camera.R, camera.t, camera.K
+        cx = R[0, 0] * x + R[0, 1] * y + R[0, 2] * z + t[0]
+        cy = R[1, 0] * x + R[1, 1] * y + R[1, 2] * z + t[1]
+        cz = R[2, 0] * x + R[2, 1] * y + R[2, 2] * z + t[2]
+        front = cz > 1e-9
+        inv = np.where(front, 1.0 / np.where(front, cz, 1.0), 0.0)
+        u = K[0, 0] * cx * inv + K[0, 2]
+        v = K[1, 1] * cy * inv + K[1, 2]
+        visible = front & (u >= 0) & (v >= 0) & (u < camera.width) & (v < camera.height)
+        sd = signed_distance_px(mask)
+        # cv2.remap samples pixel centres at integer coordinates: continuous coordinate - 0.5.
+        map_x = np.pad((u - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
+        map_y = np.pad((v - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
+        value = cv2.remap(sd, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n]
+        world = (value * cz / K[0, 0]).astype(np.float32)
+        world[~visible] = np.inf
+        seen += visible
+        lower = world < smallest
+        np.copyto(second, np.where(lower, smallest, np.minimum(second, world)))
+        np.copyto(smallest, world, where=lower)
+        np.copyto(which, np.int16(index), where=lower)
+    unseen = seen < min_views
+    smallest[unseen] = OUTSIDE
+    second[unseen] = OUTSIDE
+    if plane is not None:
+        height = (plane[0] * x + plane[1] * y + plane[2] * z + plane[3]).astype(np.float32)
+        np.minimum(smallest, height, out=smallest)
+        np.minimum(second, height, out=second)
+    second[~np.isfinite(second)] = OUTSIDE  # seen by one view only
+    return CarvedField(smallest.reshape(shape), second.reshape(shape), which.reshape(shape))
+
+
+def carve_hull(cameras: list[PinholeCamera], masks: list[np.ndarray], lo: np.ndarray, hi: np.ndarray,
+               resolution: int, plane: np.ndarray | None = None, refine_bounds: bool = True) -> VisualHull:
+    """The visual hull inside the box [lo, hi] on a grid of ``resolution`` voxels along its longest side.
+
+    With ``refine_bounds`` a coarse pass first shrinks the box to what the silhouettes leave (plus a margin), so the
+    fine grid is spent on the product only.
+    """
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    if refine_bounds:
+        coarse = carve_hull(cameras, masks, lo, hi, max(24, resolution // 4), plane, refine_bounds=False)
+        if coarse.occupied.any():
+            idx = np.argwhere(coarse.occupied)
+            margin = 2.0 * coarse.voxel
+            lo = np.maximum(lo, coarse.origin + coarse.voxel * idx.min(0) - margin)
+            hi = np.minimum(hi, coarse.origin + coarse.voxel * idx.max(0) + margin)
+    voxel = float(np.max(hi - lo)) / resolution
+    shape = tuple(int(s) for s in np.maximum(np.ceil((hi - lo) / voxel).astype(int) + 1, 2))
+    folded = carve(cameras, masks, lo, voxel, shape, plane)  # type: ignore[arg-type]
+    return VisualHull(lo, voxel, folded.smallest, len(cameras), plane)
+
+
+@dataclass
+class HullFusion:
+    """Stereo points checked against the hull, and the hull points that fill where stereo has nothing."""
+
+    points: np.ndarray
+    normals: np.ndarray
+    colors: np.ndarray
+    from_hull: np.ndarray
+    """(N,) bool: the point is a hull surface point (not seen by stereo)."""
+    stats: dict[str, float]
+
+
+def fuse_with_hull(points: np.ndarray, normals: np.ndarray, colors: np.ndarray, hull: VisualHull,
+                   cameras: list[PinholeCamera], images: list[np.ndarray], spacing: float,
+                   outside_tolerance: float | None = None, cover_radius: float | None = None) -> HullFusion:
+    """Stereo where it is, the hull where it is not; stereo points the silhouettes rule out are dropped.
+
+    ``outside_tolerance`` (default 1.5 voxels): how far outside the hull a stereo point may lie (mask outlines are
+    a pixel or so off). ``cover_radius`` (default 3 x max(spacing, voxel)): a hull point with a stereo point this
+    close is already covered.
+    """
+    import open3d as o3d
+
+    tolerance = 1.5 * hull.voxel if outside_tolerance is None else outside_tolerance
+    radius = 3.0 * max(spacing, hull.voxel) if cover_radius is None else cover_radius
+    keep = inside_hull(points, hull, tolerance)
+    stereo_pts, stereo_nrm, stereo_rgb = points[keep], normals[keep], colors[keep]
+    hull_pts, hull_nrm = hull.surface()
+    if len(stereo_pts) and len(hull_pts):
+        index = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(np.ascontiguousarray(stereo_pts)))
+        index.knn_index()
+        _, d2 = index.knn_search(o3d.core.Tensor(np.ascontiguousarray(hull_pts)), 1)
+        uncovered = np.sqrt(d2.numpy()[:, 0]) > radius
+    else:
+        uncovered = np.ones(len(hull_pts), bool)
+    fill_pts, fill_nrm = hull_pts[uncovered], hull_nrm[uncovered]
+    fill_rgb = surface_colours(fill_pts, fill_nrm, cameras, images)
+    stats = {"stereo_points_in": int(len(points)), "stereo_outside_hull": int((~keep).sum()),
+             "hull_surface_points": int(len(hull_pts)), "hull_points_added": int(len(fill_pts)),
+             "hull_share": float(len(fill_pts) / max(len(fill_pts) + len(stereo_pts), 1)),
+             "hull_voxel": hull.voxel, "hull_volume": hull.volume()}
+    return HullFusion(np.concatenate([stereo_pts, fill_pts]), np.concatenate([stereo_nrm, fill_nrm]),
+                      np.concatenate([stereo_rgb, fill_rgb]).astype(np.uint8),
+                      np.concatenate([np.zeros(len(stereo_pts), bool), np.ones(len(fill_pts), bool)]), stats)
+
+
+def inside_hull(points: np.ndarray, hull: VisualHull, tolerance: float) -> np.ndarray:
+    """Points the silhouettes allow: inside the hull (within ``tolerance``) and above the table.
+
+    The table inside the hull's footprint (its excess over the product) is no product: stereo never sees the base,
+    so whatever lies on the plane is table.
+    """
+    if len(points) == 0:
+        return np.zeros(0, bool)
+    keep = hull.sample(points) >= -tolerance
+    if hull.plane is not None:
+        keep &= points @ hull.plane[:3] + hull.plane[3] > tolerance
+    return keep
+
+
+def surface_colours(points: np.ndarray, normals: np.ndarray, cameras: list[PinholeCamera],
+                    images: list[np.ndarray]) -> np.ndarray:
+    """Colour of each point from the photo that faces it most directly (uint8 RGB; grey when none does)."""
+    colours = np.full((len(points), 3), 160, np.uint8)
+    if len(points) == 0 or not cameras:
+        return colours
+    centres = np.array([c.center for c in cameras])
+    facing = np.stack([((centres[i] - points) * normals).sum(1) / np.linalg.norm(centres[i] - points, axis=1)
+                       for i in range(len(cameras))], axis=1)
+    best = np.argmax(facing, axis=1)
+    for i, (camera, image) in enumerate(zip(cameras, images, strict=True)):
+        sel = np.flatnonzero((best == i) & (facing[np.arange(len(points)), best] > 0))
+        if len(sel) == 0:
+            continue
+        scale = image.shape[1] / camera.width
+        uv, _ = camera.project(points[sel])
+        cols = np.clip(np.floor(uv[:, 0] * scale).astype(np.int64), 0, image.shape[1] - 1)
+        rows = np.clip(np.floor(uv[:, 1] * scale).astype(np.int64), 0, image.shape[0] - 1)
+        colours[sel] = image[rows, cols]
+    return colours
+
+
+MIN_MASK_CONFIDENCE = 0.3
+"""Masks below this confidence do not carve (one wrong mask would cut the product away)."""
+MIN_HULL_MASKS = 3
+"""Fewer trusted masks than this carve no hull (two silhouettes leave a wide double cone)."""
+
+
+@dataclass
+class Silhouettes:
+    """What the masks stage hands fusion: trusted masks with their cameras, and where the product stands."""
+
+    workings: list[str]
+    """Working names of the photos whose masks are trusted."""
+    cameras: list[PinholeCamera]
+    """Their cameras at the masks' resolution (the undistorted images)."""
+    masks: list[np.ndarray]
+    plane: np.ndarray | None
+    focus: np.ndarray
+    up: np.ndarray
+    radius: float
+
+
+def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarray, voxel_size: float,
+                      silhouettes: Silhouettes, depth_maps: list, resolution: int) -> HullFusion | None:
+    """Stereo points checked against the hull, plain faces completed, the rest filled from the hull.
+
+    ``depth_maps`` are the fused ``DepthMap``s (their cameras, stereo depth and images drive the completion). None
+    when there are too few trusted masks to carve a hull.
+    """
+    from core.stages.fusion.consistency import MIN_CONFIDENCE, neighbours, voxel_merge
+    from core.stages.fusion.fill import CompletionView, planar_completion
+
+    if len(silhouettes.cameras) < MIN_HULL_MASKS:
+        return None
+    radius, focus, up = silhouettes.radius, silhouettes.focus, silhouettes.up
+    lo = focus - radius
+    hi = focus + radius + (radius * up if silhouettes.plane is not None else 0.0)
+    hull = carve_hull(silhouettes.cameras, silhouettes.masks, np.minimum(lo, hi), np.maximum(lo, hi), resolution,
+                      silhouettes.plane)
+    if not hull.occupied.any():
+        return None
+    views, images = [], []
+    mask_of = dict(zip(silhouettes.workings, silhouettes.masks, strict=True))
+    for depth_map in depth_maps:
+        size = (depth_map.camera.width, depth_map.camera.height)
+        mask = mask_of.get(depth_map.photo.working)
+        mask = (np.zeros(size[::-1], bool) if mask is None else
+                cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
+        depth = np.where(depth_map.confidence >= MIN_CONFIDENCE, depth_map.depth, np.nan).astype(np.float32)
+        views.append(CompletionView(depth_map.camera, depth, mask, depth_map.image))
+        images.append(depth_map.image)
+    # Only the product's own confident points outline its faces (not the table or the room around it).
+    product = inside_hull(points, hull, 1.5 * hull.voxel)
+    extra_pts, extra_nrm, extra_rgb, completion = planar_completion(
+        views, points[product], normals[product], hull, neighbours([v.camera for v in views]))
+    n_completed = len(extra_pts)
+    if n_completed:
+        # Every photo completes the same faces: merge the copies on fusion's grid (Poisson's cost follows the count).
+        merged_pts, merged_rgb, merged_nrm = voxel_merge(np.concatenate([points, extra_pts]),
+                                                         np.concatenate([colors, extra_rgb]).astype(np.float64),
+                                                         np.concatenate([normals, extra_nrm]), voxel_size)
+        points, normals = merged_pts, merged_nrm
+        colors = np.clip(merged_rgb + 0.5, 0, 255).astype(np.uint8)
+    fused = fuse_with_hull(points, normals, colors, hull, [v.camera for v in views], images, voxel_size)
+    completed_share = n_completed / max(n_completed + fused.stats["stereo_points_in"], 1)
+    fused.stats.update({"hull": 1, "masks_used": len(silhouettes.cameras), **completion,
+                        "completion_share": round(float(completed_share * (1 - fused.stats["hull_share"])), 4)})
+    return fused

@@ -1,0 +1,401 @@
+"""Masks stage: a product mask per photo, with a confidence, after SfM so the reconstruction can sharpen it.
+
+Per photo, ``core.segmentation.segment_product`` runs with hints from the reconstruction:
+
+* **on the support plane**: pixels that look the same in a neighbouring photo warped through the support plane's
+  homography (a textured mat or turntable plate) are background, however colourful;
+* **product points**: sparse points standing above the plane near the axis the cameras look at are product;
+* **where the product can be**: the projection of a generous cylinder around that axis.
+
+Then the photos check each other: a coarse visual hull is carved from every other photo's mask and projected into
+the photo (leave one out). What lies outside that projection is background in every other view (a shadow, a bit of
+plate), so a second segmentation pass treats it as such; the agreement (IoU) between the photo's mask and the
+others' hull is the multi-view part of its confidence.
+
+The user can supply masks (a folder of images named like the photos, white = product): they are used as given,
+and checked against each other the same way (their confidence is that agreement; findings name the ones that
+disagree).
+
+Writes ``RUN/masks/images/<stem>.png`` (uint8, 255 = product, at the size of the undistorted images the dense stages
+use); ``MasksResult.mask_for(photo)`` reads them back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core import advice
+from core.artifacts import MASKS_IMAGES
+from core.config import MasksConfig
+from core.geometry import PinholeCamera, cameras_focus, cameras_up, narrowest_half_view, support_plane
+from core.manifest import Finding
+from core.photos import Photo
+from core.progress import StageProgress, no_progress
+from core.scene import SparseScene
+from core.segmentation import Segmentation, SegmentationHints, mask_iou, segment_product
+from core.stages import StageOutput
+from core.stages.fusion.hull import Silhouettes, carve, carve_hull
+
+logger = logging.getLogger(__name__)
+
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+PLANE_ZNCC = 0.6
+"""Photos warped through the support plane that correlate above this (7x7 ZNCC) show the plane there."""
+PLANE_TEXTURE_STD = 0.02
+"""...where the window has at least this grey-level spread (images in [0, 1]); plain areas say nothing."""
+PRODUCT_HEIGHT_SHARE = 0.02
+"""Sparse points this share of the camera distance above the plane are off the table (product or background)."""
+POINT_RADIUS_PX = 3
+"""Radius of the product seed around each projected product point, in mask pixels."""
+OBJECT_FRAME_SHARE = 0.8
+"""The product fills at most this share of the narrower half field of view (isolation's assumption too)."""
+PLANE_TOLERANCE = 0.004
+"""RANSAC inlier distance for the support plane, as a share of the camera distance (isolation's too)."""
+CONSISTENCY_RESOLUTION = 64
+"""Voxels along the longest side of the leave-one-out hull (coarse: it only has to say 'not here')."""
+CONSISTENCY_MARGIN_SHARE = 0.015
+"""Pixels farther than this share of the image diagonal outside the others' hull are background."""
+MIN_HULL_CONFIDENCE = 0.3
+"""Masks below this confidence do not carve the consistency hull (nor, later, the visual hull)."""
+
+
+@dataclass
+class MasksResult(StageOutput):
+    """Where the masks are, how much each is trusted, and where the product stands (for the visual hull)."""
+
+    mask_dir: Path | None = None
+    photos: list[Photo] = field(default_factory=list)
+    """The scene's photos, in order."""
+    confidence: dict[str, float] = field(default_factory=dict)
+    """Per photo (working name), in [0, 1]."""
+    supplied: set[str] = field(default_factory=set)
+    """Working names of the photos whose mask the user supplied."""
+    plane: np.ndarray | None = None
+    """The support plane found in the sparse points (a, b, c, d), (a, b, c) = up; None when there is none."""
+    up: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+    focus: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    """Where the cameras' axes meet (on the plane when there is one)."""
+    radius: float = 0.0
+    """Generous radius around the focus inside which the product stands."""
+
+    def path_for(self, photo: Photo) -> Path | None:
+        if self.mask_dir is None:
+            return None
+        path = self.mask_dir / f"{photo.stem}.png"
+        return path if path.is_file() else None
+
+    def mask_for(self, photo: Photo) -> np.ndarray | None:
+        """(H, W) bool product mask of a photo at the size of its undistorted image (None when there is none)."""
+        path = self.path_for(photo)
+        mask = None if path is None else cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        return None if mask is None else mask > 127
+
+    def confidence_for(self, photo: Photo) -> float:
+        return self.confidence.get(photo.working, 0.0)
+
+    def silhouettes(self, scene: SparseScene) -> Silhouettes | None:
+        """The trusted masks with their cameras and the product's frame, for fusion's visual hull (None: no masks)."""
+        if not self.ok or self.mask_dir is None:
+            return None
+        workings, cameras, masks = [], [], []
+        for photo, camera in zip(scene.photos, scene.cameras, strict=True):
+            mask = self.mask_for(photo)
+            if mask is not None and self.confidence_for(photo) >= MIN_HULL_CONFIDENCE:
+                workings.append(photo.working)
+                cameras.append(camera)
+                masks.append(mask)
+        return Silhouettes(workings, cameras, masks, self.plane, self.focus, self.up, self.radius)
+
+
+def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: StageProgress = no_progress,
+              supplied: Mapping[int, Path] | None = None) -> MasksResult:
+    """Segment the product in every photo of ``scene``; writes ``RUN/masks/images/<stem>.png``.
+
+    ``supplied``: the user's mask files by photo index (``find_supplied_masks``); they are used as given.
+    """
+    started = time.perf_counter()
+    if not config.enabled:
+        return MasksResult(metrics={"masks": 0}, findings=[advice.MASKS_OFF])
+    mask_dir = MASKS_IMAGES.path(run_dir)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    photos, cameras = list(scene.photos), scene.cameras
+    images = [_read_rgb(p) for p in scene.image_paths]
+    given, findings = read_supplied_masks(supplied or {}, photos, [(c.width, c.height) for c in cameras])
+    geometry = SceneGeometry.from_scene(scene)
+    progress(0.02, "reading the support plane")
+    segmentations: dict[int, Segmentation] = {}
+    hints: list[SegmentationHints] = []
+    for i in range(len(cameras)):
+        hints.append(geometry.hints(i, images))
+        if i in given:
+            continue
+        segmentations[i] = segment_product(images[i], hints[i], max_side=config.max_side,
+                                           iterations=config.iterations)
+        progress(0.05 + 0.45 * (i + 1) / len(cameras), f"segmented {i + 1}/{len(cameras)}")
+    masks = [given[i] if i in given else segmentations[i].mask for i in range(len(cameras))]
+    own = np.array([1.0 if i in given else segmentations[i].confidence for i in range(len(cameras))])
+
+    agreement = np.ones(len(cameras))
+    if len(cameras) >= 3:
+        agreement, others = leave_one_out(cameras, masks, own, geometry)
+        if config.refine:
+            for done, i in enumerate(sorted(segmentations), start=1):
+                refined = _with_others(hints[i], others[i], images[i].shape[:2])
+                segmentations[i] = segment_product(images[i], refined, max_side=config.max_side,
+                                                   iterations=config.iterations)
+                masks[i] = segmentations[i].mask
+                own[i] = segmentations[i].confidence
+                progress(0.55 + 0.4 * done / max(len(segmentations), 1), f"refined {done}/{len(segmentations)}")
+            agreement, _ = leave_one_out(cameras, masks, own, geometry)
+
+    confidence: dict[str, float] = {}
+    per_photo: dict[str, dict[str, float]] = {}
+    for i, photo in enumerate(photos):
+        # The other photos' agreement decides (a mask that took the plate or lost a side disagrees with them); the
+        # photo's own edge and colour evidence tempers it (at 320 px it is weak even for good masks: 0.35-0.6).
+        value = float(agreement[i]) if i in given else float(agreement[i] * (0.5 + 0.5 * own[i]))
+        confidence[photo.working] = round(value, 3)
+        cv2.imwrite(str(mask_dir / f"{photo.stem}.png"), masks[i].astype(np.uint8) * 255)
+        per_photo[photo.name] = {"confidence": confidence[photo.working], "agreement": round(float(agreement[i]), 3),
+                                 "supplied": int(i in given), "area_fraction": round(float(masks[i].mean()), 4)}
+        if i in segmentations:
+            per_photo[photo.name].update({k: round(v, 3) for k, v in segmentations[i].scores.items()})
+    values = np.array(list(confidence.values()))
+    metrics = {"masks": len(photos), "supplied": len(given), "median_confidence": float(np.median(values)),
+               "low_confidence": int((values < advice.LOW_MASK_CONFIDENCE).sum()),
+               "support_plane_found": int(geometry.plane is not None),
+               "seconds": round(time.perf_counter() - started, 2), "per_photo": per_photo}
+    findings += advice.masks_findings(per_photo)
+    progress(1.0, "masks ready")
+    return MasksResult(metrics=metrics, findings=findings, artifacts=[MASKS_IMAGES], mask_dir=mask_dir.resolve(),
+                       photos=photos, confidence=confidence, supplied={photos[i].working for i in given},
+                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius)
+
+
+def find_supplied_masks(folder: Path, photos: Sequence[Photo], sources: Sequence[Path]) -> dict[int, Path]:
+    """The user's mask files by photo index: named like the photo files (``sources[photo.index]``), any image
+    suffix, stems compared case-insensitively."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    by_stem = {p.stem.lower(): p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES and p.is_file()}
+    found = {}
+    for photo in photos:
+        path = by_stem.get(Path(sources[photo.index]).stem.lower())
+        if path is not None:
+            found[photo.index] = path
+    return found
+
+
+def read_supplied_masks(files: Mapping[int, Path], photos: Sequence[Photo], sizes: Sequence[tuple[int, int]]
+                        ) -> tuple[dict[int, np.ndarray], list[Finding]]:
+    """The user's masks (> 127 = product) at each photo's (width, height), by position in ``photos``; the
+    problems, naming the file, as findings."""
+    found: dict[int, np.ndarray] = {}
+    problems: list[str] = []
+    for i, (photo, (width, height)) in enumerate(zip(photos, sizes, strict=True)):
+        path = files.get(photo.index)
+        if path is None:
+            continue
+        raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if raw is None:
+            problems.append(advice.mask_unreadable(path.name))
+            continue
+        if abs(np.log((raw.shape[1] / raw.shape[0]) / (width / height))) > 0.02:
+            problems.append(advice.mask_wrong_shape(path.name, raw.shape[1], raw.shape[0], photo.name, width, height))
+            continue
+        if raw.shape != (height, width):
+            raw = cv2.resize(raw, (width, height), interpolation=cv2.INTER_NEAREST)
+        mask = raw > 127
+        if not mask.any() or mask.all():
+            problems.append(advice.mask_blank(path.name, "black" if not mask.any() else "white"))
+            continue
+        found[i] = mask
+    return found, advice.supplied_masks_findings(problems, len(found), len(photos))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the reconstruction says about each photo
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SceneGeometry:
+    """Support plane, product axis and product points of a scene, for segmentation hints."""
+
+    cameras: list[PinholeCamera]
+    plane: np.ndarray | None
+    """(a, b, c, d), (a, b, c) the unit up direction; None when no table was found."""
+    up: np.ndarray
+    focus: np.ndarray
+    """Where the optical axes meet, moved onto the plane when there is one."""
+    radius: float
+    """Generous radius of the region the product can occupy around the axis."""
+    height: float
+    """Generous height of that region above the plane (or around the focus without one)."""
+    product_points: np.ndarray
+    neighbours: list[list[int]]
+
+    @classmethod
+    def from_scene(cls, scene: SparseScene) -> SceneGeometry:
+        cameras = scene.cameras
+        up = cameras_up(cameras)
+        focus = cameras_focus(cameras)
+        distance = float(np.median([np.linalg.norm(c.center - focus) for c in cameras]))
+        radius = distance * narrowest_half_view(cameras) * OBJECT_FRAME_SHARE
+        points = scene.points
+        plane = support_plane(points, cameras, up, focus, PLANE_TOLERANCE * distance) if len(points) >= 100 else None
+        height = 2.0 * radius
+        product = np.empty((0, 3))
+        if plane is not None:
+            up = plane[:3]
+            focus = focus - (focus @ up + plane[3]) * up
+            above = points @ up + plane[3]
+            offset = points - focus
+            radial = np.linalg.norm(offset - np.outer(offset @ up, up), axis=1)
+            product = points[(above > PRODUCT_HEIGHT_SHARE * distance) & (radial < radius)]
+        return cls(cameras, plane, up, focus, radius, height, product, _neighbours(cameras))
+
+    def hints(self, index: int, images: list[np.ndarray]) -> SegmentationHints:
+        camera = self.cameras[index]
+        possible = self._possible(camera)
+        product = np.zeros((camera.height, camera.width), bool)
+        if len(self.product_points):
+            uv, z = camera.project(self.product_points)
+            seeds = np.zeros(product.shape, np.uint8)
+            ok = z > 0
+            for u, v in uv[ok]:
+                cv2.circle(seeds, (int(u), int(v)), POINT_RADIUS_PX, 1, -1)
+            product = seeds.astype(bool) & possible
+        background = self._on_plane(index, images) if self.plane is not None else None
+        if background is not None:
+            background &= ~product
+        return SegmentationHints(background=background, product=product, possible=possible)
+
+    def _possible(self, camera: PinholeCamera) -> np.ndarray:
+        """Pixels whose ray passes through the cylinder (radius, height) standing on the plane around the axis."""
+        ring = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        e1 = np.cross(self.up, [1.0, 0, 0] if abs(self.up[0]) < 0.9 else [0, 1.0, 0])
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(self.up, e1)
+        circle = self.radius * (np.outer(np.cos(ring), e1) + np.outer(np.sin(ring), e2))
+        base = 0.0 if self.plane is not None else -self.height / 2
+        top = self.height if self.plane is not None else self.height / 2
+        points = np.concatenate([self.focus + circle + base * self.up, self.focus + circle + top * self.up])
+        uv, z = camera.project(points)
+        region = np.zeros((camera.height, camera.width), np.uint8)
+        if (z <= 0).any():  # the camera is inside or beside the cylinder: no useful bound
+            return np.ones(region.shape, bool)
+        hull = cv2.convexHull(np.round(uv).astype(np.int32))
+        cv2.fillConvexPoly(region, hull, 1)
+        return region.astype(bool)
+
+    def _on_plane(self, index: int, images: list[np.ndarray]) -> np.ndarray:
+        """Pixels that a neighbouring photo, warped through the support plane, shows the same (ZNCC)."""
+        camera = self.cameras[index]
+        grey = _grey(images[index])
+        best = np.full(grey.shape, -1.0, np.float32)
+        mu = cv2.blur(grey, (7, 7))
+        std = np.sqrt(np.maximum(cv2.blur(grey * grey, (7, 7)) - mu * mu, 0))
+        for j in self.neighbours[index]:
+            H = plane_homography(camera, self.cameras[j], self.plane)  # type: ignore[arg-type]
+            warped = cv2.warpPerspective(_grey(images[j]), H, (camera.width, camera.height),
+                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+            mu_s = cv2.blur(warped, (7, 7))
+            var_s = np.maximum(cv2.blur(warped * warped, (7, 7)) - mu_s * mu_s, 0)
+            zncc = (cv2.blur(grey * warped, (7, 7)) - mu * mu_s) / (std * np.sqrt(var_s) + 1e-6)
+            zncc[cv2.erode((warped >= 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0] = -1.0
+            np.maximum(best, zncc, out=best)
+        on_plane = ((best > PLANE_ZNCC) & (std > PLANE_TEXTURE_STD)).astype(np.uint8)
+        # Speckle on the product (a chance match) is removed; the mat is large and solid.
+        on_plane = cv2.morphologyEx(on_plane, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        return on_plane.astype(bool)
+
+
+def plane_homography(ref: PinholeCamera, src: PinholeCamera, plane: np.ndarray) -> np.ndarray:
+    """Homography from reference to source pixel indices induced by a world plane (a, b, c, d)."""
+    n_ref = ref.R @ plane[:3]
+    d_ref = plane[3] - n_ref @ ref.t
+    R = src.R @ ref.R.T
+    t = src.t - R @ ref.t
+    H = src.K @ (R - np.outer(t, n_ref) / d_ref) @ np.linalg.inv(ref.K)
+    shift = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # index i sits at continuous coordinate i + 0.5
+    return np.linalg.inv(shift) @ H @ shift
+
+
+def leave_one_out(cameras: list[PinholeCamera], masks: list[np.ndarray], confidence: np.ndarray,
+                  geometry: SceneGeometry) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per view, IoU of its mask with the hull the *other* trusted masks carve, and that hull's projection."""
+    trusted = [i for i in range(len(masks)) if confidence[i] >= MIN_HULL_CONFIDENCE]
+    if len(trusted) < 3:
+        trusted = list(range(len(masks)))
+    lo, hi = geometry_bounds(geometry)
+    coarse = carve_hull([cameras[i] for i in trusted], [masks[i] for i in trusted], lo, hi,
+                        CONSISTENCY_RESOLUTION, geometry.plane)
+    shape = coarse.field.shape
+    folded = carve([cameras[i] for i in trusted], [masks[i] for i in trusted], coarse.origin, coarse.voxel,
+                   shape, geometry.plane)  # type: ignore[arg-type]
+    agreement = np.zeros(len(masks))
+    others = []
+    for i, camera in enumerate(cameras):
+        field_without = folded.without(trusted.index(i)) if i in trusted else folded.smallest
+        projected = coarse.project(camera, field_without)
+        others.append(projected)
+        agreement[i] = mask_iou(masks[i], projected)
+    return agreement, others
+
+
+def geometry_bounds(geometry: SceneGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """A world box around the region the product can occupy."""
+    extent = np.full(3, geometry.radius)
+    centre = geometry.focus + (0.5 * geometry.height * geometry.up if geometry.plane is not None else 0)
+    extent = np.maximum(extent, 0.5 * geometry.height)
+    return centre - extent, centre + extent
+
+
+def _with_others(hints: SegmentationHints, others: np.ndarray, shape: tuple[int, int]) -> SegmentationHints:
+    """Hints plus 'background' beyond a margin outside the other photos' hull."""
+    margin = max(2, round(CONSISTENCY_MARGIN_SHARE * float(np.hypot(*shape))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    outside = cv2.dilate(others.astype(np.uint8), kernel) == 0
+    background = outside if hints.background is None else (hints.background | outside)
+    # Deep inside what every other photo allows is product (the hull is a superset of the product, but not by
+    # twice the margin: on renders of a plain box from 24 views its excess is 3-10 px at 1024 px).
+    inside = cv2.erode(others.astype(np.uint8), kernel, iterations=2).astype(bool)
+    if hints.background is not None:
+        inside &= ~hints.background
+    product = inside if hints.product is None else ((hints.product & ~outside) | inside)
+    return SegmentationHints(background=background, product=product, possible=hints.possible)
+
+
+def _neighbours(cameras: list[PinholeCamera], count: int = 2) -> list[list[int]]:
+    """Per view, the ``count`` views with the nearest centres among those looking within 45 degrees of it."""
+    centres = np.array([c.center for c in cameras])
+    axes = np.array([c.viewing_direction for c in cameras])
+    result = []
+    for i in range(len(cameras)):
+        distance = np.linalg.norm(centres - centres[i], axis=1)
+        distance[i] = np.inf
+        distance[axes @ axes[i] < np.cos(np.radians(45))] = np.inf
+        order = [int(j) for j in np.argsort(distance)[:count] if np.isfinite(distance[j])]
+        result.append(order)
+    return result
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0

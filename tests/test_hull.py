@@ -1,0 +1,87 @@
+"""The visual hull: carved from exact silhouettes of a box, it contains the box, hugs it and stands on the plane."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
+from core.stages.fusion.hull import carve_hull, signed_distance_px
+
+BOX = np.array([0.12, 0.07, 0.18])
+"""Width, depth, height of the box (metres), standing on z = 0, centred on the z axis."""
+
+
+def _corners() -> np.ndarray:
+    lo, hi = np.array([-BOX[0] / 2, -BOX[1] / 2, 0.0]), np.array([BOX[0] / 2, BOX[1] / 2, BOX[2]])
+    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
+def _orbit(count: int, elevations: tuple[float, ...] = (25.0, 40.0)) -> list[PinholeCamera]:
+    K = intrinsics_from_fov(320, 240, 50.0)
+    cameras = []
+    for ring, elevation in enumerate(elevations):
+        for k in range(count // len(elevations)):
+            azimuth = 2 * np.pi * (k + 0.5 * ring) / (count // len(elevations)) + 0.3
+            el = np.radians(elevation)
+            eye = 0.6 * np.array([np.cos(el) * np.cos(azimuth), np.cos(el) * np.sin(azimuth), np.sin(el)])
+            R, t = look_at(eye, np.array([0.0, 0.0, BOX[2] / 2]))
+            cameras.append(PinholeCamera(K, R, t, 320, 240))
+    return cameras
+
+
+def _silhouette(camera: PinholeCamera) -> np.ndarray:
+    """Exact mask of the box: the filled convex hull of its projected corners (pixel centres inside)."""
+    uv, _ = camera.project(_corners())
+    mask = np.zeros((camera.height, camera.width), np.uint8)
+    outline = cv2.convexHull(np.round((uv - 0.5) * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, outline, 1, shift=4)
+    return mask.astype(bool)
+
+
+@pytest.fixture(scope="module")
+def hull():
+    cameras = _orbit(24)
+    masks = [_silhouette(c) for c in cameras]
+    return carve_hull(cameras, masks, np.array([-0.2, -0.2, -0.05]), np.array([0.2, 0.2, 0.3]), 96,
+                      plane=np.array([0.0, 0.0, 1.0, 0.0]))
+
+
+def test_signed_distance_is_positive_inside() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 5:15] = True
+    sd = signed_distance_px(mask)
+    assert sd[10, 10] > 4 and sd[0, 0] < -4
+    assert abs(sd[5, 10]) <= 1 and abs(sd[4, 10]) <= 1  # the outline lies between the rows 4 and 5
+
+
+def test_hull_contains_the_box_and_hugs_it(hull) -> None:
+    rng = np.random.default_rng(0)
+    inside = (rng.random((4000, 3)) - 0.5) * BOX * np.array([0.98, 0.98, 0.0]) + np.array([0, 0, 1]) * (
+        rng.random(4000)[:, None] * BOX[2] * 0.98 + 0.001 * BOX[2])
+    # Every point of the box is inside the hull (exact silhouettes only ever carve empty space).
+    assert (hull.sample(inside) > -0.5 * hull.voxel).all()
+    # Not much more than the box: 24 views from 25-40 degrees leave a roof over the top and slight bulges on the
+    # sides (measured here: +13 % of the box's volume).
+    volume = float(np.prod(BOX))
+    assert volume < hull.volume() < 1.2 * volume
+    points, normals = hull.surface()
+    lo, hi = points.min(0), points.max(0)
+    assert lo[2] == pytest.approx(0.0, abs=0.5 * hull.voxel)  # the plane closes it from below: a flat base
+    assert np.all(hi[:2] - BOX[:2] / 2 < 0.01) and np.all(lo[:2] + BOX[:2] / 2 > -0.01)
+    assert hi[2] < BOX[2] + 0.2 * BOX[1]  # the roof: at most about half the depth times tan(elevation)
+    # Normals point outwards: away from the box's centre.
+    centre = np.array([0.0, 0.0, BOX[2] / 2])
+    assert np.mean(((points - centre) * normals).sum(1) > 0) > 0.99
+
+
+def test_a_view_that_does_not_see_a_voxel_does_not_carve_it() -> None:
+    cameras = _orbit(12)
+    masks = [_silhouette(c) for c in cameras]
+    masks[0][:] = False  # one view shows nothing ...
+    cameras[0] = PinholeCamera(cameras[0].K, cameras[0].R, cameras[0].t + np.array([5.0, 0, 0]), 320, 240)
+    # ... and, moved aside, sees none of the box: the others still carve it.
+    hull = carve_hull(cameras, masks, np.array([-0.2, -0.2, -0.05]), np.array([0.2, 0.2, 0.3]), 64,
+                      plane=np.array([0.0, 0.0, 1.0, 0.0]))
+    assert hull.volume() > float(np.prod(BOX))

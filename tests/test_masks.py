@@ -1,0 +1,106 @@
+"""The masks stage on true cameras, supplied masks, and the silhouette-constrained, closed mesh of a plain box."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.evaluate import GroundTruthSurface, sample_mesh
+from benchmarks.synthetic import CaptureGroundTruth, CaptureSpec, ground_truth_scene, render_capture
+from core.config import preset_config
+from core.scene import SparseScene
+from core.segmentation import mask_iou
+from core.stages.masks import MasksResult, find_supplied_masks, run_masks
+
+CONFIG = preset_config("test")
+
+
+@pytest.fixture(scope="module")
+def plain_box(tmp_path_factory: pytest.TempPathFactory) -> CaptureGroundTruth:
+    """A plain box on a textured mat, orbit, plain room: what stereo alone gets 0.25 F-score on."""
+    spec = CaptureSpec(object="procedural-box", product_texture="plain", mode="orbit", support="textured",
+                       backdrop="plain", num_views=10, width=320, height=240, image_format="png")
+    return render_capture(spec, tmp_path_factory.mktemp("plain_box"))
+
+
+@pytest.fixture(scope="module")
+def scene(plain_box: CaptureGroundTruth) -> SparseScene:
+    return ground_truth_scene(plain_box)
+
+
+@pytest.fixture(scope="module")
+def masks(scene: SparseScene, tmp_path_factory: pytest.TempPathFactory) -> tuple[MasksResult, Path]:
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_masks(scene, run_dir, CONFIG.masks), run_dir
+
+
+def test_masks_follow_the_product_not_the_mat(plain_box: CaptureGroundTruth, scene: SparseScene, masks) -> None:
+    result, run_dir = masks
+    assert result.ok and result.metrics["support_plane_found"] == 1
+    for photo in scene.photos:
+        mask = result.mask_for(photo)
+        assert mask is not None and (run_dir / "masks" / "images" / f"{photo.stem}.png").is_file()
+        iou = mask_iou(mask, plain_box.load_mask(photo.name))
+        # Single-image GrabCut takes the colourful mat for product (IoU 0.2-0.3); the support-plane and leave-one-out
+        # hints bring it to 0.90-0.94 on these 320 px renders (the box is 50 px wide: each pixel of outline costs
+        # 2-3 %) and to 0.97-0.99 at 1024 px (benchmarks/dense_on_truth.py).
+        assert iou > 0.88, (photo.name, iou)
+        assert result.confidence_for(photo) > 0.3  # trusted: it carves the hull
+        assert result.metrics["per_photo"][photo.name]["confidence"] == result.confidence_for(photo)
+
+
+def test_supplied_masks_are_used_and_bad_ones_named(plain_box: CaptureGroundTruth, scene: SparseScene,
+                                                     tmp_path: Path) -> None:
+    folder = tmp_path / "my masks"
+    folder.mkdir()
+    first, second, third = scene.photos[:3]
+    truth = plain_box.load_mask(first.name)
+    cv2.imwrite(str(folder / f"{Path(first.name).stem.upper()}.PNG"), truth.astype(np.uint8) * 255)  # any case
+    cv2.imwrite(str(folder / f"{Path(second.name).stem}.jpg"), np.zeros((100, 100), np.uint8))  # wrong shape
+    cv2.imwrite(str(folder / f"{Path(third.name).stem}.png"), np.zeros((240, 320), np.uint8))  # all black
+    sources = [plain_box.image_dir / p.name for p in scene.photos]
+    found = find_supplied_masks(folder, scene.photos, sources)
+    assert set(found) == {first.index, second.index, third.index}
+    result = run_masks(scene, tmp_path / "run", CONFIG.masks.__class__(refine=False, max_side=320, iterations=2),
+                       supplied=found)
+    assert result.supplied == {first.working}
+    assert np.array_equal(result.mask_for(first), truth)  # used exactly as given
+    problems = " ".join(f.message for f in result.findings)
+    assert "2 supplied mask(s) were not used" in problems
+    assert f"{Path(second.name).stem}.jpg is 100x100 but its photo {second.name} is 320x240" in problems
+    assert f"{Path(third.name).stem}.png is all black" in problems
+
+
+def test_plain_box_becomes_a_closed_mesh_close_to_the_truth(plain_box: CaptureGroundTruth, scene: SparseScene,
+                                                             masks) -> None:
+    from core.stages.depth import run_depth
+    from core.stages.fusion import run_fusion
+    from core.stages.isolation import run_isolation
+    from core.stages.mesh import run_mesh
+
+    result, run_dir = masks
+    depth = run_depth(scene, run_dir, CONFIG.depth)
+    fused = run_fusion(depth, run_dir, CONFIG.fusion, silhouettes=result.silhouettes(scene))
+    assert fused.silhouettes and fused.metrics["hull"] == 1
+    isolated = run_isolation(fused, scene, run_dir, CONFIG.isolation)
+    mesh = run_mesh(isolated, run_dir, CONFIG.mesh)
+    assert mesh.ok and mesh.mesh is not None
+    m = mesh.metrics
+    assert m["boundary_edges"] == 0 and m["closed"] == 1  # no hole a shopper can see
+    assert m["base_capped"] == 1
+    # The base cap is found and marked: flat faces on the plane, facing down. The box's bottom is 11 % of its area;
+    # the marked share is smaller (measured 3-4 %: Poisson rounds the rim, and the cap's faces off the plane by more
+    # than the tolerance are not counted), so only a lower bound is asserted.
+    lo, hi = plain_box.bbox_min, plain_box.bbox_max
+    size = hi - lo
+    bottom = size[0] * size[1] / (2 * (size[0] * size[1] + size[0] * size[2] + size[1] * size[2]))
+    assert m["base_faces"] > 0 and 0.15 * bottom < m["base_area_share"] < 1.2 * bottom
+    vertices, triangles = np.asarray(mesh.mesh.vertices), np.asarray(mesh.mesh.triangles)
+    report = GroundTruthSurface.from_mesh(plain_box.mesh_path, plain_box.camera_list(), num_samples=20_000).evaluate(
+        sample_mesh(vertices, triangles, 100_000), taus=(0.01, 0.02))
+    # Stereo alone: F@1% 0.25 on the 24-photo benchmark. Here 10 photos of 320 px (a coarser hull, fewer edges):
+    # measured F@2% 0.9; 0.75 fails on a hull that lost the box or a mesh that kept the mat.
+    assert report.fscore[1] > 0.75, report
