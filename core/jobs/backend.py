@@ -76,10 +76,9 @@ def job_resources(preset: str, gpus_available: float = 0.0) -> JobResources:
 
 def max_concurrent_jobs() -> int:
     """``$PRODUCT_STUDIO_MAX_JOBS``, or one job per two cores (a run uses every core it is given)."""
-    configured = os.environ.get(MAX_JOBS_ENV, "").strip()
-    if configured:
-        return max(1, int(configured))
-    return max(1, (os.cpu_count() or 2) // 2)
+    from core.settings import env_int
+
+    return env_int(MAX_JOBS_ENV, max(1, (os.cpu_count() or 2) // 2), minimum=1)
 
 
 def thread_environment(cpus: int) -> dict[str, str]:

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -78,9 +79,27 @@ def receive_upload(folder: Path, name: str, data: bytes, existing: int,
     ``existing`` is how many photos the folder already holds (for numbering and the count limit). Returns one entry
     per photo, accepted or refused with a reason; nothing here raises for bad user input.
     """
+    full = _quota_problem(len(data))
+    if full:
+        return [_refused(display_name(name), len(data), f"{display_name(name)}: {full}")]
     if display_name(name).lower().endswith(".zip"):
         return _receive_zip(folder, name, data, existing, limits)
     return [_receive_photo(folder, display_name(name), data, existing, limits)]
+
+
+def _quota_problem(incoming: int) -> str:
+    """Why the data folder cannot take ``incoming`` more bytes under ``$PRODUCT_STUDIO_QUOTA_GB`` ('' if it can)."""
+    from core.jobs.store import data_dir
+    from core.settings import folder_bytes, quota_bytes
+
+    quota = quota_bytes()
+    if not quota:
+        return ""
+    used = folder_bytes(data_dir())
+    if used + incoming <= quota:
+        return ""
+    return (f"the studio's storage is full ({used / 1e9:.2f} of {quota / 1e9:.2f} GB used); ask the operator to "
+            "delete old runs or raise PRODUCT_STUDIO_QUOTA_GB.")
 
 
 def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: UploadLimits) -> UploadedPhoto:
@@ -88,9 +107,12 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
         return _refused(name, len(data), f"{name}: over the limit of {limits.max_photos} photos per product; leave "
                                          "out near-duplicates.")
     if len(data) > limits.max_file_bytes:
-        return _refused(name, len(data), f"{name}: {len(data) / 1e6:.0f} MB is over the "
-                                         f"{limits.max_file_bytes / 1e6:.0f} MB limit; export it as a JPEG of a few "
-                                         "thousand pixels per side.")
+        return _refused(name, len(data), f"{name}: {len(data) / 1e6:.1f} MB is over the limit of "
+                                         f"{limits.max_file_bytes / 1e6:.0f} MB a photo; export it as a JPEG of a "
+                                         "few thousand pixels per side.")
+    if not looks_like_photo(data):  # checked before anything is written: a zip of zeros stores nothing
+        return _refused(name, len(data), f"{name}: is not a photo (no JPEG, PNG, WebP, TIFF or HEIC header); "
+                                         "upload the camera's original file.")
     folder.mkdir(parents=True, exist_ok=True)
     stored = generated_name(position, name)
     path = folder / stored
@@ -98,11 +120,25 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
     from core.stages.capture import inspect_photo
 
     check = inspect_photo(path, limits.capture_config(), name)
+    if check.status != "accepted":  # refused files are not kept (they would only fill the draft folder)
+        path.unlink(missing_ok=True)
+        return _refused(name, len(data), check.reason)
     photo = UploadedPhoto(name, stored, len(data), check.status, check.reason, list(check.warnings), check.width,
                           check.height)
-    if photo.accepted:
-        make_thumbnail(path, folder / "thumbs")
+    make_thumbnail(path, folder / "thumbs")
     return photo
+
+
+_PHOTO_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def looks_like_photo(data: bytes) -> bool:
+    """Whether ``data`` starts like a JPEG, PNG, TIFF, WebP or HEIC/HEIF file (the formats capture decodes)."""
+    if data.startswith(_PHOTO_SIGNATURES):
+        return True
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    return data[4:8] == b"ftyp" and data[8:12] in {b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis", b"hevc"}
 
 
 def _refused(name: str, size: int, reason: str) -> UploadedPhoto:
@@ -110,37 +146,81 @@ def _refused(name: str, size: int, reason: str) -> UploadedPhoto:
 
 
 def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: UploadLimits) -> list[UploadedPhoto]:
-    """Unpack a zip safely: member names are never used as paths, sizes are checked before and while reading."""
+    """Unpack a zip safely: member names are never used as paths, sizes are checked before and while reading, a
+    member that is not a photo is never written, and a damaged zip leaves nothing of itself behind."""
     label = display_name(name)
     if len(data) > limits.max_zip_bytes:
         return [_refused(label, len(data), f"{label}: the zip is over {limits.max_zip_bytes / 1e9:.0f} GB; split it "
                                            "into smaller zips.")]
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        return [_refused(label, len(data), f"{label}: is not a valid .zip file; create it again.")]
-    with archive:
         members = [m for m in archive.infolist() if _is_photo_member(m)]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
+        return [_refused(label, len(data), f"{label}: is not a valid .zip file (damaged or incomplete); create it "
+                                           "again.")]
+    with archive:
+        if any(m.flag_bits & 0x1 for m in members):
+            return [_refused(label, len(data), f"{label}: is password-protected; zip the photos again without a "
+                                               "password.")]
         declared = sum(m.file_size for m in members)
-        if declared > limits.max_total_bytes:
+        budget = limits.max_total_bytes - _stored_bytes(folder)
+        if declared > budget:
             return [_refused(label, len(data), f"{label}: unpacks to {declared / 1e9:.1f} GB, over the "
-                                               f"{limits.max_total_bytes / 1e9:.0f} GB limit; upload fewer or smaller "
-                                               "photos.")]
+                                               f"{limits.max_total_bytes / 1e9:.0f} GB a product may hold; upload "
+                                               "fewer or smaller photos.")]
         if not members:
             return [_refused(label, len(data), f"{label}: holds no photos (JPEG, PNG, WebP, TIFF).")]
-        results = []
-        for member in members:
-            member_name = display_name(member.filename)
-            position = existing + len(results)
-            if member.file_size > limits.max_file_bytes:
-                results.append(_refused(member_name, member.file_size, f"{member_name}: "
-                                        f"{member.file_size / 1e6:.0f} MB is over the "
-                                        f"{limits.max_file_bytes / 1e6:.0f} MB limit."))
-                continue
-            with archive.open(member) as fh:
-                content = fh.read(limits.max_file_bytes + 1)  # a lying header cannot make us read more than this
-            results.append(_receive_photo(folder, member_name, content, position, limits))
+        results: list[UploadedPhoto] = []
+        read_total = 0
+        try:
+            for member in members:
+                member_name = display_name(member.filename)
+                position = existing + sum(1 for r in results if r.accepted)
+                if member.file_size > limits.max_file_bytes:
+                    results.append(_refused(member_name, member.file_size, f"{member_name}: "
+                                            f"{member.file_size / 1e6:.1f} MB is over the limit of "
+                                            f"{limits.max_file_bytes / 1e6:.0f} MB a photo."))
+                    continue
+                with archive.open(member) as fh:
+                    content = fh.read(limits.max_file_bytes + 1)  # a lying header cannot make us read more
+                read_total += len(content)
+                if read_total > budget:  # the members are bigger than their headers said
+                    raise _ZipOverBudget
+                results.append(_receive_photo(folder, member_name, content, position, limits))
+        except _ZipOverBudget:
+            discard_intake(folder, results)
+            return [_refused(label, len(data), f"{label}: unpacks to more than the "
+                                               f"{limits.max_total_bytes / 1e9:.0f} GB a product may hold (its "
+                                               "headers understate the sizes); nothing from it was kept.")]
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError,
+                ValueError) as exc:
+            discard_intake(folder, results)  # nothing half-extracted stays
+            return [_refused(label, len(data), f"{label}: {_zip_problem(exc)}; nothing from it was kept. Create "
+                                               "the zip again (or upload the photos themselves).")]
         return results
+
+
+class _ZipOverBudget(Exception):
+    pass
+
+
+def _zip_problem(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "crc" in text:
+        return "a photo inside it is damaged (checksum mismatch)"
+    if "encrypt" in text or "password" in text:
+        return "is password-protected"
+    if "compression" in text or isinstance(exc, NotImplementedError):
+        return "uses a compression method the studio cannot read (use standard deflate)"
+    if "header" in text or "magic" in text:
+        return "is damaged (a broken file header inside it)"
+    return "is damaged (a photo inside it cannot be read)"
+
+
+def _stored_bytes(folder: Path) -> int:
+    from core.settings import folder_bytes
+
+    return folder_bytes(folder) if folder.is_dir() else 0
 
 
 def _is_photo_member(member: zipfile.ZipInfo) -> bool:

@@ -225,18 +225,57 @@ class Store:
     def photos_dir(self, job: Job) -> Path:
         return self.resolve(job.photos_dir)
 
-    def prune_drafts(self, max_age_s: float = 2 * 86400) -> int:
-        """Delete draft folders nobody turned into a job (closed tabs); returns how many went."""
+    def prune_drafts(self, max_age_s: float | None = None) -> int:
+        """Delete draft folders nobody turned into a job (closed tabs) after ``$PRODUCT_STUDIO_DRAFT_HOURS``;
+        returns how many went."""
         import shutil
 
+        from core.settings import draft_retention_s
+
         drafts = self.root / "drafts"
-        cutoff = time.time() - max_age_s
+        cutoff = time.time() - (draft_retention_s() if max_age_s is None else max_age_s)
         removed = 0
         for folder in drafts.iterdir() if drafts.is_dir() else []:
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
+
+    def apply_retention(self, sample_sku: str = "SAMPLE") -> list[str]:
+        """The operator's retention (core/settings.py): old drafts, sample runs beyond the newest
+        ``$PRODUCT_STUDIO_SAMPLE_RUNS``, and finished runs nobody approved older than ``$PRODUCT_STUDIO_RUN_DAYS``.
+        Returns the ids of the jobs deleted (their rows, run and photo folders)."""
+        from core.settings import run_retention_s, sample_runs_kept
+
+        self.prune_drafts()
+        finished = [j for j in self.list_jobs() if j.is_final]  # newest first
+        approved = {job_id for job_id, review in self.latest_reviews().items() if review.decision == "approved"}
+        doomed = [j for j in finished if j.sku == sample_sku][sample_runs_kept():]
+        max_age = run_retention_s()
+        if max_age > 0:
+            cutoff = time.time() - max_age
+            doomed += [j for j in finished if j.sku != sample_sku and j.id not in approved
+                       and (j.updated or j.created) < cutoff]
+        for job in doomed:
+            self.delete_job(job)
+        return [j.id for j in doomed]
+
+    def delete_job(self, job: Job) -> None:
+        """Remove a finished job: its rows and its run folder (and its photos, unless another job shares them)."""
+        import shutil
+
+        assert job.is_final, "only finished jobs are deleted"
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            shared = conn.execute("SELECT COUNT(*) FROM jobs WHERE photos_dir = ? AND id != ?",
+                                  (job.photos_dir, job.id)).fetchone()[0]
+            for table, column in (("photos", "job_id"), ("reviews", "job_id"), ("jobs", "id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (job.id,))
+            conn.execute("COMMIT")
+        shutil.rmtree(self.run_dir(job), ignore_errors=True)
+        if not shared and job.photos_dir and self.photos_dir(job) != self.root:
+            shutil.rmtree(self.photos_dir(job), ignore_errors=True)
+        logger.info("deleted job %s (retention)", job.id)
 
     def log_path(self, job: Job) -> Path:
         """The worker's own log (start-up and crashes); the pipeline also logs into RUN_DIR/logs/run.log."""

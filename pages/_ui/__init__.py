@@ -16,6 +16,7 @@ import streamlit as st
 from core.jobs import dispatch, status
 from core.jobs.store import Job, Store, data_dir
 from core.report.runs import read_manifest, stage_label
+from core.settings import SettingsError, checked_data_dir
 
 # Material icons ship with Streamlit, so they render everywhere (emoji need a system font).
 OK_ICON, BAD_ICON, WARN_ICON = ":green[:material/check_circle:]", ":red[:material/cancel:]", \
@@ -38,7 +39,7 @@ PAGE_REVIEW = "pages/4_Review.py"
 @st.cache_resource
 def _store(root: str) -> Store:
     store = Store(Path(root))
-    store.prune_drafts()  # once per server start is enough
+    store.apply_retention()  # old drafts, surplus sample runs, expired runs: once per server start is enough
     return store
 
 
@@ -46,8 +47,12 @@ def setup(title: str, icon: str = ":material/deployed_code:") -> Store:
     """Page config, logging, the store; and a dispatch, so queued jobs start whenever anyone opens a page."""
     st.set_page_config(page_title=f"{title} · Product Studio", page_icon=icon, layout="wide")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = _store(str(data_dir()))
-    dispatch.dispatch(store)
+    try:
+        store = _store(str(checked_data_dir(data_dir())))
+        dispatch.dispatch(store)
+    except SettingsError as exc:  # an operator's setting: one line, no traceback
+        st.error(f"The studio is not set up correctly: {exc}")
+        st.stop()
     return store
 
 
