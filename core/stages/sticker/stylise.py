@@ -8,8 +8,8 @@ dots in the shadows). Accents outside the subject (glow, sparkles) belong to the
 
 A local image-to-image model (a diffusers img2img folder with ``model_index.json``, or a transformers
 ``image-to-image`` folder with ``config.json``), found at ``StickerConfig.model_path``,
-``$PRODUCT_STUDIO_STICKER_MODEL`` or ``models/sticker``, repaints the subject first when its library is importable; its output still goes through the
-palette and outlines, so the theme's palette holds either way.
+``$PRODUCT_STUDIO_STICKER_MODEL`` or ``models/sticker``, repaints the subject first when its library is
+importable; its output still goes through the palette and outlines, so the theme's palette holds either way.
 """
 
 from __future__ import annotations
