@@ -138,7 +138,11 @@ def write_glb(solid: Solid, texture: np.ndarray, path: Path) -> None:
     from trimesh.visual.material import PBRMaterial
     from trimesh.visual.texture import TextureVisuals
 
-    material = PBRMaterial(name="sticker", baseColorTexture=Image.fromarray(texture, "RGB"), metallicFactor=0.0,
+    image = Image.fromarray(texture, "RGB")
+    side = 1 << max(6, round(np.log2(max(image.size))))  # a power of two: mipmaps everywhere (WebGL 1)
+    if image.size != (side, side):
+        image = image.resize((side, side), Image.Resampling.LANCZOS)
+    material = PBRMaterial(name="sticker", baseColorTexture=image, metallicFactor=0.0,
                            roughnessFactor=0.55, doubleSided=False)
     # trimesh keeps UVs in OpenGL's convention (v up) and flips them when it writes glTF.
     uv_gl = np.stack([solid.uv[:, 0], 1.0 - solid.uv[:, 1]], axis=1)
