@@ -169,8 +169,9 @@ class StickerConfig:
     """Side of the square sticker PNG (the cut-out is stylised at this size; it is also the GLB's texture)."""
     webp_size: int = 512
     """Side of the square WebP (WhatsApp and Telegram stickers are 512 x 512)."""
-    border_px: int = 16
-    """Width of the white die-cut border around the silhouette, in sticker-PNG pixels."""
+    border_px: int = 24
+    """Width of the white die-cut border around the silhouette, in sticker-PNG pixels (2.3 % of 1024 px, the
+    look of a printed die-cut sticker)."""
     palette_size: int = 0
     """Most colours of the cartoon's fills (0: the theme's own palette size; larger values are capped by it)."""
     size_mm: float = 80.0
@@ -288,7 +289,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "depth_prior": {"input_size": 364},
         "mesh": {"target_faces": 25_000, "poisson_depth": 8},
         "relief": {"target_faces": 25_000},
-        "sticker": {"size_px": 768, "mesh_cells": 128},
+        "sticker": {"size_px": 768, "border_px": 18, "mesh_cells": 128},
     },
     "balanced": {},
     "full": {
@@ -308,7 +309,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "depth_prior": {"input_size": 140},
         "mesh": {"target_faces": 10_000, "poisson_depth": 7},
         "relief": {"target_faces": 10_000},
-        "sticker": {"size_px": 512, "border_px": 10, "mesh_cells": 96, "segmentation_max_side": 320},
+        "sticker": {"size_px": 512, "border_px": 12, "mesh_cells": 96, "segmentation_max_side": 320},
     },
 }
 

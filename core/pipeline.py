@@ -368,6 +368,13 @@ def _sticker(state: RunState, progress: StageProgress) -> StageOutput:
                         config.capture, progress, name=record.name)
 
 
+def _load_sticker(state: RunState, record: StageRecord) -> StageOutput:
+    from core.stages.sticker import StickerResult
+
+    # The sticker's files are its result (nothing later reads it in memory); the pipeline restores its record.
+    return StickerResult()
+
+
 def _sticker_reads(state: RunState) -> list[Path]:
     return state.sources
 
@@ -390,7 +397,7 @@ RELIEF_STAGES: list[Stage] = [
 ]
 STICKER_STAGES: list[Stage] = [
     Stage("capture", "Checking the photo", 0.05, _relief_capture, _load_capture, reads=_capture_reads),
-    Stage("sticker", "Turning the photo into a 3D cartoon sticker", 0.95, _sticker,
+    Stage("sticker", "Turning the photo into a 3D cartoon sticker", 0.95, _sticker, _load_sticker,
           sections=("depth_prior", "capture"), reads=_sticker_reads),
 ]
 MODES: dict[RunMode, list[Stage]] = {"multi_view": MULTI_VIEW_STAGES, "relief": RELIEF_STAGES,

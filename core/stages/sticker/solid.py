@@ -19,8 +19,10 @@ import numpy as np
 
 from core.geometry import boundary_edges
 
-OUTLINE_SMOOTHING = (3, 0.5)
-"""Relaxation rounds and step along the outline (3 x 0.5 removes the cell staircase, moving vertices < 0.5 cell)."""
+OUTLINE_SMOOTHING = (3, 0.25)
+"""Relaxation rounds and step along the outline: each round halves a staircase's zig-zag (to 1/8 after 3), moving
+vertices less than half a cell; a step of 0.5 would flatten it in one round and leave the triangles of a corner cell
+(all three corners on the outline) with zero area."""
 EDGE_RADIUS_SHARE = 0.05
 """The rounded edge rises over this share of the canvas side (4 mm on an 80 mm sticker)."""
 DOME_SHARE = 0.3
