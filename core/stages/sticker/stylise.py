@@ -68,6 +68,9 @@ MAX_SHADE_STEP = 15.0
 """...as long as their lightness differs by less than this (brown is dark orange: a brown head on an orange body,
 L 45 against 62, stays two faces)."""
 MIN_CHROMA = 15.0
+INK_LIGHTNESS = 25.0
+"""Photo colours darker than this (Lab L) are painted with the outline ink (drawn eyes: L 5-10; the shaded side of a
+grey statue on black, L 30-50, must stay a fill colour, not become a black blot)."""
 """Below this chroma a colour counts as grey and its hue is meaningless."""
 LAB_WEIGHTS = np.array([0.5, 1.0, 1.0], np.float32)
 """Lightness counts half: shading changes lightness, not the colour of a face."""
@@ -122,11 +125,18 @@ def assign_palette(colours: np.ndarray, palette_lab: np.ndarray, counts: np.ndar
     from itertools import permutations
 
     stretched = colours.astype(np.float64).copy()
+    # The ink (palette[0]) is for outlines and truly dark features: the fills' lightness is stretched onto the other
+    # colours' range, and only photo colours darker than INK_LIGHTNESS may take the ink.
+    fills = palette_lab[1:] if len(palette_lab) > 1 else palette_lab
     lo, hi = stretched[:, 0].min(), stretched[:, 0].max()
-    p_lo, p_hi = palette_lab[:, 0].min(), palette_lab[:, 0].max()
+    p_lo, p_hi = fills[:, 0].min(), fills[:, 0].max()
     if hi - lo > 1e-3:
         stretched[:, 0] = p_lo + (stretched[:, 0] - lo) * (p_hi - p_lo) / (hi - lo)
     cost = np.linalg.norm((stretched[:, None, :] - palette_lab[None].astype(np.float64)) * LAB_WEIGHTS, axis=-1)
+    if len(palette_lab) > 1:
+        dark = colours[:, 0] < INK_LIGHTNESS
+        cost[dark, 0] = 0.0  # black eyes, a dark logo: ink
+        cost[~dark, 0] = 1e6  # only when every other colour is taken
     out = cost.argmin(1).astype(np.int32)
     order = np.argsort(-(counts if counts is not None else np.ones(len(colours))), kind="stable")
     main = order[:min(len(colours), len(palette_lab), 8)]
@@ -227,7 +237,7 @@ class ClassicalStylizer:
                                           sigma_s=max(10.0, 50.0 * self.scale), sigma_r=0.4)
         smooth = cv2.bilateralFilter(smooth, d=max(5, round(9 * self.scale)), sigmaColor=40, sigmaSpace=7)[:, :, ::-1]
         labels, _ = quantise(smooth, mask, palette)
-        labels = _mode_filter(labels, mask, max(1, round(3 * self.scale)), len(palette))
+        labels = _mode_filter(labels, mask, max(1, round(5 * self.scale)), len(palette))
         out = np.zeros_like(image)
         out[mask] = palette[labels[mask]]
         ink = palette[0]
