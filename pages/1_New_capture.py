@@ -146,7 +146,7 @@ if not product_name.strip():
     blockers.append("enter the product name")
 if (relief or sticker) and len(accepted) != 1:
     blockers.append(f"upload exactly one accepted photo for a {mode} ({len(accepted)} so far)")
-elif not relief and len(accepted) < MIN_PHOTOS:
+elif mode == "model" and len(accepted) < MIN_PHOTOS:
     blockers.append(f"upload at least {MIN_PHOTOS} accepted photos ({len(accepted)} so far)")
 if st.button("Start", type="primary", disabled=bool(blockers)):
     job, problems = intake.submit_job(

@@ -293,14 +293,12 @@ def _sticker_journey(server: str, driver, studio_data: Path, photo: Path) -> Non
     _wait_text(driver, "1 of 1 photos accepted", timeout=300)
     _click(driver, driver.find_element(By.XPATH, "//label[contains(., '3D cartoon sticker from one photo')]"))
     _wait_text(driver, "Theme used:", timeout=60)
-    select = WebDriverWait(driver, 30).until(
-        lambda d: d.find_element(By.XPATH, "//*[@data-testid='stSelectbox']//div[@data-baseweb='select']"),
-        message="no theme picker")
-    _click(driver, select)
-    option = WebDriverWait(driver, 30).until(
-        lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, 'li[role="option"]')
-                        if o.text.strip() == "Retro and Vintage"), None), message="no 'Retro and Vintage' option")
-    _click(driver, option)
+    combo = WebDriverWait(driver, 30).until(
+        lambda d: d.find_element(By.XPATH, "//*[@data-testid='stSelectbox']//input"), message="no theme picker")
+    _click(driver, combo)
+    combo.send_keys("Retro and Vintage")  # the picker filters its options as one types
+    time.sleep(1)
+    combo.send_keys(Keys.ENTER)
     _wait_text(driver, "Theme used: Retro and Vintage", timeout=60)
     _assert_no_errors(driver, "sticker mode")
     _shot(driver, "s1_sticker_theme")

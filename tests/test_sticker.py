@@ -371,3 +371,9 @@ def test_new_capture_offers_the_sticker_mode_with_a_theme_picker(studio_data: Pa
     app.run()
     assert "Theme used: **Cute Animals** — matched the keyword 'cat'" in _texts(app)
     assert "upload exactly one accepted photo for a sticker (0 so far)" in _texts(app)
+    subject_photo(tmp_path / "toy.jpg", "figure")
+    app.text_input[0].set_value("Toy")
+    app.get("file_uploader")[0].set_value([("toy.jpg", (tmp_path / "toy.jpg").read_bytes(), "image/jpeg")])
+    app.run()
+    assert not app.exception, app.exception
+    assert "To start" not in _texts(app) and not next(b for b in app.button if b.label == "Start").disabled
