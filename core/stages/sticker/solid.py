@@ -155,10 +155,12 @@ def write_glb(solid: Solid, texture: np.ndarray, path: Path) -> None:
 
 
 def write_ply(solid: Solid, texture: np.ndarray, path: Path) -> None:
-    """The solid with vertex colours from the texture (what the Plotly viewer draws)."""
+    """The solid with vertex colours from the texture (what the Plotly viewer draws), in the studio's z-up world
+    frame like the relief (x right, z up, the front facing -y, towards a viewer at -y)."""
     import open3d as o3d
 
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(solid.vertices),
+    z_up = solid.vertices @ np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # (x, -z, y): a rotation
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(z_up),
                                      o3d.utility.Vector3iVector(solid.faces.astype(np.int32)))
     mesh.vertex_colors = o3d.utility.Vector3dVector(vertex_colours(solid, texture).astype(np.float64) / 255.0)
     mesh.compute_vertex_normals()
