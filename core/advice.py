@@ -489,3 +489,36 @@ def relief_relative_depth(note: str) -> Finding:
     return Finding("info", f"Depth from the model is relative: the relief has true proportions across the photo but "
                            f"its depth extent is a guess ({note}) and it has no real-world size.",
                    "For true size, supply a metric depth map (phone LiDAR) or use several photos.")
+
+
+# --- sticker ---------------------------------------------------------------------------------------------------
+
+def sticker_no_subject(photo: str, why: str) -> str:
+    return (f"{photo}: no clear subject to cut out ({why}). Photograph one object on a plain, contrasting "
+            "background with some space around it, then try again.")
+
+
+def sticker_theme(theme: str, reason: str, prompt: str) -> Finding:
+    asked = f"'{prompt}'" if prompt.strip() else "no theme"
+    return Finding("info", f"Theme: {theme} ({reason}; you asked for {asked}).",
+                   "Pick a theme from the list, or use one of its words, to choose it for sure.")
+
+
+def sticker_stylisation(message: str, classical: bool) -> Finding:
+    return Finding("info", message, "The classical style needs no model; a local image-to-image model paints more "
+                                    "freely." if classical else "")
+
+
+def sticker_model_failed(problem: str) -> Finding:
+    return Finding("warning", f"The image-to-image model failed ({problem}); the classical stylisation was used.",
+                   "Check the model folder (a diffusers img2img model) or remove it.")
+
+
+def sticker_depth(used: str) -> Finding:
+    return Finding("info", used)
+
+
+def sticker_low_confidence(photo: str, confidence: float) -> Finding:
+    return Finding("warning", f"The cut-out of {photo} is uncertain (confidence {confidence:.2f}): its outline may "
+                              "include some background or miss a part.",
+                   "A plain background that differs in colour from the subject gives a clean cut-out.")

@@ -67,11 +67,22 @@ RELIEF_PLY = Artifact("relief.ply", "relief.ply", "file", "the single-photo reli
 RELIEF_GLB = Artifact("relief.glb", "relief.glb", "file", "the relief as glTF binary")
 RELIEF_OBJ = Artifact("relief.obj", "relief.obj", "file", "the relief as OBJ (+ relief.mtl)")
 RELIEF_DEPTH = Artifact("relief.depth", "depth.npy", "file", "the depth used for the relief (float32, NaN unknown)")
+STICKER_PNG = Artifact("sticker.png", "sticker.png", "file",
+                      "the die-cut cartoon sticker: square RGBA PNG, white border, soft shadow")
+STICKER_WEBP = Artifact("sticker.webp", "sticker.webp", "file", "the sticker as a 512 x 512 WebP (WhatsApp, Telegram)")
+STICKER_GLB = Artifact("sticker.glb", "sticker.glb", "file",
+                       "the 3D sticker: a closed puffed solid, the cartoon as its front texture (glTF binary)")
+STICKER_PLY = Artifact("sticker.ply", "sticker.ply", "file", "the 3D sticker with vertex colours (for the viewer)")
+STICKER_CUTOUT = Artifact("sticker.cutout", "cutout.png", "file",
+                          "the subject's mask at the working photo's size (255 = subject)")
+STICKER_THEME = Artifact("sticker.theme", "theme.json", "file",
+                         "the theme used and why (the prompt, keywords or text similarity), and the stylisation")
 
 REGISTRY: dict[str, Artifact] = {a.key: a for a in [
     CAPTURE_ORIGINALS, CAPTURE_IMAGES, SFM_MODEL, SFM_MATCHES, SFM_UNDISTORTED, MASKS_IMAGES, DEPTH_MAPS,
     DEPTH_PRIOR_SUPPLIED, DEPTH_PRIOR_MAPS, DEPTH_PRIOR_PRIORS, FUSION_POINTS, ISOLATION_POINTS, ISOLATION_FRAME,
     MESH_PLY, MESH_GLB, MESH_OBJ, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
+    STICKER_PNG, STICKER_WEBP, STICKER_GLB, STICKER_PLY, STICKER_CUTOUT, STICKER_THEME,
 ]}
 
 

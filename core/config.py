@@ -160,6 +160,38 @@ class ReliefConfig:
 
 
 @dataclass(frozen=True)
+class StickerConfig:
+    """Single photo -> 3D cartoon sticker customised by a theme prompt."""
+
+    theme: str = ""
+    """The user's theme: free text or a theme's name, matched to the nearest theme (empty: the default theme)."""
+    size_px: int = 1024
+    """Side of the square sticker PNG (the cut-out is stylised at this size; it is also the GLB's texture)."""
+    webp_size: int = 512
+    """Side of the square WebP (WhatsApp and Telegram stickers are 512 x 512)."""
+    border_px: int = 24
+    """Width of the white die-cut border around the silhouette, in sticker-PNG pixels (2.3 % of 1024 px, the
+    look of a printed die-cut sticker)."""
+    palette_size: int = 0
+    """Most colours of the cartoon's fills (0: the theme's own palette size; larger values are capped by it)."""
+    size_mm: float = 80.0
+    """Longer side of the 3D sticker (a typical laptop sticker is 50-100 mm)."""
+    thickness_mm: float = 1.5
+    """Height of the flat back slab (the rim's height)."""
+    puff_mm: float = 2.5
+    """How far the front rises above the rim at the middle (the puffed look)."""
+    mesh_cells: int = 192
+    """Grid cells across the sticker for the 3D solid (192: ~4 px cells at 1024 px, ~60k faces)."""
+    segmentation_max_side: int = 480
+    """The cut-out's GrabCut runs at this longer side; the outline is then refined at full size."""
+    use_depth_prior: bool = True
+    """Separate the subject and shape the puff with the monocular depth model when one is found."""
+    model_path: str | None = None
+    """Local image-to-image model folder for the stylisation (else $PRODUCT_STUDIO_STICKER_MODEL, else
+    models/sticker; none found: the classical stylisation)."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything a run needs, recorded in its manifest."""
 
@@ -173,6 +205,7 @@ class PipelineConfig:
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     relief: ReliefConfig = field(default_factory=ReliefConfig)
+    sticker: StickerConfig = field(default_factory=StickerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -256,6 +289,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "depth_prior": {"input_size": 364},
         "mesh": {"target_faces": 25_000, "poisson_depth": 8},
         "relief": {"target_faces": 25_000},
+        "sticker": {"size_px": 768, "border_px": 18, "mesh_cells": 128},
     },
     "balanced": {},
     "full": {
@@ -275,6 +309,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "depth_prior": {"input_size": 140},
         "mesh": {"target_faces": 10_000, "poisson_depth": 7},
         "relief": {"target_faces": 10_000},
+        "sticker": {"size_px": 512, "border_px": 12, "mesh_cells": 96, "segmentation_max_side": 320},
     },
 }
 

@@ -28,7 +28,7 @@ SCHEMA_VERSION = 2
 Level = Literal["info", "warning", "error"]
 StageStatus = Literal["running", "done", "failed", "skipped"]
 RunStatus = Literal["running", "done", "failed", "cancelled"]
-RunMode = Literal["multi_view", "relief"]
+RunMode = Literal["multi_view", "relief", "sticker"]
 
 
 class ManifestError(ValueError):

@@ -2,6 +2,7 @@
 
     run_pipeline(photos, run_dir, config)        several photos -> a 3D model (MULTI_VIEW_STAGES)
     run_relief(photo, run_dir, config)           one photo -> a 3D relief (RELIEF_STAGES)
+    run_sticker(photo, run_dir, config, theme)   one photo -> a 3D cartoon sticker (STICKER_STAGES)
 
 The command line (``python -m core.pipeline``, code in core/cli/run.py) and the job worker (core/jobs/worker.py)
 call the same ``run_stages``. Stages receive the typed results of the stages before them (``RunState``) and report
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # the stages import their heavy libraries (pycolmap, Open3D, 
     from core.stages.mesh import MeshResult
     from core.stages.relief import ReliefResult
     from core.stages.sfm import SfmResult
+    from core.stages.sticker import StickerResult
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class RunState:
     isolation: IsolatedCloud | None = None
     mesh: MeshResult | None = None
     relief: ReliefResult | None = None
+    sticker: StickerResult | None = None
     previous: RunManifest | None = field(default=None, repr=False)
     """The record of an earlier attempt at this run (resume), whose finished stages may be reused."""
 
@@ -355,6 +358,27 @@ def _relief_reads(state: RunState) -> list[Path]:
     return [*state.sources, *_depth_prior_reads(state)]
 
 
+def _sticker(state: RunState, progress: StageProgress) -> StageOutput:
+    from core.stages.sticker import run_sticker as make_sticker
+
+    assert state.capture is not None
+    record = next(p for p in state.capture.photos if p.status == "accepted")
+    config = state.config
+    return make_sticker(state.run_dir / record.original, state.run_dir, config.sticker, config.depth_prior,
+                        config.capture, progress, name=record.name)
+
+
+def _load_sticker(state: RunState, record: StageRecord) -> StageOutput:
+    from core.stages.sticker import StickerResult
+
+    # The sticker's files are its result (nothing later reads it in memory); the pipeline restores its record.
+    return StickerResult()
+
+
+def _sticker_reads(state: RunState) -> list[Path]:
+    return state.sources
+
+
 MULTI_VIEW_STAGES: list[Stage] = [
     Stage("capture", "Checking photos", 0.03, _capture, _load_capture, reads=_capture_reads),
     Stage("sfm", "Placing cameras (structure from motion)", 0.30, _sfm, _load_sfm),
@@ -371,7 +395,13 @@ RELIEF_STAGES: list[Stage] = [
     Stage("relief", "Turning the photo into a 3D relief", 0.95, _relief, sections=("depth_prior", "capture"),
           reads=_relief_reads),
 ]
-MODES: dict[RunMode, list[Stage]] = {"multi_view": MULTI_VIEW_STAGES, "relief": RELIEF_STAGES}
+STICKER_STAGES: list[Stage] = [
+    Stage("capture", "Checking the photo", 0.05, _relief_capture, _load_capture, reads=_capture_reads),
+    Stage("sticker", "Turning the photo into a 3D cartoon sticker", 0.95, _sticker, _load_sticker,
+          sections=("depth_prior", "capture"), reads=_sticker_reads),
+]
+MODES: dict[RunMode, list[Stage]] = {"multi_view": MULTI_VIEW_STAGES, "relief": RELIEF_STAGES,
+                                     "sticker": STICKER_STAGES}
 
 
 def stage_label(name: str, mode: RunMode = "multi_view") -> str:
@@ -392,6 +422,19 @@ def run_relief(photo: Path, run_dir: Path, config: PipelineConfig | None = None,
                run_id: str | None = None, resume: bool = False) -> RunManifest:
     """Turn one photo into a depth relief (depth -> point cloud -> mesh) in ``run_dir``."""
     return run_stages("relief", [photo], run_dir, config, listener, [name] if name else None, run_id, resume)
+
+
+def run_sticker(photo: Path, run_dir: Path, config: PipelineConfig | None = None,
+                listener: ProgressListener = ignore_events, name: str | None = None,
+                run_id: str | None = None, resume: bool = False, *, theme: str | None = None) -> RunManifest:
+    """Turn one photo into a die-cut cartoon sticker (PNG, WebP) and a 3D sticker (GLB) in ``run_dir``.
+
+    ``theme`` (free text or a theme's name) replaces ``config.sticker.theme``; it is matched to the nearest theme.
+    """
+    config = config or preset_config("balanced")
+    if theme is not None:
+        config = config.with_changes({"sticker": {"theme": theme}})
+    return run_stages("sticker", [photo], run_dir, config, listener, [name] if name else None, run_id, resume)
 
 
 def run_stages(mode: RunMode, photos: list[Path], run_dir: Path, config: PipelineConfig | None = None,

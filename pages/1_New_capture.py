@@ -13,7 +13,9 @@ from core.advice import CAPTURE_GUIDE
 from core.config import PRESET_DESCRIPTIONS, PRESETS, CaptureConfig
 from core.jobs import intake
 from core.jobs.store import UploadedPhoto
+from core.report.runs import open_run
 from pages._ui import BAD_ICON, OK_ICON, WARN_ICON, esc, job_title, render_job_panel, run_links, setup, thumbnails
+from pages._ui import sticker as sticker_ui
 
 store = setup("New capture", ":material/add_a_photo:")
 MIN_PHOTOS = CaptureConfig().min_photos
@@ -28,6 +30,8 @@ def show_job(job_id: str) -> None:
     if job is None:
         return
     if job.is_final:
+        if job.mode == "sticker" and job.status == "done":
+            sticker_ui.show_result(open_run(store.run_dir(job)))
         run_links(job)
         if job.status in ("failed", "cancelled") and st.button("Run it again with the same photos"):
             new = intake.retry_job(store, job)
@@ -111,9 +115,15 @@ photos = receive(files or [])
 if photos:
     show_checks(photos)
 
-relief = st.radio("What to make", ["model", "relief"], horizontal=True,
-                  format_func=lambda m: {"model": "3D model from several photos",
-                                         "relief": "3D relief from one photo"}[m]) == "relief"
+mode = st.radio("What to make", ["model", "relief", "sticker"], horizontal=True,
+                format_func=lambda m: {"model": "3D model from several photos", "relief": "3D relief from one photo",
+                                       "sticker": "3D cartoon sticker from one photo"}[m])
+relief, sticker = mode == "relief", mode == "sticker"
+theme = ""
+if sticker:
+    st.caption("A die-cut cartoon sticker of the photo's subject (one object on a plain background works best): a "
+               "transparent PNG, a 512 × 512 WebP for WhatsApp and Telegram, and a puffed 3D sticker (GLB).")
+    theme = sticker_ui.theme_picker()
 if relief:
     st.caption("A relief is the photo with depth: the side the camera saw, not the back. It needs a depth source: the "
                "monocular depth model (if installed) or a depth map from a depth camera, below. Its scale is "
@@ -134,14 +144,15 @@ accepted = [p for p in photos if p.accepted]
 blockers = []
 if not product_name.strip():
     blockers.append("enter the product name")
-if relief and len(accepted) != 1:
-    blockers.append(f"upload exactly one accepted photo for a relief ({len(accepted)} so far)")
-elif not relief and len(accepted) < MIN_PHOTOS:
+if (relief or sticker) and len(accepted) != 1:
+    blockers.append(f"upload exactly one accepted photo for a {mode} ({len(accepted)} so far)")
+elif mode == "model" and len(accepted) < MIN_PHOTOS:
     blockers.append(f"upload at least {MIN_PHOTOS} accepted photos ({len(accepted)} so far)")
 if st.button("Start", type="primary", disabled=bool(blockers)):
     job, problems = intake.submit_job(
         store, product_name=product_name, sku=sku, preset=preset, draft_dir=draft_folder(),
-        photos=photos, mode="relief" if relief else "multi_view",
+        photos=photos, mode=mode if mode != "model" else "multi_view",  # type: ignore[arg-type]
+        changes={"sticker": {"theme": theme}} if sticker else None,
         depth_files=[(f.name, f.getvalue()) for f in depth_files or []],
         mask_files=[(f.name, f.getvalue()) for f in mask_files or []])
     for key in ("draft_dir", "intake", "next_position"):

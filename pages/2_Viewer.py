@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.report import figures, runs
 from pages._ui import PAGE_NEW, esc, run_links, run_picker_or_stop, setup
+from pages._ui import sticker as sticker_ui
 
 store = setup("Viewer", ":material/view_in_ar:")
 st.title(":material/view_in_ar: 3D viewer")
@@ -44,7 +45,7 @@ manifest = run.manifest
 if run.problem and job.is_final:
     st.warning(esc(run.problem))
 # The single-photo relief is its own model; the product's points are the isolated cloud (the fused one before).
-layers = {"mesh": run.artifact("mesh.ply") or run.artifact("relief.ply"),
+layers = {"mesh": run.artifact("mesh.ply") or run.artifact("relief.ply") or run.artifact("sticker.ply"),
           "dense": run.artifact("isolation.points") or run.artifact("fusion.points"),
           "sparse": run.artifact("sfm.model")}
 
@@ -88,6 +89,11 @@ st.caption("This run has " + ", ".join(details) + ". Drag to rotate, scroll to z
            "photo; the switches above (or a click on the legend) hide and show each layer.")
 
 st.subheader("Download")
+if manifest is not None and manifest.mode == "sticker":  # the sticker's own result and files (pages/_ui/sticker.py)
+    sticker_ui.show_result(run)
+    sticker_ui.downloads(run, job)
+    run_links(job)
+    st.stop()
 base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id
 model = "relief" if manifest is not None and manifest.mode == "relief" else "mesh"
 downloads = [("GLB (web, AR)", f"{model}.glb", ".glb", "model/gltf-binary"),

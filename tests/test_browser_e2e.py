@@ -269,3 +269,65 @@ def _journey(server: str, driver, studio_data: Path, photos: list[Path]) -> None
     _wait_text(driver, "Recent runs")
     _assert_no_errors(driver, "home with a run")
     _shot(driver, "09_home_with_run")
+
+
+def test_sticker_upload_theme_result_downloads(server: str, browser, studio_data: Path, tmp_path: Path) -> None:
+    """The sticker mode: one photo, a theme from the list, the finished sticker with its theme, the downloads."""
+    from test_sticker import subject_photo
+
+    photo = tmp_path / "upload" / "toy.jpg"
+    subject_photo(photo, "figure")
+    try:
+        _sticker_journey(server, browser, studio_data, photo)
+    except BaseException:
+        _shot(browser, "sticker_failure")
+        (ARTIFACTS / "sticker_failure.txt").write_text(_page_text(browser))
+        raise
+
+
+def _sticker_journey(server: str, driver, studio_data: Path, photo: Path) -> None:
+    driver.get(f"{server}/New_capture")
+    _wait_text(driver, "New capture")
+    _fill(driver, "Product name", "Toy sticker")
+    driver.find_elements(By.CSS_SELECTOR, 'input[type="file"]')[0].send_keys(str(photo))
+    _wait_text(driver, "1 of 1 photos accepted", timeout=300)
+    _click(driver, driver.find_element(By.XPATH, "//label[contains(., '3D cartoon sticker from one photo')]"))
+    _wait_text(driver, "Theme used:", timeout=60)
+    combo = WebDriverWait(driver, 30).until(
+        lambda d: d.find_element(By.XPATH, "//*[@data-testid='stSelectbox']//input"), message="no theme picker")
+    _click(driver, combo)
+    combo.send_keys("Retro and Vintage")  # the picker filters its options as one types
+    time.sleep(1)
+    combo.send_keys(Keys.ENTER)
+    _wait_text(driver, "Theme used: Retro and Vintage", timeout=60)
+    _assert_no_errors(driver, "sticker mode")
+    _shot(driver, "s1_sticker_theme")
+    _click_button(driver, "Start")
+
+    WebDriverWait(driver, 60).until(lambda d: "job=" in d.current_url, message="no job id in the URL")
+    job_id = driver.current_url.split("job=")[1].split("&")[0]
+    from core.jobs.store import Store
+
+    store = Store(studio_data)
+    deadline = time.time() + 600
+    while time.time() < deadline and not store.get_job(job_id).is_final:
+        time.sleep(2)
+    job = store.get_job(job_id)
+    assert job.status == "done", f"job ended {job.status}: {job.error}"
+    assert job.mode == "sticker"
+    _wait_text(driver, "Theme: Retro and Vintage", timeout=90)
+    _assert_no_errors(driver, "finished sticker job")
+    _shot(driver, "s2_sticker_done")
+
+    driver.get(f"{server}/Viewer?job={job_id}")
+    WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"),
+                                     message="the 3D view never appeared")
+    _wait_text(driver, "Download WebP", timeout=60)
+    time.sleep(3)
+    _assert_no_errors(driver, "sticker viewer")
+    text = _page_text(driver)
+    for label in ("Download GLB (3D sticker)", "Download PNG (transparent)", "Download WebP (WhatsApp, Telegram)"):
+        assert label in text, label
+    assert "Theme: Retro and Vintage" in text and "matched the keyword" not in text  # picked by its name
+    assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img'), "the sticker image is not shown"
+    _shot(driver, "s3_sticker_viewer")

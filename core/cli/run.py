@@ -2,6 +2,7 @@
 
     python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset preview|balanced|full] [--resume | --overwrite]
     python -m core.pipeline PHOTO.jpg --out RUN_DIR          (single photo -> 3D relief)
+    python -m core.pipeline PHOTO.jpg --out RUN_DIR --sticker "kawaii and chibi"   (-> 3D cartoon sticker)
 
 Progress goes to the terminal; exit status 0 when the run succeeded, 1 when it failed (the reason on stderr and in
 RUN_DIR/manifest.json), 2 for bad command-line use. A RUN_DIR that is not empty is refused unless ``--resume`` (keep
@@ -20,8 +21,9 @@ from typing import Any
 
 from core.config import PRESET_DESCRIPTIONS, PRESETS, PipelineConfig, preset_config
 from core.manifest import MANIFEST_NAME
-from core.pipeline import MODES, run_pipeline, run_relief
+from core.pipeline import MODES, run_pipeline, run_relief, run_sticker
 from core.progress import TerminalProgress
+from core.stages.sticker.themes import THEMES
 
 
 def list_photos(folder: Path) -> list[Path]:
@@ -52,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "format, white = product); used instead of computed ones")
     parser.add_argument("--no-masks", action="store_true",
                         help="no product masks (and so no visual hull): stereo alone, as before")
+    parser.add_argument("--sticker", metavar="THEME",
+                        help="one photo -> a die-cut 3D cartoon sticker (PNG, 512 px WebP, GLB) in the theme THEME: "
+                             "free text matched to the nearest of " + ", ".join(t.name for t in THEMES)
+                             + " (\"\" for the default)")
     parser.add_argument("--seed", type=int, help="random seed for COLMAP (default: 0)")
     parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
@@ -113,6 +119,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         changes["depth_prior"]["allow_download"] = True
     if args.seed is not None:
         changes["sfm"]["seed"] = args.seed
+    if args.sticker is not None:
+        changes["sticker"] = {"theme": args.sticker}
     if args.target_faces:
         changes["mesh"]["target_faces"] = changes["relief"]["target_faces"] = args.target_faces
     return preset_config(args.preset).with_changes(changes)
@@ -128,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.photos.exists():
         parser.error(f"{args.photos} does not exist")
+    if args.sticker is not None and args.photos.is_dir():
+        parser.error("--sticker makes a sticker from one photo: give a photo file, not a folder")
     config = config_from_args(args)
     problem = check_run_folder(args.out, args.photos, args.resume, args.overwrite)
     if problem:
@@ -140,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {args.photos} holds no files; put the product photos there.", file=sys.stderr)
                 return 1
             manifest = run_pipeline(photos, args.out, config, bar.listener, resume=args.resume)
+        elif args.sticker is not None:
+            manifest = run_sticker(args.photos, args.out, config, bar.listener, resume=args.resume)
         else:
             manifest = run_relief(args.photos, args.out, config, bar.listener, resume=args.resume)
     except KeyboardInterrupt:
@@ -162,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done in {total:.0f} s: {args.out / 'manifest.json'}")
     for key, record in manifest.artifacts.items():
         print(f"  {key:20s} {args.out / record.path}")
+    sticker = manifest.stage("sticker")
+    for finding in sticker.findings if sticker else []:
+        if finding.message.startswith("Theme:"):
+            print(finding.message)
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from core.jobs.store import Job, Review
 from core.manifest import RunManifest
 
-FINAL_MODELS = ("mesh.glb", "mesh.ply", "relief.glb", "relief.ply")
+FINAL_MODELS = ("mesh.glb", "mesh.ply", "relief.glb", "relief.ply", "sticker.glb", "sticker.ply")
 """Artefacts that make a finished run reviewable (a model of some kind)."""
 
 

@@ -36,8 +36,8 @@ DATA_ENV = "PRODUCT_STUDIO_DATA"
 DB_NAME = "studio.db"
 
 JobStatus = Literal["queued", "starting", "running", "done", "failed", "cancelled"]
-JobMode = Literal["multi_view", "relief"]
-"""What a job makes: a model from several photos, or a relief from one (core.pipeline.MODES)."""
+JobMode = Literal["multi_view", "relief", "sticker"]
+"""What a job makes: a model from several photos, a relief or a cartoon sticker from one (core.pipeline.MODES)."""
 ACTIVE_STATUSES: tuple[JobStatus, ...] = ("starting", "running")
 FINAL_STATUSES: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
 Decision = Literal["approved", "rejected"]
