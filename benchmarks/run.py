@@ -342,15 +342,17 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
         if "render_seconds" in cap:
             lines += [f"Rendered {cap['num_photos']} photos {cap['size']} in {cap['render_seconds']:.1f} s; "
                       f"object diagonal {1000 * cap['object_diagonal_m']:.0f} mm.", ""]
-        lines += ["| preset | status | wall s | peak MB | placed | rot med ° | centre med % | stage seconds |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| preset | status | wall s | peak MB | placed | correctly placed | rot med ° | rot max ° | "
+                  "centre med % | stage seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for run in cap["runs"]:
             p = run.get("poses", {})
             stages = ", ".join(f"{k} {v:.0f}" for k, v in run.get("stages", {}).items())
             lines.append(
                 f"| {run['preset']} | {run.get('status', '?')} | {_fmt(run.get('wall_s'), '.0f')} | "
                 f"{_fmt(run.get('peak_rss_mb'), '.0f')} | {p.get('num_registered', 0)}/{p.get('num_images', 0)} | "
-                f"{_fmt(p.get('median_rotation_deg'))} | {_fmt(100 * p.get('median_center_error_rel', np.nan))} | "
+                f"{_correct(p)} | {_fmt(p.get('median_rotation_deg'))} | {_fmt(p.get('max_rotation_deg'))} | "
+                f"{_fmt(100 * p.get('median_center_error_rel', np.nan))} | "
                 f"{stages} |")
         surface_rows = []
         for run in cap["runs"]:
@@ -503,10 +505,16 @@ def _clear(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
+def _correct(poses: dict[str, Any]) -> str:
+    """Photos placed within CORRECT_ROTATION_DEG of the truth, of all ('–' for results from before it was counted)."""
+    return f"{poses['num_correct']}/{poses.get('num_images', 0)}" if "num_correct" in poses else "–"
+
+
 def _print_run(name: str, run: dict[str, Any]) -> None:
     p = run.get("poses", {})
     line = (f"  {name}/{run['preset']}: {run.get('status')} in {run['wall_s']:.0f} s, peak {run['peak_rss_mb']:.0f} MB,"
-            f" placed {p.get('num_registered')}/{p.get('num_images')}, rot {_fmt(p.get('median_rotation_deg'))} deg")
+            f" placed {p.get('num_registered')}/{p.get('num_images')}, correctly placed {_correct(p)},"
+            f" rot {_fmt(p.get('median_rotation_deg'))} deg (max {_fmt(p.get('max_rotation_deg'))})")
     for key in SURFACE_ARTIFACTS:
         s = run.get(key)
         if s and "fscore" in s:
