@@ -98,6 +98,12 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
                               backdrop="plain", elevations_deg=(30.0,), **_size(q)),
         MODELS / "fuze_bottle"),
     SyntheticCapture(
+        "plain_bottle_turntable_plain_plate", "flipped-camera case: plain procedural bottle (the same from every side) "
+        "on a plain turntable plate, one ring, plain backdrop (SfM folds or mirrors cameras; the trust checks must "
+        "catch it)",
+        lambda q: CaptureSpec(object="procedural-bottle", product_texture="plain", mode="turntable", support="plain",
+                              backdrop="plain", elevations_deg=(30.0,), **_size(q))),
+    SyntheticCapture(
         "plain_box", "plain-coloured procedural box (low texture), orbit, textured mat, plain studio",
         lambda q: CaptureSpec(object="procedural-box", product_texture="plain", mode="orbit", support="textured",
                               backdrop="plain", **_size(q))),
@@ -124,6 +130,8 @@ PLAIN_CAPTURES = ("plain_box", *PLAIN_SPECS)
 SURFACE_ARTIFACTS = ("depth.maps", "depth_prior.maps", "fusion.points", "isolation.points", "mesh.ply")
 """Manifest artefacts scored against the true surface: per-view depth maps (folders of .npz: stereo, then merged
 with the depth prior), the fused cloud before and after product isolation, and the final mesh."""
+SILENT_WRONG_DEG = 5.0
+"""A run that ends done must place every photo within this rotation error (issue 10: never silently wrong)."""
 DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "soup_turntable_textured_backdrop", "plain_box")
 QUICK_CAPTURES = ("textured_bottle", "plain_box")
 
@@ -334,6 +342,11 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
         "(visible GT surface only), in millimetres.",
         "",
     ]
+    wrong_done = [f"{cap['name']}/{run['preset']} (max {run['poses']['max_rotation_deg']:.1f}°)"
+                  for cap in results["captures"] for run in cap.get("runs", [])
+                  if run.get("status") == "done" and run.get("poses", {}).get("max_rotation_deg", 0) > SILENT_WRONG_DEG]
+    lines += [f"Silently wrong (a run ended `done` with a photo placed more than {SILENT_WRONG_DEG:.0f}° wrong): "
+              + (", ".join(wrong_done) if wrong_done else "none") + ".", ""]
     for cap in results["captures"]:
         lines += [f"## {cap['name']}", "", cap.get("description", ""), ""]
         if cap.get("skipped"):
