@@ -102,3 +102,25 @@ def test_a_folded_turntable_solution_fails_naming_the_photos(tmp_path: Path) -> 
     assert "wrong" in result.failure and "view_000.jpg" in result.failure
     assert result.metrics["untrusted_photos"]
     assert not any(p["trusted"] for p in result.metrics["per_photo"] if p["photo"] == "view_000.jpg")
+
+
+def test_turntable_fit_recovers_the_axis_and_flags_a_flipped_camera(tmp_path: Path) -> None:
+    from core.geometry import PinholeCamera
+    from core.stages.sfm.turntable import fit_turntable, turntable_cameras
+
+    spec = CaptureSpec(mode="turntable", num_views=12, width=160, height=120, elevations_deg=(20.0, 45.0),
+                       write_depth=False, write_masks=False, seed=3)
+    cameras = render_capture(spec, tmp_path / "turntable").cameras
+    fit = fit_turntable(cameras)
+    assert abs(fit.axis @ np.array([0.0, 0.0, 1.0])) > 0.9999  # the renderer turns the product about +z
+    assert len(set(fit.rings.values())) == 2
+    assert max(fit.residual_deg.values()) < 0.01
+    snapped = turntable_cameras(fit, cameras)
+    assert max(np.abs(snapped[n].R - cameras[n].R).max() for n in cameras) < 1e-6
+    victim = sorted(cameras)[4]
+    cam = cameras[victim]
+    flipped = np.diag([-1.0, -1.0, 1.0]) @ cam.R
+    corrupted = dict(cameras) | {victim: PinholeCamera(cam.K, flipped, -flipped @ cam.center, cam.width, cam.height)}
+    residual = fit_turntable(corrupted).residual_deg
+    assert residual[victim] > 90
+    assert max(r for n, r in residual.items() if n != victim) < 90
