@@ -369,7 +369,7 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
                 f"{stages} |")
         surface_rows = []
         for run in cap["runs"]:
-            for key in SURFACE_ARTIFACTS:
+            for key in _surface_keys(run):
                 s = run.get(key)
                 if not s:
                     continue
@@ -516,6 +516,13 @@ def _clear(run_dir: Path) -> None:
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
+
+
+def _surface_keys(run: dict[str, Any]) -> list[str]:
+    """The surfaces scored in ``run``: today's artefact keys, then older names kept in results.json (dense_points,
+    mesh, ...), so that rewriting RESULTS.md after --append does not drop the tables of earlier runs."""
+    older = [k for k, v in run.items() if k not in SURFACE_ARTIFACTS and isinstance(v, dict) and "fscore" in v]
+    return [*SURFACE_ARTIFACTS, *older]
 
 
 def _correct(poses: dict[str, Any]) -> str:

@@ -158,7 +158,8 @@ def test_report_and_merge(tmp_path: Path) -> None:
                "accuracy": 0.001, "completeness": 0.002}
     run = {"preset": "preview", "status": "done", "wall_s": 12.0, "peak_rss_mb": 300.0, "stages": {"sfm": 3.0},
            "poses": {"num_images": 4, "num_registered": 4, "median_rotation_deg": 0.1,
-                     "median_center_error_rel": 0.002}, "isolation.points": surface}
+                     "median_center_error_rel": 0.002}, "isolation.points": surface,
+           "dense_points": surface}  # a surface under an artefact name of older results.json files
     old = {"command": "a", "machine": machine, "captures": [
         {"name": "x", "description": "d", "runs": [run]},
         {"name": "gone", "skipped": "no data", "runs": []}]}
@@ -169,4 +170,5 @@ def test_report_and_merge(tmp_path: Path) -> None:
     write_report(merged, tmp_path / "R.md", tmp_path / "r.json")
     text = (tmp_path / "R.md").read_text()
     assert "| preview | done | 12 | 300 | 4/4 | – |" in text  # results from before "correctly placed" was counted
+    assert "| preview | dense_points | 10 |" in text  # older surfaces are not dropped when the report is rewritten
     assert "| preview | isolation.points | 10 |" in text and "Skipped: no data" in text and "balanced: boom" in text
