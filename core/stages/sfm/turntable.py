@@ -5,8 +5,11 @@ camera turned about it: R_i = R0_ring @ R_axis(theta_i)^T, centre_i = R_axis(the
 recovers that structure from solved cameras (the axis from the pairs' relative rotations, its position from the
 camera centres) and measures how far each camera is from it; ``turntable_cameras`` gives the constrained poses.
 
-Not yet wired into ``run_sfm``: placing unplaced or flipped photos by a 1-D search over their angle is the next step
-(issue 10 item 2).
+Not yet used by ``run_sfm`` (issue 10 item 2 is open): re-solving a folded fixed-camera capture from its pairs'
+essential matrices was tried and does not recover it, because those are wrong too (FUZE bottle on a plain plate,
+640x480: neighbours re-estimated 4-12° apart instead of 15°, axes scattered by tens of degrees: the bas-relief
+ambiguity of a small, plain object). The constraint must enter the estimation itself (one axis, one fixed camera,
+one angle per photo, fitted to all pairs' matches at once), or the angles come from silhouettes.
 """
 
 from __future__ import annotations
@@ -134,3 +137,4 @@ def _group(values: np.ndarray, tolerance: float) -> np.ndarray:
             label += 1
         labels[b] = label
     return labels
+
