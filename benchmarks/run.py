@@ -104,6 +104,13 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
         lambda q: CaptureSpec(object="procedural-bottle", product_texture="plain", mode="turntable", support="plain",
                               backdrop="plain", elevations_deg=(30.0,), **_size(q))),
     SyntheticCapture(
+        "fuze_turntable_plain_plate_folded", "flipped-camera case: the plain-plate turntable above at 640x480, where "
+        "incremental mapping places every photo with a wrong turn between them (120-177° off); must not end done",
+        lambda q: CaptureSpec(object=str(MODELS / "fuze_bottle"), mode="turntable", support="plain",
+                              backdrop="plain", elevations_deg=(30.0,), num_views=12 if q else 24, width=640,
+                              height=480),
+        MODELS / "fuze_bottle"),
+    SyntheticCapture(
         "plain_box", "plain-coloured procedural box (low texture), orbit, textured mat, plain studio",
         lambda q: CaptureSpec(object="procedural-box", product_texture="plain", mode="orbit", support="textured",
                               backdrop="plain", **_size(q))),
