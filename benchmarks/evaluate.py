@@ -26,6 +26,9 @@ from core.geometry import PinholeCamera, Similarity, compare_poses
 
 DEFAULT_TAUS: tuple[float, ...] = (0.005, 0.01)
 """Distance thresholds as fractions of the ground-truth bounding-box diagonal."""
+CORRECT_ROTATION_DEG = 5.0
+"""A placed photo is *correctly* placed when its rotation error after alignment is below this (issue 10: correct
+solutions of the benchmark captures stay under 1-2°; flipped or folded cameras are 20-180° off)."""
 
 
 @dataclass
@@ -50,6 +53,11 @@ class PoseReport:
         return float(np.median(self.rotation_deg)) if len(self.rotation_deg) else float("nan")
 
     @property
+    def num_correct(self) -> int:
+        """Placed photos whose rotation error is below CORRECT_ROTATION_DEG (a flipped camera is placed, not right)."""
+        return int(np.sum(self.rotation_deg < CORRECT_ROTATION_DEG))
+
+    @property
     def median_center_error(self) -> float:
         return float(np.median(self.center_error)) if len(self.center_error) else float("nan")
 
@@ -62,6 +70,7 @@ class PoseReport:
         return {
             "num_images": self.num_images,
             "num_registered": self.num_registered,
+            "num_correct": self.num_correct,
             "median_rotation_deg": self.median_rotation_deg,
             "max_rotation_deg": float(np.max(self.rotation_deg)) if len(self.rotation_deg) else float("nan"),
             "median_center_error": self.median_center_error,
@@ -69,7 +78,8 @@ class PoseReport:
         }
 
     def summary(self) -> str:
-        return (f"registered {self.num_registered}/{self.num_images}, median rotation error "
+        return (f"registered {self.num_registered}/{self.num_images} ({self.num_correct} within "
+                f"{CORRECT_ROTATION_DEG:.0f} deg), median rotation error "
                 f"{self.median_rotation_deg:.3f} deg, median centre error {self.median_center_error:.5f} "
                 f"({100 * self.median_center_error_rel:.3f}% of the object size)")
 

@@ -98,6 +98,19 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
                               backdrop="plain", elevations_deg=(30.0,), **_size(q)),
         MODELS / "fuze_bottle"),
     SyntheticCapture(
+        "plain_bottle_turntable_plain_plate", "flipped-camera case: plain procedural bottle (the same from every side) "
+        "on a plain turntable plate, one ring, plain backdrop (SfM folds or mirrors cameras; the trust checks must "
+        "catch it)",
+        lambda q: CaptureSpec(object="procedural-bottle", product_texture="plain", mode="turntable", support="plain",
+                              backdrop="plain", elevations_deg=(30.0,), **_size(q))),
+    SyntheticCapture(
+        "fuze_turntable_plain_plate_folded", "flipped-camera case: the plain-plate turntable above at 640x480, where "
+        "incremental mapping places every photo with a wrong turn between them (120-177° off); must not end done",
+        lambda q: CaptureSpec(object=str(MODELS / "fuze_bottle"), mode="turntable", support="plain",
+                              backdrop="plain", elevations_deg=(30.0,), num_views=12 if q else 24, width=640,
+                              height=480),
+        MODELS / "fuze_bottle"),
+    SyntheticCapture(
         "plain_box", "plain-coloured procedural box (low texture), orbit, textured mat, plain studio",
         lambda q: CaptureSpec(object="procedural-box", product_texture="plain", mode="orbit", support="textured",
                               backdrop="plain", **_size(q))),
@@ -124,6 +137,8 @@ PLAIN_CAPTURES = ("plain_box", *PLAIN_SPECS)
 SURFACE_ARTIFACTS = ("depth.maps", "depth_prior.maps", "fusion.points", "isolation.points", "mesh.ply")
 """Manifest artefacts scored against the true surface: per-view depth maps (folders of .npz: stereo, then merged
 with the depth prior), the fused cloud before and after product isolation, and the final mesh."""
+SILENT_WRONG_DEG = 5.0
+"""A run that ends done must place every photo within this rotation error (issue 10: never silently wrong)."""
 DEFAULT_CAPTURES = ("soup_orbit", "fuze_turntable", "soup_turntable_textured_backdrop", "plain_box")
 QUICK_CAPTURES = ("textured_bottle", "plain_box")
 
@@ -334,6 +349,11 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
         "(visible GT surface only), in millimetres.",
         "",
     ]
+    wrong_done = [f"{cap['name']}/{run['preset']} (max {run['poses']['max_rotation_deg']:.1f}°)"
+                  for cap in results["captures"] for run in cap.get("runs", [])
+                  if run.get("status") == "done" and run.get("poses", {}).get("max_rotation_deg", 0) > SILENT_WRONG_DEG]
+    lines += [f"Silently wrong (a run ended `done` with a photo placed more than {SILENT_WRONG_DEG:.0f}° wrong): "
+              + (", ".join(wrong_done) if wrong_done else "none") + ".", ""]
     for cap in results["captures"]:
         lines += [f"## {cap['name']}", "", cap.get("description", ""), ""]
         if cap.get("skipped"):
@@ -342,19 +362,21 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
         if "render_seconds" in cap:
             lines += [f"Rendered {cap['num_photos']} photos {cap['size']} in {cap['render_seconds']:.1f} s; "
                       f"object diagonal {1000 * cap['object_diagonal_m']:.0f} mm.", ""]
-        lines += ["| preset | status | wall s | peak MB | placed | rot med ° | centre med % | stage seconds |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| preset | status | wall s | peak MB | placed | correctly placed | rot med ° | rot max ° | "
+                  "centre med % | stage seconds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for run in cap["runs"]:
             p = run.get("poses", {})
             stages = ", ".join(f"{k} {v:.0f}" for k, v in run.get("stages", {}).items())
             lines.append(
                 f"| {run['preset']} | {run.get('status', '?')} | {_fmt(run.get('wall_s'), '.0f')} | "
                 f"{_fmt(run.get('peak_rss_mb'), '.0f')} | {p.get('num_registered', 0)}/{p.get('num_images', 0)} | "
-                f"{_fmt(p.get('median_rotation_deg'))} | {_fmt(100 * p.get('median_center_error_rel', np.nan))} | "
+                f"{_correct(p)} | {_fmt(p.get('median_rotation_deg'))} | {_fmt(p.get('max_rotation_deg'))} | "
+                f"{_fmt(100 * p.get('median_center_error_rel', np.nan))} | "
                 f"{stages} |")
         surface_rows = []
         for run in cap["runs"]:
-            for key in SURFACE_ARTIFACTS:
+            for key in _surface_keys(run):
                 s = run.get(key)
                 if not s:
                     continue
@@ -503,10 +525,23 @@ def _clear(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
+def _surface_keys(run: dict[str, Any]) -> list[str]:
+    """The surfaces scored in ``run``: today's artefact keys, then older names kept in results.json (dense_points,
+    mesh, ...), so that rewriting RESULTS.md after --append does not drop the tables of earlier runs."""
+    older = [k for k, v in run.items() if k not in SURFACE_ARTIFACTS and isinstance(v, dict) and "fscore" in v]
+    return [*SURFACE_ARTIFACTS, *older]
+
+
+def _correct(poses: dict[str, Any]) -> str:
+    """Photos placed within CORRECT_ROTATION_DEG of the truth, of all ('–' for results from before it was counted)."""
+    return f"{poses['num_correct']}/{poses.get('num_images', 0)}" if "num_correct" in poses else "–"
+
+
 def _print_run(name: str, run: dict[str, Any]) -> None:
     p = run.get("poses", {})
     line = (f"  {name}/{run['preset']}: {run.get('status')} in {run['wall_s']:.0f} s, peak {run['peak_rss_mb']:.0f} MB,"
-            f" placed {p.get('num_registered')}/{p.get('num_images')}, rot {_fmt(p.get('median_rotation_deg'))} deg")
+            f" placed {p.get('num_registered')}/{p.get('num_images')}, correctly placed {_correct(p)},"
+            f" rot {_fmt(p.get('median_rotation_deg'))} deg (max {_fmt(p.get('max_rotation_deg'))})")
     for key in SURFACE_ARTIFACTS:
         s = run.get(key)
         if s and "fscore" in s:

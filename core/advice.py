@@ -177,6 +177,35 @@ def sfm_too_few_placed(placed: int, usable: int) -> str:
             f"{_sentence(ROUTINE, MAT)}")
 
 
+TRUST_CHECK_WORDS = {
+    "below_support": "placed under the table",
+    "not_looking": "placed looking away from the product",
+    "upside_down": "placed upside down",
+    "two_view": "placed where its matches with its neighbours say it was not",
+}
+"""Plain words for the trust checks of core.stages.sfm.trust."""
+RESHOOT = ("Reshoot with the product filling most of the frame and something textured under it (a newspaper or a "
+           "patterned mat that turns with the product on a turntable), a photo every 15-20 degrees.")
+
+
+def sfm_untrusted(photos: Sequence[str], checks: Sequence[str], folded: bool) -> str:
+    """The SfM failure when the solved cameras cannot be trusted (a confident wrong model is worse than none)."""
+    what = sorted({TRUST_CHECK_WORDS.get(c, c) for c in checks})
+    if folded:
+        return ("The cameras were placed, but the solution is wrong: the photos' own matches disagree with where "
+                f"they were put (the product looks alike from several sides). Photos not trusted: "
+                f"{name_list(list(photos))}. {RESHOOT}")
+    return (f"These photos were placed wrongly and could not be corrected: {name_list(list(photos))} "
+            f"({'; '.join(what)}). Retake them, or {RESHOOT[0].lower()}{RESHOOT[1:]}")
+
+
+def sfm_dropped_untrusted(photos: Sequence[str], how: str) -> Finding:
+    return Finding("warning", f"{len(photos)} photo(s) were placed wrongly by SfM and left out of the model: "
+                              f"{name_list(list(photos))} ({how}).",
+                   "Retake them from the same spot with the product filling the frame; " + RESHOOT[0].lower()
+                   + RESHOOT[1:])
+
+
 def sfm_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     """Plain-language verdicts on the SfM numbers; ``per_photo[].photo`` are the user's names."""
     findings: list[Finding] = []

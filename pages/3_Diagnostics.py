@@ -69,8 +69,11 @@ def panel_sfm(run: runs.RunView, stage: StageRecord) -> None:
             with cols[i % 8]:
                 if name in thumbs:
                     st.image(str(thumbs[name]), width="stretch")
-                st.caption((f"{OK_ICON} placed" if entry.get("registered") else f"{BAD_ICON} not placed")
-                           + f" · {esc(name)}")
+                if entry.get("untrusted"):  # placed, but failed the trust checks (core/stages/sfm/trust.py)
+                    state = f"{BAD_ICON} untrusted ({esc(', '.join(entry['untrusted']))})"
+                else:
+                    state = f"{OK_ICON} placed" if entry.get("registered") else f"{BAD_ICON} not placed"
+                st.caption(state + f" · {esc(name)}")
     else:
         st.caption(NOT_AVAILABLE)
 

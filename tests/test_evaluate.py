@@ -92,7 +92,20 @@ def test_pose_evaluation_ignores_the_gauge_and_missing_photos() -> None:
     assert report.num_registered == 7 and report.num_images == 8
     assert report.median_rotation_deg < 1e-6
     assert report.median_center_error < 1e-9
+    assert report.num_correct == 7 and report.to_dict()["num_correct"] == 7
     assert evaluate_poses({}, truth).num_registered == 0
+
+
+def test_a_flipped_photo_is_placed_but_not_correctly_placed() -> None:
+    """A camera turned 180° about its view axis keeps its centre (the alignment does not move) but is wrong."""
+    truth = _ring()
+    flip = np.diag([-1.0, -1.0, 1.0])  # image x and y reversed: the camera is upside down
+    estimated = dict(truth)
+    estimated["img2.jpg"] = PinholeCamera(truth["img2.jpg"].K, flip @ truth["img2.jpg"].R, flip @ truth["img2.jpg"].t,
+                                          640, 480)
+    report = evaluate_poses(estimated, truth)
+    assert report.num_registered == 8 and report.num_correct == 7
+    assert report.to_dict()["max_rotation_deg"] > 170
 
 
 def test_rendered_depth_as_fake_dense_points(tmp_path: Path) -> None:
@@ -145,7 +158,8 @@ def test_report_and_merge(tmp_path: Path) -> None:
                "accuracy": 0.001, "completeness": 0.002}
     run = {"preset": "preview", "status": "done", "wall_s": 12.0, "peak_rss_mb": 300.0, "stages": {"sfm": 3.0},
            "poses": {"num_images": 4, "num_registered": 4, "median_rotation_deg": 0.1,
-                     "median_center_error_rel": 0.002}, "isolation.points": surface}
+                     "median_center_error_rel": 0.002}, "isolation.points": surface,
+           "dense_points": surface}  # a surface under an artefact name of older results.json files
     old = {"command": "a", "machine": machine, "captures": [
         {"name": "x", "description": "d", "runs": [run]},
         {"name": "gone", "skipped": "no data", "runs": []}]}
@@ -155,4 +169,6 @@ def test_report_and_merge(tmp_path: Path) -> None:
     assert [r["preset"] for r in merged["captures"][0]["runs"]] == ["preview", "balanced"]
     write_report(merged, tmp_path / "R.md", tmp_path / "r.json")
     text = (tmp_path / "R.md").read_text()
+    assert "| preview | done | 12 | 300 | 4/4 | – |" in text  # results from before "correctly placed" was counted
+    assert "| preview | dense_points | 10 |" in text  # older surfaces are not dropped when the report is rewritten
     assert "| preview | isolation.points | 10 |" in text and "Skipped: no data" in text and "balanced: boom" in text

@@ -22,6 +22,7 @@ from core.photos import Photo, PhotoSet
 from core.progress import StageProgress, no_progress
 from core.stages import StageOutput
 from core.stages.capture import CaptureResult
+from core.stages.sfm import trust
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,9 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
 
     largest_id = max(models, key=lambda k: models[k].num_reg_images())
     model = models[largest_id]
+    progress(_EXTRACT + _MATCH + _MAP, "checking that the cameras can be trusted")
+    model, report, recovery = trusted_model(model, database, image_dir, work_dir, threads, config)
+    result.metrics.update(report.metrics(), trust_recovery=recovery)
     model_dir = SFM_MODEL.path(run_dir)
     model_dir.mkdir()
     model.write_binary(str(model_dir))
@@ -167,7 +171,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
         registered_fraction=round(len(registered) / len(image_names), 3),
         num_models=len(models),
         other_model_sizes=sorted((m.num_reg_images() for k, m in models.items() if k != largest_id), reverse=True),
-        per_photo=[_photo_metrics(photo, db_stats, model) for photo in photos],
+        per_photo=[_photo_metrics(photo, db_stats, model, report.problems) for photo in photos],
     )
 
     progress(0.97, "undistorting the photos for dense reconstruction")
@@ -177,7 +181,15 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
     result.artifacts.append(SFM_UNDISTORTED)
 
     result.findings = advice.sfm_findings(result.metrics)
-    if result.metrics["camera_spread_ratio"] < advice.MIN_CAMERA_SPREAD:
+    dropped = [photos.by_working(n).name for n in result.metrics.get("trust_dropped", [])]
+    if dropped and report.ok:
+        result.findings.append(advice.sfm_dropped_untrusted(dropped, recovery))
+    if not report.ok:
+        result.ok = False
+        checks = [c for found in report.problems.values() for c in found]
+        result.failure = advice.sfm_untrusted([photos.by_working(n).name for n in report.untrusted], checks,
+                                              report.folded)
+    elif result.metrics["camera_spread_ratio"] < advice.MIN_CAMERA_SPREAD:
         result.ok = False
         result.failure = advice.SFM_ONE_SPOT
     elif len(registered) < 3:
@@ -185,6 +197,63 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
         result.failure = advice.sfm_too_few_placed(len(registered), len(image_names))
     progress(1.0, f"{len(registered)} of {len(image_names)} photos placed")
     return result
+
+
+MAX_DROPPED_SHARE = 0.25
+"""At most this share of the placed photos may be dropped as untrusted; beyond it the solution as a whole is suspect
+(a mirrored photo drags its neighbours with it) and another solver must agree, or the stage fails."""
+
+
+def trusted_model(model, database: Path, image_dir: Path, work_dir: Path, threads: int, config: SfmConfig):
+    """The solution checked by the trust checks, recovered when it can be: drop the few photos that fail, or solve
+    again with global mapping (GLOMAP: rotation averaging, a different failure mode from incremental mapping) as a
+    cross-check. Returns (model, TrustReport of the model returned, how it was recovered: "" when not needed)."""
+    import pycolmap
+
+    report = trust.check_model(model, database, seed=config.seed)
+    if report.ok:
+        return model, report, ""
+    logger.warning("untrusted cameras after incremental mapping: %s", report.problems)
+    candidates = [(model, report, "dropped")]
+    try:
+        options = pycolmap.GlobalPipelineOptions()
+        options.num_threads = threads
+        options.random_seed = config.seed
+        options.min_num_matches = config.min_num_matches
+        global_dir = work_dir / "global"
+        global_dir.mkdir(exist_ok=True)
+        found = pycolmap.global_mapping(database, image_dir, global_dir, options)
+        if found:
+            other = found[max(found, key=lambda k: found[k].num_reg_images())]
+            candidates.append((other, trust.check_model(other, database, seed=config.seed), "global mapping"))
+            if candidates[-1][1].ok and other.num_reg_images() >= model.num_reg_images() * (1 - MAX_DROPPED_SHARE):
+                return other, candidates[-1][1], "global mapping"
+    except Exception as error:  # GLOMAP can fail on tiny or disconnected sets: the incremental answer still stands
+        logger.warning("global mapping cross-check failed: %s", error)
+    for candidate, found_report, how in candidates:
+        placed = candidate.num_reg_images()
+        if found_report.folded or len(found_report.untrusted) > MAX_DROPPED_SHARE * placed:
+            continue
+        trimmed = drop_images(candidate, found_report.untrusted)
+        recheck = trust.check_model(trimmed, database, seed=config.seed)
+        if recheck.ok and trimmed.num_reg_images() >= 3:
+            recheck.dropped = list(found_report.untrusted)
+            return trimmed, recheck, f"{how}: left out the photos that failed the checks"
+    return model, report, "none found"
+
+
+def drop_images(model, names: list[str]):
+    """A copy of ``model`` without the named photos (their observations go; points seen by fewer than 2 go too)."""
+    import pycolmap
+
+    trimmed = pycolmap.Reconstruction(model)
+    for name in names:
+        image = trimmed.find_image_with_name(name)
+        if image is not None and image.has_pose:
+            trimmed.deregister_frame(image.frame_id)
+    for point_id in [i for i, p in trimmed.points3D.items() if p.track.length() < 2]:
+        trimmed.delete_point3D(point_id)
+    return trimmed
 
 
 def static_background_masks(image_dir: Path, image_names: list[str], mask_dir: Path,
@@ -354,7 +423,8 @@ def _model_metrics(model) -> dict:
     }
 
 
-def _photo_metrics(photo: Photo, stats: dict[str, dict], model) -> dict:
+def _photo_metrics(photo: Photo, stats: dict[str, dict], model, untrusted: dict[str, list[str]] | None = None
+                   ) -> dict:
     name = photo.working
     image = model.find_image_with_name(name) if model is not None else None
     registered = image is not None and image.has_pose
@@ -362,6 +432,8 @@ def _photo_metrics(photo: Photo, stats: dict[str, dict], model) -> dict:
         "name": name,
         "photo": photo.name,
         "registered": bool(registered),
+        "trusted": bool(registered) and name not in (untrusted or {}),
+        "untrusted": list((untrusted or {}).get(name, [])),
         "keypoints": stats[name]["keypoints"],
         "matched_neighbours": len(stats[name]["pairs"]),
         "observations": int(image.num_points3D) if registered else 0,
