@@ -95,7 +95,21 @@ class DepthConfig:
     num_source_views: int = 4
     """Source photos per reference photo."""
     num_depth_planes: int = 96
-    """Depth hypotheses in the plane sweep."""
+    """Depth hypotheses in the plane sweep (with PatchMatch: the half-resolution sweep that initialises it)."""
+    method: Literal["patchmatch", "sweep"] = "patchmatch"
+    """``patchmatch``: a depth and a normal per pixel (slanted windows, core/stages/depth/patchmatch.py); ``sweep``:
+    fronto-parallel planes only (faster, coarser)."""
+    coarse_iterations: int = 3
+    """PatchMatch propagation + refinement rounds at half resolution."""
+    iterations: int = 2
+    """PatchMatch rounds at full resolution."""
+    geometric_iterations: int = 1
+    """PatchMatch rounds with the other photos' depth maps in the cost (geometric consistency); 0 = none."""
+    mask_margin: float = 0.03
+    """With product masks PatchMatch searches the mask dilated by this share of the longer side (the rest gets no
+    depth)."""
+    seed: int = 0
+    """Seed of PatchMatch's random hypotheses (the same seed gives the same maps)."""
 
 
 @dataclass(frozen=True)

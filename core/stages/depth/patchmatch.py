@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from core.geometry import PinholeCamera
-from core.stages.depth.sweep import MIN_TEXTURE_STD, plane_sweep
+from core.stages.depth.sweep import BEST_K_SHARE, MIN_TEXTURE_STD, plane_sweep
 
 _SAMPLES = 5
 """Window samples per side (Gipuma's sparse pattern: 25 samples)."""
@@ -60,7 +60,6 @@ class PatchMatchSettings:
     coarse_iterations: int = 3
     iterations: int = 2
     geometric_iterations: int = 1
-    best_k: int = 2
     sweep_planes: int = 64
     seed: int = 0
 
@@ -360,7 +359,7 @@ def patchmatch_photometric(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[n
     """
     torch = _torch()
     gen = _generator(seed)
-    k = max(1, min(settings.best_k, len(srcs)))
+    k = max(1, round(BEST_K_SHARE * len(srcs)))
     with torch.no_grad():
         # Coarse level: half resolution, initialised from the plane sweep there.
         ref_c, cam_c = _downscale(ref, ref_cam, 0.5)
@@ -394,7 +393,7 @@ def patchmatch_geometric(plane_map: PlaneMap, ref: np.ndarray, ref_cam: PinholeC
     if settings.geometric_iterations <= 0 or not active.any():
         return plane_map
     gen = _generator(seed + 7919)
-    k = max(1, min(settings.best_k, len(srcs)))
+    k = max(1, round(BEST_K_SHARE * len(srcs)))
     with torch.no_grad():
         level = _Level(ref, ref_cam, srcs, src_cams, active, device)
         level.set_source_depths(src_depths)
@@ -443,6 +442,13 @@ def _carry_planes(coarse: PlaneMap, coarse_cam: PinholeCamera, level: _Level):
     n = np.where(known[:, None], n_c, fronto)
     return (torch.from_numpy(d.astype(np.float32)).to(level.dev),
             torch.from_numpy(n.astype(np.float32)).to(level.dev))
+
+
+def textured(grey: np.ndarray) -> np.ndarray:
+    """Pixels whose 7 x 7 neighbourhood has a grey-level std above the sweep's ``MIN_TEXTURE_STD`` (matchable)."""
+    mean = cv2.boxFilter(grey, -1, (7, 7), borderType=cv2.BORDER_REFLECT)
+    sq = cv2.boxFilter(grey * grey, -1, (7, 7), borderType=cv2.BORDER_REFLECT)
+    return np.sqrt(np.maximum(sq - mean * mean, 0)) > MIN_TEXTURE_STD
 
 
 def finish(plane_map: PlaneMap, textured: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
