@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool = True,
-        reuse_depth: bool = False) -> dict[str, Any]:
+        reuse_depth: bool = False, depth_method: str | None = None) -> dict[str, Any]:
     """The stages after SfM on a capture's true cameras, into ``out`` (a run folder), scored."""
     import open3d as o3d
 
@@ -45,9 +45,12 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
 
     gt = load_ground_truth(capture_dir)
     config = preset_config(preset)  # type: ignore[arg-type]
+    if depth_method:
+        config = config.with_changes({"depth": {"method": depth_method}})
     scene = ground_truth_scene(gt)
     timings: dict[str, float] = {}
-    report: dict[str, Any] = {"capture": str(capture_dir), "preset": preset, "hull": use_hull}
+    report: dict[str, Any] = {"capture": str(capture_dir), "preset": preset, "hull": use_hull,
+                              "depth_method": config.depth.method}
 
     t0 = time.process_time()
     masks = run_masks(scene, out, config.masks)
@@ -66,7 +69,7 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
             records.append(DepthMapRecord(depth_map.photo, depth_map.camera, path, [], (0.0, 0.0)))
         depth = DepthMaps(maps=records)
     else:
-        depth = run_depth(scene, out, config.depth)
+        depth = run_depth(scene, out, config.depth, masks=[masks.mask_for(p) for p in scene.photos])
     timings["depth"] = time.process_time() - t0
     t0 = time.process_time()
     fused = run_fusion(depth, out, config.fusion, silhouettes=masks.silhouettes(scene) if use_hull else None)
@@ -97,7 +100,8 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
 
 def summary(report: dict[str, Any]) -> str:
     m, mesh = report["masks"], report["mesh"]
-    line = (f"{Path(report['capture']).name} {report['preset']} hull={report['hull']}: masks IoU {m['iou_mean']:.3f} "
+    line = (f"{Path(report['capture']).name} {report['preset']} {report['depth_method']} hull={report['hull']}: "
+            f"masks IoU {m['iou_mean']:.3f} "
             f"(min {m['iou_min']:.3f}), conf median {m['confidence_median']:.2f}")
     if "fscore" in mesh:
         line += (f"; mesh F@0.5% {mesh['fscore'][0]:.3f} F@1% {mesh['fscore'][1]:.3f} (P {mesh['precision'][1]:.3f} "
@@ -112,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--preset", default="balanced")
     parser.add_argument("--no-hull", action="store_true", help="stereo only (today's fusion), for comparison")
+    parser.add_argument("--depth-method", choices=("patchmatch", "sweep"), default=None,
+                        help="override the preset's depth method")
     parser.add_argument("--reuse-depth", action="store_true", help="reuse the depth maps of an earlier run in --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or Path("benchmarks/out/dense_on_truth") / f"{args.capture.name}_{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
-    report = run(args.capture, out, args.preset, not args.no_hull, args.reuse_depth)
+    report = run(args.capture, out, args.preset, not args.no_hull, args.reuse_depth, args.depth_method)
     print(summary(report))
     return 0
 

@@ -95,7 +95,24 @@ class DepthConfig:
     num_source_views: int = 4
     """Source photos per reference photo."""
     num_depth_planes: int = 96
-    """Depth hypotheses in the plane sweep."""
+    """Depth hypotheses in the plane sweep (with PatchMatch: the half-resolution sweep that initialises it)."""
+    method: Literal["patchmatch", "sweep"] = "patchmatch"
+    """``patchmatch``: a depth and a normal per pixel (slanted windows, core/stages/depth/patchmatch.py); ``sweep``:
+    fronto-parallel planes only. soup_orbit balanced (benchmarks/RESULTS.md, 2026-12-03): depth maps F@0.5%/1%
+    0.85/0.93 -> 0.93/0.96, fused points 0.84/0.92 -> 0.89/0.92, mesh 0.74/0.80 -> 0.78/0.81 for depth 45 -> 148 s
+    (whole run 175 -> 262 s)."""
+    coarse_iterations: int = 3
+    """PatchMatch propagation + refinement rounds at half resolution (with the 2 full-resolution and 1 geometric
+    rounds: 6 s a photo at 640 px on 2 cores, the issue's ~150 s budget for 24 photos; not swept further)."""
+    iterations: int = 2
+    """PatchMatch rounds at full resolution."""
+    geometric_iterations: int = 1
+    """PatchMatch rounds with the other photos' depth maps in the cost (geometric consistency); 0 = none."""
+    mask_margin: float = 0.03
+    """With product masks PatchMatch searches the mask dilated by this share of the longer side (the rest gets no
+    depth)."""
+    seed: int = 0
+    """Seed of PatchMatch's random hypotheses (the same seed gives the same maps)."""
 
 
 @dataclass(frozen=True)
@@ -285,7 +302,8 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "masks": {"max_side": 400, "iterations": 3},
         "fusion": {"hull_resolution": 128},
         "sfm": {"max_num_features": 4096},
-        "depth": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64},
+        # The sweep: PatchMatch at 400 px would take ~40 s of the preview's 60 s (~6 s a photo at 640 px, x0.4).
+        "depth": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64, "method": "sweep"},
         "depth_prior": {"input_size": 364},
         "mesh": {"target_faces": 25_000, "poisson_depth": 8},
         "relief": {"target_faces": 25_000},
@@ -305,7 +323,8 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "masks": {"max_side": 320, "iterations": 2},
         "fusion": {"hull_resolution": 96},
         "sfm": {"max_num_features": 2048},
-        "depth": {"max_side": 320, "num_source_views": 3, "num_depth_planes": 48},
+        # The sweep: the suite runs the pipeline several times (PatchMatch is tested on its own, test_patchmatch.py).
+        "depth": {"max_side": 320, "num_source_views": 3, "num_depth_planes": 48, "method": "sweep"},
         "depth_prior": {"input_size": 140},
         "mesh": {"target_faces": 10_000, "poisson_depth": 7},
         "relief": {"target_faces": 10_000},

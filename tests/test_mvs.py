@@ -22,7 +22,7 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> CaptureGroundTruth:
 
 @pytest.fixture(scope="module")
 def depth_maps(capture: CaptureGroundTruth, tmp_path_factory: pytest.TempPathFactory) -> DepthMaps:
-    config = DepthConfig(max_side=240, num_source_views=4, num_depth_planes=64)
+    config = DepthConfig(max_side=240, num_source_views=4, num_depth_planes=64, method="sweep")
     return run_depth(ground_truth_scene(capture), tmp_path_factory.mktemp("depth"), config)
 
 
@@ -82,7 +82,7 @@ def test_single_view_fails_with_reason(capture: CaptureGroundTruth, tmp_path: Pa
     scene = ground_truth_scene(capture)
     one = SparseScene(scene.photos[:1], scene.image_paths[:1], scene.cameras[:1], scene.points, scene.colors,
                       scene.visibility[:1])
-    result = run_depth(one, tmp_path, DepthConfig(max_side=240))
+    result = run_depth(one, tmp_path, DepthConfig(max_side=240, method="sweep"))
     assert not result.ok and "photos" in result.failure
 
 

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "free text matched to the nearest of " + ", ".join(t.name for t in THEMES)
                              + " (\"\" for the default)")
     parser.add_argument("--seed", type=int, help="random seed for COLMAP (default: 0)")
+    parser.add_argument("--depth-method", choices=("patchmatch", "sweep"),
+                        help="dense depth: PatchMatch (depth + normal per pixel) or the plane sweep "
+                             "(overrides the preset)")
     parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
     existing = parser.add_mutually_exclusive_group()
@@ -104,7 +107,8 @@ def check_run_folder(out: Path, photos: Path, resume: bool, overwrite: bool) -> 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """The preset with the command line's changes (each option names one field of one config section)."""
-    changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "masks": {}, "mesh": {}, "relief": {}}
+    changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "masks": {}, "depth": {}, "mesh": {},
+                                          "relief": {}}
     if args.masks_dir:
         changes["masks"]["supplied_dir"] = str(args.masks_dir.resolve())
     if args.no_masks:
@@ -121,6 +125,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         changes["sfm"]["seed"] = args.seed
     if args.sticker is not None:
         changes["sticker"] = {"theme": args.sticker}
+    if args.depth_method:
+        changes["depth"]["method"] = args.depth_method
     if args.target_faces:
         changes["mesh"]["target_faces"] = changes["relief"]["target_faces"] = args.target_faces
     return preset_config(args.preset).with_changes(changes)

@@ -27,7 +27,7 @@ MIN_TEXTURE_STD = 0.006
 """Reference windows with a grey-level std below this (images in [0, 1]) are too plain to match."""
 _MIN_CONFIDENCE = 0.05
 """Depths whose confidence falls below this are stored as NaN."""
-_BEST_K_SHARE = 0.5
+BEST_K_SHARE = 0.5
 """Share of the source views whose costs are averaged per plane (the best ones: occlusion robustness)."""
 _INVALID_COST = 2.0
 """Cost of a source that does not see the pixel on this plane (1 - ZNCC lies in [0, 2])."""
@@ -68,7 +68,7 @@ def plane_sweep(ref: np.ndarray, ref_cam: PinholeCamera, srcs: list[np.ndarray],
     """
     h, w = ref.shape
     inv_depths = np.linspace(1.0 / depth_range[0], 1.0 / depth_range[1], num_planes)
-    k = max(1, round(_BEST_K_SHARE * len(srcs)))
+    k = max(1, round(BEST_K_SHARE * len(srcs)))
     costs = _plane_costs_torch if device else _plane_costs_opencv
     wta = _StreamingWinner(h, w)
     window = _plane_window(inv_depths, depth_min, depth_max, (h, w))

@@ -203,7 +203,10 @@ def run_depth_prior(scene: SparseScene, depth_maps: DepthMaps, run_dir: Path, co
         stats["accepted"] = 1.0
         per_view[record.photo.name] = stats
         stem = record.photo.stem
-        path = save_depth_map(DepthMap(view.photo, view.camera, merged.depth, merged.confidence, view.image),
+        normal = None
+        if view.normal is not None:  # stereo normals stay where the stereo depth stayed
+            normal = np.where((merged.depth == view.depth)[..., None], view.normal, np.nan).astype(np.float32)
+        path = save_depth_map(DepthMap(view.photo, view.camera, merged.depth, merged.confidence, view.image, normal),
                               out_dir / f"{stem}.npz")
         priors_dir.mkdir(exist_ok=True)
         np.savez_compressed(priors_dir / f"{stem}.npz", prior=prior.astype(np.float32),

@@ -5,8 +5,9 @@ projects into the neighbour onto a depth within ``MAX_RELATIVE_DEPTH`` of the ne
 neighbour's point projects back within ``MAX_REPROJECTION_PX`` of the pixel (the forward-backward check of COLMAP's
 fusion). A view that disagrees with the rest (a moved product, a wrong pose) therefore loses its points, and it cannot
 confirm anyone else's. Surviving depths are averaged with the agreeing ones, back-projected, merged on a voxel grid of
-about one pixel's footprint, and given normals that face the cameras (what screened Poisson needs). The checks and
-the point arithmetic are in ``consistency.py``.
+about one pixel's footprint, and given normals that face the cameras (what screened Poisson needs): PatchMatch's
+stereo normals where the maps have them (then neighbours must agree on the normal too), else from the depth
+gradient. The checks and the point arithmetic are in ``consistency.py``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ class FusedCloud(StageOutput):
     """Where the cameras look (on the plane), when the silhouettes said so."""
 
 
+def _normals(view, fused: np.ndarray) -> np.ndarray:
+    """(H, W, 3) world normals: the stereo ones (PatchMatch) where known, else from the fused depth's gradient."""
+    from_depth = depth_normals(view.camera, fused)
+    if view.normal is None:
+        return from_depth
+    stereo = view.normal @ view.camera.R.astype(np.float32)  # camera -> world
+    return np.where(np.isfinite(stereo).all(-1, keepdims=True), stereo, from_depth)
+
+
 def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
                progress: StageProgress = no_progress, silhouettes: Silhouettes | None = None) -> FusedCloud:
     """Fuse ``depth_maps`` into one point cloud written to ``RUN/fusion/points.ply``.
@@ -84,7 +94,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         depth = np.where(view.confidence >= MIN_CONFIDENCE, view.depth, np.nan).astype(np.float32)
         n_valid = int(np.isfinite(view.depth).sum())
         n_confident = int(np.isfinite(depth).sum())
-        fused, agreeing = consistent_depth(view.camera, depth, [views[j] for j in nearest[i]])
+        fused, agreeing = consistent_depth(view.camera, depth, [views[j] for j in nearest[i]], view.normal)
         keep = agreeing >= needed
         counts["depths"] += n_valid
         counts["low_confidence"] += n_valid - n_confident
@@ -94,7 +104,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         if keep.any():
             points.append(backproject(view.camera, fused, keep))
             colors.append(view.image[keep])
-            normals.append(depth_normals(view.camera, fused)[keep])
+            normals.append(_normals(view, fused)[keep])
         progress(0.8 * (i + 1) / len(views), f"checked photo {i + 1}/{len(views)}")
 
     metrics: dict = {"views": len(views), "min_consistent_views": needed, "input_depths": counts["depths"],

@@ -19,6 +19,8 @@ MAX_RELATIVE_DEPTH = 0.01
 """Two views agree when their depths differ by less than this fraction..."""
 MAX_REPROJECTION_PX = 1.0
 """...and the neighbour's point lands within this many pixels of where it started."""
+MAX_NORMAL_ANGLE_DEG = 30.0
+"""...and, where both views have stereo normals (PatchMatch), their normals differ by less than this angle."""
 MAX_NEIGHBOURS = 8
 """Views checked for agreement with each view (the ones looking most the same way)."""
 MAX_AXIS_ANGLE_DEG = 75.0
@@ -37,14 +39,20 @@ def neighbours(cameras: list[PinholeCamera]) -> list[list[int]]:
     return result
 
 
-def consistent_depth(camera: PinholeCamera, depth: np.ndarray,
-                      others: list[DepthMap]) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel: the depth averaged with the views that agree with it, and how many views agree."""
+def consistent_depth(camera: PinholeCamera, depth: np.ndarray, others: list[DepthMap],
+                     normal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: the depth averaged with the views that agree with it, and how many views agree.
+
+    With ``normal`` (H, W, 3 camera-frame stereo normals), a neighbour with stereo normals must also agree on the
+    normal (within ``MAX_NORMAL_ANGLE_DEG``).
+    """
     h, w = depth.shape
     valid = np.isfinite(depth)
     u, v = pixel_grid(w, h)
     u, v, z = u[valid], v[valid], depth[valid].astype(np.float64)
     world = _pixels_to_world(camera, u, v, z)
+    min_cos = np.cos(np.radians(MAX_NORMAL_ANGLE_DEG))
+    own_normal = None if normal is None else normal[valid] @ camera.R.astype(np.float32)  # camera -> world
     agree = np.zeros(len(z), dtype=np.int32)
     depth_sum = z.copy()
     for other in others:
@@ -57,6 +65,10 @@ def consistent_depth(camera: PinholeCamera, depth: np.ndarray,
         d_other = other.depth[row[idx], col[idx]].astype(np.float64)
         ok = np.isfinite(d_other) & (other.confidence[row[idx], col[idx]] >= MIN_CONFIDENCE)
         ok &= np.abs(d_other - z_other[idx]) < MAX_RELATIVE_DEPTH * z_other[idx]
+        if own_normal is not None and other.normal is not None:
+            other_normal = other.normal[row[idx], col[idx]] @ cam.R.astype(np.float32)
+            cos = (own_normal[idx] * other_normal).sum(1)
+            ok &= ~(cos < min_cos)  # NaN (no normal there) does not veto
         idx, d_other = idx[ok], d_other[ok]
         # Forward-backward: the neighbour's own point at that pixel must project back onto our pixel.
         back = _pixels_to_world(cam, col[idx] + 0.5, row[idx] + 0.5, d_other)
