@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 import zipfile
@@ -123,6 +124,7 @@ def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path
     assert all(".." not in name and "/" not in name for name in stored)
     assert not (studio_data / "evil").exists()
 
+    next(n for n in app.number_input if n.label.startswith("Length in millimetres")).set_value(95.0)
     start = next(b for b in app.button if b.label == "Start")
     start.click()
     app.run()
@@ -130,6 +132,7 @@ def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path
     job_id = app.query_params["job"]
     job = Store().get_job(job_id)
     assert job is not None and job.product_name == "Mug <script>alert(1)</script>"
+    assert json.loads(job.config_json)["asset"]["height_mm"] == 95.0  # the known size reaches the job's config
     deadline = time.time() + 60
     while time.time() < deadline and not Store().get_job(job_id).is_final:
         time.sleep(0.5)

@@ -1,6 +1,7 @@
 """The command line of the pipeline: ``python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset P]``.
 
     python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset preview|balanced|full] [--resume | --overwrite]
+                            [--height-mm MM | --width-mm MM | --depth-mm MM]   (real size of the asset)
     python -m core.pipeline PHOTO.jpg --out RUN_DIR          (single photo -> 3D relief)
 
 Progress goes to the terminal; exit status 0 when the run succeeded, 1 when it failed (the reason on stderr and in
@@ -29,6 +30,16 @@ def list_photos(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def _millimetres(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive length in millimetres (e.g. 213)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m core.pipeline",
@@ -54,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no product masks (and so no visual hull): stereo alone, as before")
     parser.add_argument("--seed", type=int, help="random seed for COLMAP (default: 0)")
     parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
+    for axis, what in (("height", "height"), ("width", "width (left to right, seen from the first photo)"),
+                       ("depth", "depth (front to back, seen from the first photo)")):
+        parser.add_argument(f"--{axis}-mm", type=_millimetres, metavar="MM",
+                            help=f"the product's known {what} in millimetres: the asset is scaled to it "
+                                 "(give one; height wins)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
@@ -98,7 +114,8 @@ def check_run_folder(out: Path, photos: Path, resume: bool, overwrite: bool) -> 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """The preset with the command line's changes (each option names one field of one config section)."""
-    changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "masks": {}, "mesh": {}, "relief": {}}
+    changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "masks": {}, "mesh": {}, "relief": {},
+                                         "asset": {}}
     if args.masks_dir:
         changes["masks"]["supplied_dir"] = str(args.masks_dir.resolve())
     if args.no_masks:
@@ -115,6 +132,10 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         changes["sfm"]["seed"] = args.seed
     if args.target_faces:
         changes["mesh"]["target_faces"] = changes["relief"]["target_faces"] = args.target_faces
+    for axis in ("height", "width", "depth"):
+        value = getattr(args, f"{axis}_mm")
+        if value is not None:
+            changes["asset"][f"{axis}_mm"] = value
     return preset_config(args.preset).with_changes(changes)
 
 
