@@ -54,6 +54,37 @@ def test_viewer_shows_the_scene_and_downloads(finished_job) -> None:
     assert len(app.toggle) == 4  # mesh, dense, sparse, cameras
 
 
+def test_viewer_shows_the_textured_asset_its_checks_and_downloads(finished_job) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+    import open3d as o3d
+
+    from core.artifacts import checksum
+    from core.config import AssetConfig
+    from core.manifest import ArtifactRecord, load_manifest
+    from core.stages.asset import run_asset
+    from core.stages.mesh import MeshResult
+
+    run_dir = Store().run_dir(finished_job)
+    sphere = o3d.geometry.TriangleMesh.create_sphere(0.05, resolution=12)
+    sphere.vertex_colors = o3d.utility.Vector3dVector(np.asarray(sphere.vertices) * 10 + 0.5)
+    result = run_asset(None, MeshResult(mesh=sphere), SimpleNamespace(up=np.array([0, 0, 1.0])), None, run_dir,
+                       AssetConfig(height_mm=100, texture_size=256, profiles=("shopify", "amazon")))
+    manifest = load_manifest(run_dir)
+    for artifact in result.artifacts:
+        manifest.artifacts[artifact.key] = ArtifactRecord(artifact.run_path, *checksum(artifact.path(run_dir)))
+    manifest.save(run_dir)
+    app = _run("pages/2_Viewer.py", finished_job.id)
+    assert not app.exception, app.exception
+    text = _texts(app)
+    assert "Real size: 100 mm wide × 100 mm high × 100 mm deep" in text
+    assert "Shopify" in text and "Amazon" in text and "the variant passes" in text  # 256 px: Amazon's variant
+    labels = [b.label for b in app.get("download_button")]
+    assert {"Download GLB", "Download USDZ", "Download OBJ + MTL + PNG (zip)", "Download Amazon (passes)"} <= set(
+        labels), labels
+
+
 def test_diagnostics_shows_every_stage_and_escapes_user_text(finished_job) -> None:
     app = _run("pages/3_Diagnostics.py", finished_job.id)
     assert len(app.expander) == 5
