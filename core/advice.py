@@ -551,3 +551,35 @@ def sticker_low_confidence(photo: str, confidence: float) -> Finding:
     return Finding("warning", f"The cut-out of {photo} is uncertain (confidence {confidence:.2f}): its outline may "
                               "include some background or miss a part.",
                    "A plain background that differs in colour from the subject gives a clean cut-out.")
+
+
+# --- asset -----------------------------------------------------------------------------------------------------
+
+ASSET_NO_MESH = "There is no mesh to turn into an asset; the mesh stage made none."
+ASSET_SIZE_UNKNOWN = Finding("warning", "The model's real size is unknown, so it is in reconstruction units, not "
+                                        "millimetres; marketplaces that need a real size will refuse it.",
+                             "Give one known dimension: --height-mm (or --width-mm, --depth-mm), or the known "
+                             "dimension in the New capture form.")
+
+
+def asset_open(boundary_edges: int) -> Finding:
+    return Finding("warning", f"The asset's surface is not closed ({boundary_edges} open edges): a shopper turning "
+                              "it may see through a hole.", "Add photos of the parts no photo saw.")
+
+
+def asset_unknown_profile(name: str, known: Sequence[str]) -> Finding:
+    return Finding("warning", f"Unknown marketplace profile '{name}' was not checked.",
+                   f"Known profiles: {', '.join(known)}.")
+
+
+def asset_profile(label: str, entry: Mapping[str, Any]) -> Finding:
+    """One finding per marketplace profile: passes, passes with a variant, or fails with its reasons."""
+    if entry["pass"]:
+        return Finding("info", f"{label}: passes.")
+    variant = entry.get("variant")
+    reasons = "; ".join(entry["reasons"])
+    if variant and variant["pass"]:
+        return Finding("info", f"{label}: the asset fails ({reasons}); the variant {variant['file']} passes.",
+                       "Upload the variant to this marketplace.")
+    left = "; ".join(variant["reasons"]) if variant else reasons
+    return Finding("warning", f"{label}: fails ({left}).", "See the reasons; a known dimension fixes the real size.")

@@ -63,6 +63,17 @@ ISOLATION_FRAME = Artifact("isolation.frame", "frame.json", "file",
 MESH_PLY = Artifact("mesh.ply", "mesh.ply", "file", "the final mesh with vertex colours (reconstruction frame)")
 MESH_GLB = Artifact("mesh.glb", "mesh.glb", "file", "the final mesh as glTF binary (y-up, standing on y = 0)")
 MESH_OBJ = Artifact("mesh.obj", "mesh.obj", "file", "the final mesh as OBJ (+ mesh.mtl), vertex colours")
+ASSET_GLB = Artifact("asset.glb", "asset.glb", "file",
+                     "the shop-ready asset: glTF 2.0 PBR, textured, metres, Y-up on Y = 0, front +Z")
+ASSET_USDZ = Artifact("asset.usdz", "asset.usdz", "file", "the asset as USDZ (UsdPreviewSurface, texture packaged)")
+ASSET_OBJ = Artifact("asset.obj", "asset.obj", "file", "the asset as OBJ with UVs (+ asset.mtl, asset.png)")
+ASSET_MTL = Artifact("asset.mtl", "asset.mtl", "file", "the OBJ's material (map_Kd asset.png)")
+ASSET_TEXTURE = Artifact("asset.texture", "asset.png", "file", "the asset's base-colour texture (PNG)")
+ASSET_NORMAL = Artifact("asset.normal", "asset_normal.png", "file", "the asset's tangent-space normal map (PNG)")
+ASSET_CHECKS = Artifact("asset.checks", "checks.json", "file",
+                        "frame, size and each marketplace profile's pass/fail with reasons and the file that passes")
+ASSET_VARIANTS = Artifact("asset.variants", "variants", "folder",
+                          "per-profile variants (<profile>.glb / .usdz) written where the asset itself fails")
 RELIEF_PLY = Artifact("relief.ply", "relief.ply", "file", "the single-photo relief mesh with vertex colours")
 RELIEF_GLB = Artifact("relief.glb", "relief.glb", "file", "the relief as glTF binary")
 RELIEF_OBJ = Artifact("relief.obj", "relief.obj", "file", "the relief as OBJ (+ relief.mtl)")
@@ -81,7 +92,8 @@ STICKER_THEME = Artifact("sticker.theme", "theme.json", "file",
 REGISTRY: dict[str, Artifact] = {a.key: a for a in [
     CAPTURE_ORIGINALS, CAPTURE_IMAGES, SFM_MODEL, SFM_MATCHES, SFM_UNDISTORTED, MASKS_IMAGES, DEPTH_MAPS,
     DEPTH_PRIOR_SUPPLIED, DEPTH_PRIOR_MAPS, DEPTH_PRIOR_PRIORS, FUSION_POINTS, ISOLATION_POINTS, ISOLATION_FRAME,
-    MESH_PLY, MESH_GLB, MESH_OBJ, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
+    MESH_PLY, MESH_GLB, MESH_OBJ, ASSET_GLB, ASSET_USDZ, ASSET_OBJ, ASSET_MTL, ASSET_TEXTURE, ASSET_NORMAL,
+    ASSET_CHECKS, ASSET_VARIANTS, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
     STICKER_PNG, STICKER_WEBP, STICKER_GLB, STICKER_PLY, STICKER_CUTOUT, STICKER_THEME,
 ]}
 

@@ -209,6 +209,23 @@ class StickerConfig:
 
 
 @dataclass(frozen=True)
+class AssetConfig:
+    """The shop-ready asset: real size and pose, GLB/USDZ/OBJ exports, marketplace checks and variants."""
+
+    height_mm: float | None = None
+    """Known height of the product in millimetres (the catalogue's); the model is scaled to it."""
+    width_mm: float | None = None
+    """Known width (left to right as seen from the first photo), used when no height is given."""
+    depth_mm: float | None = None
+    """Known depth (front to back as seen from the first photo), used when neither height nor width is given."""
+    profiles: tuple[str, ...] = ("shopify", "amazon", "google", "apple", "web")
+    """Marketplace profiles the asset is checked against (core/stages/asset/profiles.py); a variant is written for
+    each one the asset fails where fewer triangles or a smaller texture can fix it."""
+    texture_size: int = 2048
+    """Largest texture side (a power of two) of the asset; the baked atlas of a mesh without a texture uses it."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything a run needs, recorded in its manifest."""
 
@@ -223,6 +240,7 @@ class PipelineConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     relief: ReliefConfig = field(default_factory=ReliefConfig)
     sticker: StickerConfig = field(default_factory=StickerConfig)
+    asset: AssetConfig = field(default_factory=AssetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -308,6 +326,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "mesh": {"target_faces": 25_000, "poisson_depth": 8},
         "relief": {"target_faces": 25_000},
         "sticker": {"size_px": 768, "border_px": 18, "mesh_cells": 128},
+        "asset": {"texture_size": 1024},
     },
     "balanced": {},
     "full": {
@@ -316,6 +335,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "depth": {"max_side": 960, "num_source_views": 6, "num_depth_planes": 128},
         "mesh": {"target_faces": 250_000, "poisson_depth": 10},
         "relief": {"target_faces": 250_000},
+        "asset": {"texture_size": 4096},
     },
     # The whole pipeline in seconds on small photos, for the test suite (not offered to users).
     "test": {
@@ -329,6 +349,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "mesh": {"target_faces": 10_000, "poisson_depth": 7},
         "relief": {"target_faces": 10_000},
         "sticker": {"size_px": 512, "border_px": 12, "mesh_cells": 96, "segmentation_max_side": 320},
+        "asset": {"texture_size": 512},
     },
 }
 

@@ -48,6 +48,7 @@ from core.stages import StageOutput
 
 if TYPE_CHECKING:  # the stages import their heavy libraries (pycolmap, Open3D, torch) only when a run needs them
     from core.scene import SparseScene
+    from core.stages.asset import AssetResult
     from core.stages.capture import CaptureResult
     from core.stages.depth import DepthMaps
     from core.stages.fusion import FusedCloud
@@ -83,6 +84,8 @@ class RunState:
     mesh: MeshResult | None = None
     relief: ReliefResult | None = None
     sticker: StickerResult | None = None
+    asset: AssetResult | None = None
+    """The shop-ready asset (after texture, reading ``state.texture`` where that stage exists)."""
     previous: RunManifest | None = field(default=None, repr=False)
     """The record of an earlier attempt at this run (resume), whose finished stages may be reused."""
 
@@ -340,6 +343,21 @@ def _load_mesh(state: RunState, record: StageRecord) -> StageOutput:
     return MeshResult(mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
 
 
+def _asset(state: RunState, progress: StageProgress) -> StageOutput:
+    from core.stages.asset import run_asset
+
+    assert state.mesh is not None
+    # The texture stage's result where that stage runs; else the asset bakes the mesh's vertex colours itself.
+    texture = getattr(state, "texture", None)
+    return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress)
+
+
+def _load_asset(state: RunState, record: StageRecord) -> StageOutput:
+    from core.stages.asset import load_asset
+
+    return load_asset(state.run_dir)
+
+
 def _relief_capture(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.capture import run_capture
 
@@ -395,6 +413,7 @@ MULTI_VIEW_STAGES: list[Stage] = [
     Stage("fusion", "Fusing depth maps into a point cloud", 0.10, _fusion, _load_fusion),
     Stage("isolation", "Separating the product from the background", 0.04, _isolation, _load_isolation),
     Stage("mesh", "Building and exporting the mesh", 0.13, _mesh, _load_mesh),
+    Stage("asset", "Making the shop-ready asset (GLB, USDZ, marketplace checks)", 0.05, _asset, _load_asset),
 ]
 RELIEF_STAGES: list[Stage] = [
     Stage("capture", "Checking the photo", 0.05, _relief_capture, _load_capture, reads=_capture_reads),

@@ -130,6 +130,13 @@ if relief:
                "relative unless the depth map is metric.")
 preset = st.radio("Detail", PRESETS, index=PRESETS.index("balanced"), horizontal=False,
                   format_func=lambda p: f"{p.capitalize()} — {PRESET_DESCRIPTIONS[p]}")
+with st.expander("Optional: the product's real size"):
+    st.caption("One known dimension from the catalogue scales the model to its real size (marketplaces need it). "
+               "Width is left to right and depth front to back, as seen from the first photo.")
+    s1, s2 = st.columns(2)
+    size_axis = s1.selectbox("Known dimension", intake.KNOWN_DIMENSIONS, format_func=str.capitalize)
+    size_mm = s2.number_input("Length in millimetres (0 = unknown)", min_value=0.0, max_value=100_000.0, value=0.0,
+                              step=1.0)
 with st.expander("Optional: depth maps from a depth camera"):
     st.caption("One per photo, named like the photo (IMG_0001.jpg → IMG_0001.npy): float32 .npy in the camera's "
                "units, or 16-bit .png in millimetres.")
@@ -152,7 +159,7 @@ if st.button("Start", type="primary", disabled=bool(blockers)):
     job, problems = intake.submit_job(
         store, product_name=product_name, sku=sku, preset=preset, draft_dir=draft_folder(),
         photos=photos, mode=mode if mode != "model" else "multi_view",  # type: ignore[arg-type]
-        changes={"sticker": {"theme": theme}} if sticker else None,
+        changes={"sticker": {"theme": theme}} if sticker else intake.known_size_changes(size_axis, size_mm),
         depth_files=[(f.name, f.getvalue()) for f in depth_files or []],
         mask_files=[(f.name, f.getvalue()) for f in mask_files or []])
     for key in ("draft_dir", "intake", "next_position"):

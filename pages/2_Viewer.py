@@ -1,4 +1,5 @@
-"""Viewer: the run's mesh, dense cloud, sparse cloud and cameras in one interactive 3D view, and the downloads."""
+"""Viewer: the textured asset in <model-viewer> (orbit, zoom, real size, AR) with its marketplace checks and
+downloads; then the run's mesh, dense cloud, sparse cloud and cameras in one interactive Plotly view."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import re
 from pathlib import Path
 
 import streamlit as st
+import streamlit.components.v1 as components
 
-from core.report import figures, runs
-from pages._ui import PAGE_NEW, esc, run_links, run_picker_or_stop, setup
+from core.report import asset_view, figures, runs
+from pages._ui import BAD_ICON, OK_ICON, PAGE_NEW, esc, run_links, run_picker_or_stop, setup
 from pages._ui import sticker as sticker_ui
 
 store = setup("Viewer", ":material/view_in_ar:")
@@ -63,6 +65,39 @@ if layers["mesh"] is None:
     st.info("This run has no mesh yet" + (" (it is still running)" if not job.is_final else "")
             + ". Showing what it has so far.")
 
+base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id
+checks = asset_view.read_checks(run.run_dir) if run.artifact("asset.glb") else None
+if checks is not None:
+    st.subheader("Textured asset")
+    glb = asset_view.viewer_glb(run.run_dir, checks)
+    if glb is None:
+        st.info("The asset is too large to show here; download it below.")
+    else:
+        try:
+            components.html(asset_view.model_viewer_html(glb, job.product_name or "product"), height=520)
+        except FileNotFoundError as exc:
+            st.warning(esc(str(exc)))
+    st.caption(asset_view.size_caption(checks.get("size_mm")) + " Drag to orbit, scroll to zoom; on a phone the AR "
+               "button places it in the room.")
+    for entry in checks.get("profiles", {}).values():
+        variant = entry.get("variant") or {}
+        if entry["pass"]:
+            st.markdown(f"{OK_ICON} **{esc(entry['label'])}**: passes.")
+        elif variant.get("pass"):
+            st.markdown(f"{OK_ICON} **{esc(entry['label'])}**: the variant passes (the asset itself: "
+                        f"{esc('; '.join(entry['reasons']))}).")
+        else:
+            st.markdown(f"{BAD_ICON} **{esc(entry['label'])}**: "
+                        f"{esc('; '.join(variant.get('reasons') or entry['reasons']))}.")
+    items = asset_view.downloads(run.run_dir, checks)
+    for start in range(0, len(items), 4):
+        for col, item in zip(st.columns(4), items[start:start + 4], strict=False):
+            data = (lambda p=item.path: p.read_bytes()) if item.path and item.path.is_file() else \
+                (lambda: asset_view.obj_bundle(run.run_dir))
+            col.download_button(f"Download {item.label}", data=data, file_name=f"{base}{item.file_suffix}",
+                                mime=item.mime, disabled=item.path is None, key=f"asset-{item.label}")
+    st.subheader("Reconstruction")
+
 labels = {"mesh": "Mesh", "dense": "Dense cloud", "sparse": "Sparse cloud", "cameras": "Cameras"}
 available = [k for k in ("mesh", "dense", "sparse") if layers[k]] + (["cameras"] if layers["sparse"] else [])
 cols = st.columns(len(available))
@@ -88,13 +123,12 @@ if sparse is not None:
 st.caption("This run has " + ", ".join(details) + ". Drag to rotate, scroll to zoom, hover a camera to see its "
            "photo; the switches above (or a click on the legend) hide and show each layer.")
 
-st.subheader("Download")
 if manifest is not None and manifest.mode == "sticker":  # the sticker's own result and files (pages/_ui/sticker.py)
     sticker_ui.show_result(run)
     sticker_ui.downloads(run, job)
     run_links(job)
     st.stop()
-base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id
+st.subheader("Download the review mesh (vertex colours)" if checks is not None else "Download")
 model = "relief" if manifest is not None and manifest.mode == "relief" else "mesh"
 downloads = [("GLB (web, AR)", f"{model}.glb", ".glb", "model/gltf-binary"),
              ("OBJ", f"{model}.obj", ".obj", "text/plain"),

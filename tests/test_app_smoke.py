@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 import zipfile
@@ -51,6 +52,37 @@ def test_viewer_shows_the_scene_and_downloads(finished_job) -> None:
     assert len(app.get("plotly_chart")) == 1
     assert len(app.get("download_button")) == 3
     assert len(app.toggle) == 4  # mesh, dense, sparse, cameras
+
+
+def test_viewer_shows_the_textured_asset_its_checks_and_downloads(finished_job) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+    import open3d as o3d
+
+    from core.artifacts import checksum
+    from core.config import AssetConfig
+    from core.manifest import ArtifactRecord, load_manifest
+    from core.stages.asset import run_asset
+    from core.stages.mesh import MeshResult
+
+    run_dir = Store().run_dir(finished_job)
+    sphere = o3d.geometry.TriangleMesh.create_sphere(0.05, resolution=12)
+    sphere.vertex_colors = o3d.utility.Vector3dVector(np.asarray(sphere.vertices) * 10 + 0.5)
+    result = run_asset(None, MeshResult(mesh=sphere), SimpleNamespace(up=np.array([0, 0, 1.0])), None, run_dir,
+                       AssetConfig(height_mm=100, texture_size=256, profiles=("shopify", "amazon")))
+    manifest = load_manifest(run_dir)
+    for artifact in result.artifacts:
+        manifest.artifacts[artifact.key] = ArtifactRecord(artifact.run_path, *checksum(artifact.path(run_dir)))
+    manifest.save(run_dir)
+    app = _run("pages/2_Viewer.py", finished_job.id)
+    assert not app.exception, app.exception
+    text = _texts(app)
+    assert "Real size: 100 mm wide × 100 mm high × 100 mm deep" in text
+    assert "Shopify" in text and "Amazon" in text and "the variant passes" in text  # 256 px: Amazon's variant
+    labels = [b.label for b in app.get("download_button")]
+    assert {"Download GLB", "Download USDZ", "Download OBJ + MTL + PNG (zip)", "Download Amazon (passes)"} <= set(
+        labels), labels
 
 
 def test_diagnostics_shows_every_stage_and_escapes_user_text(finished_job) -> None:
@@ -123,6 +155,7 @@ def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path
     assert all(".." not in name and "/" not in name for name in stored)
     assert not (studio_data / "evil").exists()
 
+    next(n for n in app.number_input if n.label.startswith("Length in millimetres")).set_value(95.0)
     start = next(b for b in app.button if b.label == "Start")
     start.click()
     app.run()
@@ -130,6 +163,7 @@ def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path
     job_id = app.query_params["job"]
     job = Store().get_job(job_id)
     assert job is not None and job.product_name == "Mug <script>alert(1)</script>"
+    assert json.loads(job.config_json)["asset"]["height_mm"] == 95.0  # the known size reaches the job's config
     deadline = time.time() + 60
     while time.time() < deadline and not Store().get_job(job_id).is_final:
         time.sleep(0.5)

@@ -172,6 +172,39 @@ def test_upload_run_view_diagnose_approve(server: str, browser, studio_data: Pat
         raise
 
 
+def _check_textured_viewer(driver) -> None:
+    """The textured asset rendered in <model-viewer> (served inline by the app): its load event fired and the
+    canvas shows something other than the background."""
+    assert "Textured asset" in _page_text(driver) and "Download USDZ" in _page_text(driver)
+    frame = WebDriverWait(driver, 60).until(
+        lambda d: next((f for f in d.find_elements(By.TAG_NAME, "iframe")
+                        if "model-viewer" in (f.get_attribute("srcdoc") or "")), None),
+        message="no <model-viewer> component on the page")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", frame)
+    driver.switch_to.frame(frame)
+    try:
+        WebDriverWait(driver, 120, poll_frequency=1).until(
+            lambda d: d.execute_script("return document.body.dataset.loaded || ''") in ("true", "error"),
+            message="<model-viewer> never loaded the asset")
+        assert driver.execute_script("return document.body.dataset.loaded") == "true"
+        assert driver.execute_script("return document.getElementById('asset').loaded") is True
+        time.sleep(3)  # first frames
+        png = driver.find_element(By.TAG_NAME, "model-viewer").screenshot_as_png
+    finally:
+        driver.switch_to.default_content()
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float64)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "05b_textured_viewer.png").write_bytes(png)
+    background = np.median(pixels.reshape(-1, 3), axis=0)
+    drawn = np.abs(pixels - background).max(axis=2) > 30
+    assert drawn.mean() > 0.02, f"the model-viewer canvas looks blank ({drawn.mean():.3f} of pixels drawn)"
+
+
 def _journey(server: str, driver, studio_data: Path, photos: list[Path]) -> None:
 
     driver.get(server)
@@ -221,6 +254,7 @@ def _journey(server: str, driver, studio_data: Path, photos: list[Path]) -> None
     _assert_no_errors(driver, "viewer")
     assert "Download GLB" in _page_text(driver)
     _shot(driver, "05_viewer")
+    _check_textured_viewer(driver)
 
     driver.get(f"{server}/Diagnostics?job={job_id}")
     _wait_text(driver, "Time per stage", timeout=120)

@@ -22,8 +22,19 @@ def test_help_documents_every_option() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     for option in ("--out", "--preset", "--depth-prior-dir", "--depth-model", "--no-depth-prior", "--allow-download",
-                   "--seed", "--target-faces", "--verbose", "preview", "balanced", "full", "Exit status"):
+                   "--seed", "--target-faces", "--height-mm", "--width-mm", "--depth-mm",
+                   "--verbose", "preview", "balanced", "full", "Exit status"):
         assert option in result.stdout, option
+
+
+def test_a_known_dimension_goes_to_the_asset_section_and_must_be_positive(tmp_path: Path) -> None:
+    from core.cli.run import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "r"),
+                                                         "--height-mm", "213"]))
+    assert config.asset.height_mm == 213.0 and config.asset.width_mm is None
+    result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--height-mm", "-5")
+    assert result.returncode == 2 and "not a positive length in millimetres" in result.stderr
 
 
 def test_a_folder_without_usable_photos_fails_with_a_reason_and_a_manifest(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The command line of the pipeline: ``python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset P]``.
 
     python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset preview|balanced|full] [--resume | --overwrite]
+                            [--height-mm MM | --width-mm MM | --depth-mm MM]   (real size of the asset)
     python -m core.pipeline PHOTO.jpg --out RUN_DIR          (single photo -> 3D relief)
     python -m core.pipeline PHOTO.jpg --out RUN_DIR --sticker "kawaii and chibi"   (-> 3D cartoon sticker)
 
@@ -29,6 +30,16 @@ from core.stages.sticker.themes import THEMES
 def list_photos(folder: Path) -> list[Path]:
     """Every visible file in a folder, sorted by name: non-images are kept so the capture stage can name them."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _millimetres(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive length in millimetres (e.g. 213)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dense depth: PatchMatch (depth + normal per pixel) or the plane sweep "
                              "(overrides the preset)")
     parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
+    for axis, what in (("height", "height"), ("width", "width (left to right, seen from the first photo)"),
+                       ("depth", "depth (front to back, seen from the first photo)")):
+        parser.add_argument(f"--{axis}-mm", type=_millimetres, metavar="MM",
+                            help=f"the product's known {what} in millimetres: the asset is scaled to it "
+                                 "(give one; height wins)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
@@ -108,7 +124,7 @@ def check_run_folder(out: Path, photos: Path, resume: bool, overwrite: bool) -> 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """The preset with the command line's changes (each option names one field of one config section)."""
     changes: dict[str, dict[str, Any]] = {"depth_prior": {}, "sfm": {}, "masks": {}, "depth": {}, "mesh": {},
-                                          "relief": {}}
+                                          "relief": {}, "asset": {}}
     if args.masks_dir:
         changes["masks"]["supplied_dir"] = str(args.masks_dir.resolve())
     if args.no_masks:
@@ -129,6 +145,10 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         changes["depth"]["method"] = args.depth_method
     if args.target_faces:
         changes["mesh"]["target_faces"] = changes["relief"]["target_faces"] = args.target_faces
+    for axis in ("height", "width", "depth"):
+        value = getattr(args, f"{axis}_mm")
+        if value is not None:
+            changes["asset"][f"{axis}_mm"] = value
     return preset_config(args.preset).with_changes(changes)
 
 

@@ -336,6 +336,19 @@ def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_
     return store.get_job(job.id) or job, problems
 
 
+KNOWN_DIMENSIONS = ("height", "width", "depth")
+"""What a catalogue may give of the product's size (the asset is scaled to it; core.config.AssetConfig)."""
+
+
+def known_size_changes(axis: str, millimetres: float | None) -> dict[str, dict[str, float]]:
+    """The config change for one known dimension (none when not given or not positive)."""
+    if axis not in KNOWN_DIMENSIONS:
+        raise ValueError(f"unknown dimension {axis!r}; one of {', '.join(KNOWN_DIMENSIONS)}")
+    if millimetres is None or not millimetres > 0:
+        return {}
+    return {"asset": {f"{axis}_mm": float(millimetres)}}
+
+
 def submit_folder(store: Store, folder: Path, *, product_name: str, sku: str, preset: str = "preview",
                   mode: JobMode = "multi_view", start: bool = True,
                   changes: Mapping[str, Mapping[str, Any]] | None = None) -> Job:

@@ -1,6 +1,7 @@
 """The stages of a reconstruction, one module (or small package) each, one typed entry function each.
 
-Multi-view: capture -> sfm -> depth -> depth_prior -> fusion -> isolation -> mesh. Single photo: capture -> relief.
+Multi-view: capture -> sfm -> masks -> depth -> depth_prior -> fusion -> isolation -> mesh -> asset. Single photo:
+capture -> relief.
 A stage's name is its module, its config section (core/config.py), its run folder (``RUN/<stage>/``) and the prefix
 of its artefacts (core/artifacts.py). Every entry function takes its typed inputs (earlier stages' results), the run
 folder, its config section and a ``StageProgress``, and returns a ``StageOutput`` subclass. Expected failures (too
