@@ -489,3 +489,17 @@ def relief_relative_depth(note: str) -> Finding:
     return Finding("info", f"Depth from the model is relative: the relief has true proportions across the photo but "
                            f"its depth extent is a guess ({note}) and it has no real-world size.",
                    "For true size, supply a metric depth map (phone LiDAR) or use several photos.")
+
+
+WRITE_ERRNOS = {13, 1, 28, 30, 122}
+"""EACCES, EPERM, ENOSPC, EROFS, EDQUOT: the run folder cannot be written (permissions, a full disk, a quota)."""
+
+
+def cannot_write(exc: OSError) -> str:
+    """The one message for a run folder that cannot be written (issue 15 item 4), wherever it is noticed."""
+    return (f"Cannot write to the run folder: it is not writable or the disk is full ({exc.strerror or exc}). Your "
+            "photos are kept; ask an admin to free space or fix the folder's permissions, then retry.")
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS

@@ -337,3 +337,22 @@ def test_a_relief_job_from_one_photo_and_its_depth_map(store: Store, tmp_path: P
     assert manifest.mode == "relief" and [s.name for s in manifest.stages] == ["capture", "relief"]
     assert manifest.run_id == job.id  # one id per run
     assert (store.run_dir(job) / manifest.artifacts["relief.glb"].path).stat().st_size > 0
+
+
+def test_an_unwritable_run_folder_fails_the_job_with_a_clear_message(store: Store, photo_dir: Path) -> None:
+    """Issue 15 item 4: a run folder that cannot be written fails the job (never left 'running') with one sentence
+    that says so; marking its manifest later never raises."""
+    from conftest import slow_run
+
+    job = _submit_without_worker(store, photo_dir)
+    run_dir = store.run_dir(job)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.write_text("not a folder")  # as unwritable as it gets, even for root
+    assert worker.run_worker(store, job.id, run=slow_run) == "failed"
+    job = store.get_job(job.id)
+    assert job.status == "failed" and "Cannot write to the run folder" in job.error and "memory" not in job.error
+    assert "Internal error" not in job.error
+    assert dispatch.mark_manifest(run_dir, "failed", "x") is False
+    run_dir.unlink()
+    (run_dir / "manifest.json").mkdir(parents=True)  # a record that cannot be read or replaced
+    assert dispatch.mark_manifest(run_dir, "failed", "x") is False
