@@ -356,3 +356,66 @@ def test_an_unwritable_run_folder_fails_the_job_with_a_clear_message(store: Stor
     run_dir.unlink()
     (run_dir / "manifest.json").mkdir(parents=True)  # a record that cannot be read or replaced
     assert dispatch.mark_manifest(run_dir, "failed", "x") is False
+
+
+def _zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", compression=compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return archive.getvalue()
+
+
+def test_a_zip_of_large_zero_members_stores_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 2: ten members of zeros just under the per-file limit are checked (type) before being kept;
+    nothing refused stays on disk; a draft's byte budget and the data folder's quota hold."""
+    zeros = _zip_of({f"IMG_{i}.jpg": b"\0" * 5_000_000 for i in range(10)})
+    assert len(zeros) < 100_000
+    draft = Store(tmp_path / "data").new_draft_dir()
+    received = intake.receive_upload(draft, "zeros.zip", zeros, existing=0)
+    assert len(received) == 10 and not any(p.accepted for p in received)
+    assert all("is not a photo" in p.reason for p in received)
+    assert intake.folder_bytes(draft) == 0
+    photo = write_photos(tmp_path / "p", count=3)
+    blobs = [p.read_bytes() for p in photo]
+    limits = intake.UploadLimits(max_total_bytes=len(blobs[0]) + len(blobs[1]) + len(blobs[2]) // 2)  # + thumbnails
+    kept = [intake.receive_upload(draft, f"IMG_{i}.jpg", b, existing=i, limits=limits)[0] for i, b in enumerate(blobs)]
+    assert [p.accepted for p in kept] == [True, True, False] and "fewer or smaller" in kept[2].reason
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_QUOTA_GB", "0.000001")  # 1 kB: already full
+    full = intake.receive_upload(draft, "IMG_9.jpg", blobs[2], existing=3)[0]
+    assert not full.accepted and "data folder is full" in full.reason
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_QUOTA_GB", "lots")
+    from core.settings import SettingsError
+    with pytest.raises(SettingsError, match="PRODUCT_STUDIO_DATA_QUOTA_GB='lots' is not a number"):
+        intake.receive_upload(draft, "IMG_9.jpg", blobs[2], existing=3)
+
+
+def _corrupt(data: bytes, find: bytes, replace: bytes) -> bytes:
+    assert find in data
+    return data.replace(find, replace, 1)
+
+
+def test_malformed_zips_get_one_message_and_leave_nothing(tmp_path: Path) -> None:
+    """Issue 15 item 5: encrypted, corrupt data, bad local header, CRC mismatch: one message naming the problem,
+    nothing of the zip kept (even photos before the damaged member)."""
+    photos = [p.read_bytes() for p in write_photos(tmp_path / "p", count=2)]
+    good = _zip_of({"a.jpg": photos[0], "b.jpg": photos[1]}, zipfile.ZIP_STORED)
+    deflated = _zip_of({"a.jpg": photos[0], "b.jpg": photos[1]})
+    encrypted = bytearray(good)
+    for offset in (0, good.index(b"PK\x01\x02")):  # the 'encrypted' bit in the local and the central header
+        encrypted[offset + (6 if offset == 0 else 8)] |= 1
+    second_local = good.index(b"PK\x03\x04", 4)
+    cases = {
+        "encrypted.zip": (bytes(encrypted), "password-protected"),
+        "crc.zip": (good[:second_local - 200] + bytes(b ^ 0xFF for b in good[second_local - 200:second_local - 100])
+                    + good[second_local - 100:], "checksum"),
+        "header.zip": (good[:second_local] + b"XX" + good[second_local + 2:], "header"),
+        "data.zip": (deflated[:200] + b"\xff" * 400 + deflated[600:], "damaged"),
+    }
+    for name, (data, problem) in cases.items():
+        folder = tmp_path / name
+        received = intake.receive_upload(folder, name, data, existing=0)
+        assert len(received) == 1 and not received[0].accepted, name
+        assert received[0].reason.startswith(f"{name}: ") and problem in received[0].reason, received[0].reason
+        assert intake.folder_bytes(folder) == 0, name  # nothing half-extracted
+    assert all(p.accepted for p in intake.receive_upload(tmp_path / "ok", "good.zip", good, existing=0))

@@ -78,6 +78,8 @@ def max_concurrent_jobs() -> int:
     """``$PRODUCT_STUDIO_MAX_JOBS``, or one job per two cores (a run uses every core it is given)."""
     configured = os.environ.get(MAX_JOBS_ENV, "").strip()
     if configured:
+        if not configured.isdigit():
+            raise ValueError(f"{MAX_JOBS_ENV}={configured!r} is not a whole number; set it to e.g. 2 or unset it.")
         return max(1, int(configured))
     return max(1, (os.cpu_count() or 2) // 2)
 

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -78,19 +79,49 @@ def receive_upload(folder: Path, name: str, data: bytes, existing: int,
     ``existing`` is how many photos the folder already holds (for numbering and the count limit). Returns one entry
     per photo, accepted or refused with a reason; nothing here raises for bad user input.
     """
+    # The byte budget of this draft: its photos (thumbnails are ours and small, at most one per accepted photo).
+    budget = limits.max_total_bytes - sum(p.stat().st_size for p in folder.glob("*") if p.is_file())
+    problem = storage_problem(folder)
+    if problem:
+        return [_refused(display_name(name), len(data), problem)]
     if display_name(name).lower().endswith(".zip"):
-        return _receive_zip(folder, name, data, existing, limits)
-    return [_receive_photo(folder, display_name(name), data, existing, limits)]
+        return _receive_zip(folder, name, data, existing, limits, budget)
+    return [_receive_photo(folder, display_name(name), data, existing, limits, budget)]
 
 
-def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: UploadLimits) -> UploadedPhoto:
+def storage_problem(folder: Path) -> str:
+    """Why nothing more may be stored (the data folder over its quota, or the disk nearly full), or ''."""
+    from core.settings import data_quota_bytes, min_free_bytes
+
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes():
+        return (f"The studio's disk is nearly full ({free / 1e9:.1f} GB free); nothing more can be stored. Ask an "
+                "admin to free space (old runs are removed after the retention time).")
+    quota = data_quota_bytes()
+    root = folder.parent.parent if folder.parent.name == "drafts" else None
+    if quota and root is not None:
+        used = sum(folder_bytes(root / part) for part in ("drafts", "uploads", "runs"))
+        if used >= quota:
+            return (f"The studio's data folder is full ({used / 1e9:.1f} of {quota / 1e9:.1f} GB); nothing more can "
+                    "be stored. Ask an admin to remove old runs or raise PRODUCT_STUDIO_DATA_QUOTA_GB.")
+    return ""
+
+
+def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: UploadLimits,
+                   budget: int | None = None) -> UploadedPhoto:
+    """Check, store and check again one photo; a rejected photo's file is deleted (nothing refused stays on disk)."""
     if position >= limits.max_photos:
         return _refused(name, len(data), f"{name}: over the limit of {limits.max_photos} photos per product; leave "
                                          "out near-duplicates.")
     if len(data) > limits.max_file_bytes:
-        return _refused(name, len(data), f"{name}: {len(data) / 1e6:.0f} MB is over the "
-                                         f"{limits.max_file_bytes / 1e6:.0f} MB limit; export it as a JPEG of a few "
-                                         "thousand pixels per side.")
+        return _refused(name, len(data), f"{name}: {_mb(len(data))} is over the {_mb(limits.max_file_bytes)} limit; "
+                                         "export it as a JPEG of a few thousand pixels per side.")
+    if budget is not None and len(data) > budget:
+        return _refused(name, len(data), f"{name}: the photos of this product would take more than "
+                                         f"{limits.max_total_bytes / 1e9:.0f} GB; upload fewer or smaller photos.")
+    if not looks_like_photo(data[:16]):
+        return _refused(name, len(data), f"{name}: is not a photo (JPEG, PNG, WebP, TIFF or HEIC); it was not kept.")
     folder.mkdir(parents=True, exist_ok=True)
     stored = generated_name(position, name)
     path = folder / stored
@@ -98,48 +129,119 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
     from core.stages.capture import inspect_photo
 
     check = inspect_photo(path, limits.capture_config(), name)
+    if not check.accepted:
+        path.unlink(missing_ok=True)
+        return _refused(name, len(data), check.reason)
     photo = UploadedPhoto(name, stored, len(data), check.status, check.reason, list(check.warnings), check.width,
                           check.height)
-    if photo.accepted:
-        make_thumbnail(path, folder / "thumbs")
+    make_thumbnail(path, folder / "thumbs")
     return photo
+
+
+def _mb(num_bytes: int) -> str:
+    """Sizes near a limit are shown with one decimal, so '60 MB is over the 60 MB limit' cannot happen."""
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes < 100e6 else f"{num_bytes / 1e6:.0f} MB"
+
+
+_PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*")
+
+
+def looks_like_photo(head: bytes) -> bool:
+    """The first bytes are those of a JPEG, PNG, TIFF, WebP or HEIC file (a cheap type check before storing)."""
+    return (head.startswith(_PHOTO_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or head[4:8] == b"ftyp")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def _refused(name: str, size: int, reason: str) -> UploadedPhoto:
     return UploadedPhoto(name, "", size, "rejected", reason)
 
 
-def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: UploadLimits) -> list[UploadedPhoto]:
-    """Unpack a zip safely: member names are never used as paths, sizes are checked before and while reading."""
+class _DamagedZip(Exception):
+    """A member could not be read as the zip declares it (the message names the problem)."""
+
+
+def _zip_problem(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, _DamagedZip):
+        return text
+    if "CRC" in text:
+        return "a photo in it is damaged (checksum mismatch)"
+    if "header" in text.lower() or "magic" in text.lower():
+        return "it is damaged (a file header is broken)"
+    if "password" in text.lower() or "encrypted" in text.lower():
+        return "it is password-protected"
+    if isinstance(exc, NotImplementedError):
+        return f"it uses a compression this studio cannot unpack ({text})"
+    return f"its data is damaged ({type(exc).__name__})"
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes:
+    """The member's bytes, read in chunks, never more than ``limit`` + 1 (a lying header cannot make us read more);
+    reading to the end makes zipfile check its CRC."""
+    chunks, total = [], 0
+    with archive.open(member) as fh:
+        while True:
+            chunk = fh.read(min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise _DamagedZip(f"{display_name(member.filename)} unpacks to more than it declares")
+    if total != member.file_size:
+        raise _DamagedZip(f"{display_name(member.filename)} is shorter than it declares")
+    return b"".join(chunks)
+
+
+def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: UploadLimits,
+                 budget: int | None = None) -> list[UploadedPhoto]:
+    """Unpack a zip safely: member names are never used as paths; each member's declared size, actual size and type
+    are checked before it is kept; a damaged zip is refused whole with one message and nothing of it stays."""
     label = display_name(name)
+    budget = limits.max_total_bytes if budget is None else budget
     if len(data) > limits.max_zip_bytes:
         return [_refused(label, len(data), f"{label}: the zip is over {limits.max_zip_bytes / 1e9:.0f} GB; split it "
                                            "into smaller zips.")]
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
         return [_refused(label, len(data), f"{label}: is not a valid .zip file; create it again.")]
     with archive:
         members = [m for m in archive.infolist() if _is_photo_member(m)]
+        if any(m.flag_bits & 0x1 for m in members):
+            return [_refused(label, len(data), f"{label}: is password-protected (encrypted); zip the photos again "
+                                               "without a password.")]
         declared = sum(m.file_size for m in members)
-        if declared > limits.max_total_bytes:
+        if declared > min(limits.max_total_bytes, budget):
             return [_refused(label, len(data), f"{label}: unpacks to {declared / 1e9:.1f} GB, over the "
-                                               f"{limits.max_total_bytes / 1e9:.0f} GB limit; upload fewer or smaller "
-                                               "photos.")]
+                                               f"{min(limits.max_total_bytes, budget) / 1e9:.1f} GB left for this "
+                                               "product; upload fewer or smaller photos.")]
         if not members:
             return [_refused(label, len(data), f"{label}: holds no photos (JPEG, PNG, WebP, TIFF).")]
-        results = []
-        for member in members:
-            member_name = display_name(member.filename)
-            position = existing + len(results)
-            if member.file_size > limits.max_file_bytes:
-                results.append(_refused(member_name, member.file_size, f"{member_name}: "
-                                        f"{member.file_size / 1e6:.0f} MB is over the "
-                                        f"{limits.max_file_bytes / 1e6:.0f} MB limit."))
-                continue
-            with archive.open(member) as fh:
-                content = fh.read(limits.max_file_bytes + 1)  # a lying header cannot make us read more than this
-            results.append(_receive_photo(folder, member_name, content, position, limits))
+        results: list[UploadedPhoto] = []
+        try:
+            for member in members:
+                member_name = display_name(member.filename)
+                position = existing + len(results)
+                if member.file_size > limits.max_file_bytes:
+                    results.append(_refused(member_name, member.file_size, f"{member_name}: "
+                                            f"{_mb(member.file_size)} is over the {_mb(limits.max_file_bytes)} limit."))
+                    continue
+                content = _read_member(archive, member, min(limits.max_file_bytes, max(budget, 0)))
+                results.append(_receive_photo(folder, member_name, content, position, limits, budget))
+                if results[-1].accepted:
+                    budget -= len(content)
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, ValueError,
+                _DamagedZip) as exc:
+            discard_intake(folder, results)  # nothing half-extracted stays
+            logger.info("zip %s refused: %s", label, exc)
+            return [_refused(label, len(data), f"{label}: {_zip_problem(exc)}; nothing from it was kept. Create the "
+                                               "zip again from the original photos.")]
         return results
 
 

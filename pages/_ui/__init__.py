@@ -37,8 +37,10 @@ PAGE_REVIEW = "pages/4_Review.py"
 
 @st.cache_resource
 def _store(root: str) -> Store:
+    from core.settings import draft_retention_s
+
     store = Store(Path(root))
-    store.prune_drafts()  # once per server start is enough
+    store.prune_drafts(draft_retention_s())  # once per server start is enough
     return store
 
 
@@ -46,8 +48,13 @@ def setup(title: str, icon: str = ":material/deployed_code:") -> Store:
     """Page config, logging, the store; and a dispatch, so queued jobs start whenever anyone opens a page."""
     st.set_page_config(page_title=f"{title} · Product Studio", page_icon=icon, layout="wide")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = _store(str(data_dir()))
-    dispatch.dispatch(store)
+    try:
+        store = _store(str(data_dir()))
+        dispatch.dispatch(store)
+    except (ValueError, OSError) as exc:  # a mistyped setting or a data path that is a file: one line, no trace
+        logging.getLogger(__name__).error("studio settings: %s", exc)
+        st.error(f"The studio is not set up correctly: {exc}")
+        st.stop()
     return store
 
 
