@@ -148,7 +148,7 @@ if st.button("Start", type="primary", disabled=bool(blockers)):
         st.session_state.pop(key, None)
     st.session_state["depth_problems"] = problems
     st.query_params["job"] = job.id
-    st.toast(f"Queued {job_title(job)}")
+    st.toast(f"Queued {esc(job_title(job))}")
     st.rerun()
 if blockers:
     st.caption("To start: " + "; ".join(blockers) + ".")

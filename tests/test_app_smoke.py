@@ -204,3 +204,41 @@ def test_job_page_cancels_a_running_job(studio_data: Path, tmp_path: Path, monke
     while time.time() < deadline and not store.get_job(job.id).is_final:
         time.sleep(0.3)
     assert store.get_job(job.id).status == "cancelled"
+
+
+HOSTILE = ["![x](http://127.0.0.1:9/px.png)", "<img src=http://127.0.0.1:9/a.png>", "[click](javascript:alert(1))",
+           "**bold** `code` :red[red] $x$"]
+
+
+def _rendered(app: AppTest) -> list[str]:
+    """Every string the page hands to Streamlit's markdown renderer (text elements, page-link labels, progress
+    texts, toasts)."""
+    parts = [str(e.value) for kind in ("markdown", "caption", "info", "warning", "error", "success", "toast")
+             for e in app.get(kind)]
+    for kind in ("page_link", "progress"):
+        for element in app.get(kind):
+            proto = element.proto
+            parts += [str(getattr(proto, field)) for field in ("label", "text") if hasattr(proto, field)]
+    return parts
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_hostile_names_are_never_rendered_as_markup(page: str, studio_data: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 6: product names and SKUs with Markdown images, links and HTML reach every page (the queue
+    link on Home included) only escaped."""
+    from core.jobs import intake
+
+    monkeypatch.setenv("PRODUCT_STUDIO_MAX_JOBS", "1")
+    photos = write_photos(tmp_path / "p", count=3)[0].parent
+    store = Store()
+    jobs = [intake.submit_folder(store, photos, product_name=name, sku=name, start=False) for name in HOSTILE]
+    store.take_queued(jobs[0].id)  # one in the queue's running list, the others waiting
+    app = _run(page, jobs[0].id)
+    assert not app.exception, app.exception
+    rendered = _rendered(app)
+    assert any("127" in text for text in rendered) or page != "Home.py"  # the names did reach the page
+    for text in rendered:
+        for name in HOSTILE:
+            assert name not in text, (page, text)
+        assert "](" not in text.replace("\\](", "").replace("\\]\\(", ""), (page, text)
