@@ -68,8 +68,9 @@ def receive(files: list) -> list[UploadedPhoto]:
         keys.append(key)
         if key not in received:
             with st.spinner(f"Checking {upload.name}…"):
-                received[key] = intake.receive_upload(folder, upload.name, upload.getvalue(),
-                                                      st.session_state.get("next_position", 0))
+                kept = sum(p.accepted for photos in received.values() for p in photos)  # removed ones do not count
+                received[key] = intake.receive_upload(folder, upload.name, upload.getvalue(), kept,
+                                                      position=st.session_state.get("next_position", 0))
             st.session_state["next_position"] = st.session_state.get("next_position", 0) + max(1, len(received[key]))
     for key in [k for k in received if k not in keys]:
         intake.discard_intake(folder, received.pop(key))

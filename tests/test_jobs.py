@@ -262,11 +262,11 @@ def test_job_progress_estimates_time_left(store: Store, photo_dir: Path) -> None
 
 
 def test_zip_intake_is_safe_and_limited(tmp_path: Path) -> None:
-    photo = write_photos(tmp_path / "p", count=1)[0].read_bytes()
+    photo, other = (p.read_bytes() for p in write_photos(tmp_path / "p", count=2))  # two: copies are refused
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../../../etc/passwd.jpg", photo)
-        zf.writestr("/abs/IMG 1.JPG", photo)
+        zf.writestr("/abs/IMG 1.JPG", other)
         zf.writestr("__MACOSX/._IMG.jpg", b"junk")
         zf.writestr("readme.txt", b"hello")
     folder = tmp_path / "draft"
@@ -419,3 +419,20 @@ def test_malformed_zips_get_one_message_and_leave_nothing(tmp_path: Path) -> Non
         assert received[0].reason.startswith(f"{name}: ") and problem in received[0].reason, received[0].reason
         assert intake.folder_bytes(folder) == 0, name  # nothing half-extracted
     assert all(p.accepted for p in intake.receive_upload(tmp_path / "ok", "good.zip", good, existing=0))
+
+
+def test_upload_checks_refuse_exact_copies_and_count_only_kept_photos(tmp_path: Path) -> None:
+    """Issue 15 item 10: six copies of one photo are one photo (as the capture stage would say); the photo limit
+    counts the photos kept, not those refused or removed."""
+    photo = write_photos(tmp_path / "p", count=1)[0].read_bytes()
+    folder = tmp_path / "draft"
+    received = [intake.receive_upload(folder, f"copy{i}.jpg", photo, existing=0, position=i)[0] for i in range(6)]
+    assert [p.accepted for p in received] == [True] + [False] * 5
+    assert all("exact copy" in p.reason and p.reason.startswith(f"copy{i + 1}.jpg") for i, p in enumerate(received[1:]))
+    zipped = intake.receive_upload(folder, "more.zip", _zip_of({"a.jpg": photo, "b.jpg": photo}), existing=1,
+                                   position=6)
+    assert not any(p.accepted for p in zipped) and len(list(folder.glob("*.jpg"))) == 1
+    intake.discard_intake(folder, received[:1])  # the user removed it: a copy may come in again
+    limits = intake.UploadLimits(max_photos=1)
+    again = intake.receive_upload(folder, "copy9.jpg", photo, existing=0, limits=limits, position=9)[0]
+    assert again.accepted and again.stored.startswith("009_")

@@ -6,6 +6,7 @@ Nothing here raises for bad user input: every refused file comes back as an ``Up
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -73,20 +74,24 @@ def generated_name(position: int, name: str) -> str:
 
 
 def receive_upload(folder: Path, name: str, data: bytes, existing: int,
-                   limits: UploadLimits = UPLOAD_LIMITS) -> list[UploadedPhoto]:
+                   limits: UploadLimits = UPLOAD_LIMITS, position: int | None = None) -> list[UploadedPhoto]:
     """Store and check one uploaded file (a photo, or a .zip of photos) in ``folder``.
 
-    ``existing`` is how many photos the folder already holds (for numbering and the count limit). Returns one entry
-    per photo, accepted or refused with a reason; nothing here raises for bad user input.
+    ``existing`` is how many photos the folder already holds (the count limit: photos the user removed do not
+    count); ``position`` numbers the stored files (default ``existing``; the app passes a counter that never goes
+    back, so names stay unique). An exact copy of a photo already in the folder is refused, as the capture stage
+    would (issue 15 item 10). Returns one entry per photo, accepted or refused with a reason; nothing here raises
+    for bad user input.
     """
+    offset = (existing if position is None else position) - existing
     # The byte budget of this draft: its photos (thumbnails are ours and small, at most one per accepted photo).
     budget = limits.max_total_bytes - sum(p.stat().st_size for p in folder.glob("*") if p.is_file())
     problem = storage_problem(folder)
     if problem:
         return [_refused(display_name(name), len(data), problem)]
     if display_name(name).lower().endswith(".zip"):
-        return _receive_zip(folder, name, data, existing, limits, budget)
-    return [_receive_photo(folder, display_name(name), data, existing, limits, budget)]
+        return _receive_zip(folder, name, data, existing, limits, budget, offset)
+    return [_receive_photo(folder, display_name(name), data, existing, limits, budget, offset)]
 
 
 def storage_problem(folder: Path) -> str:
@@ -109,7 +114,7 @@ def storage_problem(folder: Path) -> str:
 
 
 def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: UploadLimits,
-                   budget: int | None = None) -> UploadedPhoto:
+                   budget: int | None = None, offset: int = 0) -> UploadedPhoto:
     """Check, store and check again one photo; a rejected photo's file is deleted (nothing refused stays on disk)."""
     if position >= limits.max_photos:
         return _refused(name, len(data), f"{name}: over the limit of {limits.max_photos} photos per product; leave "
@@ -122,8 +127,12 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
                                          f"{limits.max_total_bytes / 1e9:.0f} GB; upload fewer or smaller photos.")
     if not looks_like_photo(data[:16]):
         return _refused(name, len(data), f"{name}: is not a photo (JPEG, PNG, WebP, TIFF or HEIC); it was not kept.")
+    twin = _exact_copy(folder, data)
+    if twin:
+        return _refused(name, len(data), f"{name}: is an exact copy of a photo already uploaded ({twin}); remove "
+                                         "one of them.")
     folder.mkdir(parents=True, exist_ok=True)
-    stored = generated_name(position, name)
+    stored = generated_name(position + offset, name)
     path = folder / stored
     path.write_bytes(data)
     from core.stages.capture import inspect_photo
@@ -136,6 +145,17 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
                           check.height)
     make_thumbnail(path, folder / "thumbs")
     return photo
+
+
+def _exact_copy(folder: Path, data: bytes) -> str:
+    """The stored name of a file in ``folder`` with exactly these bytes (sha256, the capture stage's test), or ''."""
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256(data).digest()
+    for path in folder.iterdir():
+        if path.is_file() and path.stat().st_size == len(data) and hashlib.sha256(path.read_bytes()).digest() == digest:
+            return path.name[4:] if path.name[:3].isdigit() else path.name
+    return ""
 
 
 def _mb(num_bytes: int) -> str:
@@ -199,7 +219,7 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) 
 
 
 def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: UploadLimits,
-                 budget: int | None = None) -> list[UploadedPhoto]:
+                 budget: int | None = None, offset: int = 0) -> list[UploadedPhoto]:
     """Unpack a zip safely: member names are never used as paths; each member's declared size, actual size and type
     are checked before it is kept; a damaged zip is refused whole with one message and nothing of it stays."""
     label = display_name(name)
@@ -227,13 +247,13 @@ def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: Up
         try:
             for member in members:
                 member_name = display_name(member.filename)
-                position = existing + len(results)
+                position = existing + sum(r.accepted for r in results)  # only kept photos count
                 if member.file_size > limits.max_file_bytes:
                     results.append(_refused(member_name, member.file_size, f"{member_name}: "
                                             f"{_mb(member.file_size)} is over the {_mb(limits.max_file_bytes)} limit."))
                     continue
                 content = _read_member(archive, member, min(limits.max_file_bytes, max(budget, 0)))
-                results.append(_receive_photo(folder, member_name, content, position, limits, budget))
+                results.append(_receive_photo(folder, member_name, content, position, limits, budget, offset))
                 if results[-1].accepted:
                     budget -= len(content)
         except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, ValueError,
