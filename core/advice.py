@@ -132,9 +132,11 @@ def capture_findings(rejected_reasons: Sequence[str], issues: Mapping[str, Seque
     findings = [Finding("error", reason) for reason in rejected_reasons]
     findings.extend(issue_findings(issues, metrics.get("photos_accepted", 0)))
     if metrics.get("cameras", 1) > 1 or metrics.get("resolutions", 1) > 1:
+        mixed = [f"{count(metrics[key], noun)}" for key, noun in (("cameras", "camera"), ("resolutions", "resolution"))
+                 if metrics.get(key, 1) > 1]
         findings.append(Finding(
-            "warning", f"The photos come from {metrics['cameras']} cameras or {metrics['resolutions']} resolutions; "
-                       "each is calibrated separately, which is less accurate.",
+            "warning", f"The photos come from {' and '.join(mixed)}; each is calibrated separately, which is less "
+                       "accurate.",
             "Shoot all photos of one product with the same camera, zoom and resolution."))
     accepted, given = metrics.get("photos_accepted", 0), metrics.get("photos_given", 0)
     if accepted >= needed:
@@ -503,3 +505,8 @@ def cannot_write(exc: OSError) -> str:
 
 def is_write_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+
+
+def count(number: int, noun: str) -> str:
+    """'1 camera', '2 cameras' (issue 15: no '1 cameras')."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

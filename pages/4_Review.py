@@ -35,6 +35,10 @@ if not ids:
     st.stop()
 wanted = st.query_params.get("job")
 by_id = {j.id: j for j in all_jobs}
+if wanted and wanted not in by_id:
+    st.warning("The run in the link does not exist (any more); pick one below.")
+elif wanted and wanted not in ids:
+    st.info("The run in the link is hidden by the filters above; showing the first one that matches.")
 chosen = st.selectbox("Run to review", ids, index=ids.index(wanted) if wanted in ids else 0,
                       format_func=lambda i: f"{job_title(by_id[i])} · {when(by_id[i].created)}")
 if chosen != wanted:

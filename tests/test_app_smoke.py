@@ -101,10 +101,10 @@ def test_review_records_a_decision(finished_job) -> None:
 def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRODUCT_STUDIO_WORKER", "tests.slow_worker")
-    photos = write_photos(tmp_path / "p", count=3)
+    *photos, zipped = write_photos(tmp_path / "p", count=4)  # the zip's photo is another one: copies are refused
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("../../evil/IMG_0100.jpg", photos[0].read_bytes())
+        zf.writestr("../../evil/IMG_0100.jpg", zipped.read_bytes())
         zf.writestr("notes.txt", b"not a photo")
     uploads = [(p.name, p.read_bytes(), "image/jpeg") for p in photos]
     uploads += [("broken.jpg", b"not really a jpeg", "image/jpeg"), ("more.zip", archive.getvalue(), "application/zip")]

@@ -436,3 +436,19 @@ def test_upload_checks_refuse_exact_copies_and_count_only_kept_photos(tmp_path: 
     limits = intake.UploadLimits(max_photos=1)
     again = intake.receive_upload(folder, "copy9.jpg", photo, existing=0, limits=limits, position=9)[0]
     assert again.accepted and again.stored.startswith("009_")
+
+
+def test_wording_of_counts_sizes_and_long_names() -> None:
+    """Issue 15 minor: '1 camera', sizes that differ from the limit they break, shortened names keep the extension."""
+    from core import advice
+
+    finding = advice.capture_findings([], {}, {"cameras": 1, "resolutions": 2, "photos_accepted": 5}, 3)
+    assert any("from 2 resolutions;" in f.message for f in finding) and not any("1 cameras" in f.message
+                                                                                for f in finding)
+    long = intake.display_name("x" * 300 + ".jpeg")
+    assert len(long) <= 120 and long.endswith("….jpeg")
+    limits = intake.UploadLimits(max_file_bytes=60_000_000)
+    refused = intake._receive_photo(Path("/nonexistent"), "big.jpg", b"\xff\xd8\xff" + b"0" * 60_000_000, 0, limits)
+    assert "60,000,003 bytes is over the 60,000,000-byte limit" in refused.reason, refused.reason
+    bigger = intake._receive_photo(Path("/nonexistent"), "big.jpg", b"\xff\xd8\xff" + b"0" * 61_200_000, 0, limits)
+    assert "61.2 MB is over the 60.0 MB limit" in bigger.reason, bigger.reason

@@ -62,7 +62,11 @@ UPLOAD_LIMITS = UploadLimits()
 
 def display_name(name: str) -> str:
     """The last part of a user-given file name, for display (zip members may carry folders)."""
-    return PurePosixPath(name.replace("\\", "/")).name[:120] or "unnamed"
+    name = PurePosixPath(name.replace("\\", "/")).name or "unnamed"
+    if len(name) <= 120:
+        return name
+    suffix = PurePosixPath(name).suffix[:10]  # a long name is shortened in its stem: the extension stays
+    return f"{name[:119 - len(suffix)]}…{suffix}"
 
 
 def generated_name(position: int, name: str) -> str:
@@ -120,7 +124,7 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
         return _refused(name, len(data), f"{name}: over the limit of {limits.max_photos} photos per product; leave "
                                          "out near-duplicates.")
     if len(data) > limits.max_file_bytes:
-        return _refused(name, len(data), f"{name}: {_mb(len(data))} is over the {_mb(limits.max_file_bytes)} limit; "
+        return _refused(name, len(data), f"{name}: {_over(len(data), limits.max_file_bytes)}; "
                                          "export it as a JPEG of a few thousand pixels per side.")
     if budget is not None and len(data) > budget:
         return _refused(name, len(data), f"{name}: the photos of this product would take more than "
@@ -156,6 +160,13 @@ def _exact_copy(folder: Path, data: bytes) -> str:
         if path.is_file() and path.stat().st_size == len(data) and hashlib.sha256(path.read_bytes()).digest() == digest:
             return path.name[4:] if path.name[:3].isdigit() else path.name
     return ""
+
+
+def _over(size: int, limit: int) -> str:
+    """'61.2 MB is over the 60.0 MB limit'; in bytes when the two would read the same."""
+    if _mb(size) == _mb(limit):
+        return f"{size:,} bytes is over the {limit:,}-byte limit"
+    return f"{_mb(size)} is over the {_mb(limit)} limit"
 
 
 def _mb(num_bytes: int) -> str:
@@ -250,7 +261,7 @@ def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: Up
                 position = existing + sum(r.accepted for r in results)  # only kept photos count
                 if member.file_size > limits.max_file_bytes:
                     results.append(_refused(member_name, member.file_size, f"{member_name}: "
-                                            f"{_mb(member.file_size)} is over the {_mb(limits.max_file_bytes)} limit."))
+                                            f"{_over(member.file_size, limits.max_file_bytes)}."))
                     continue
                 content = _read_member(archive, member, min(limits.max_file_bytes, max(budget, 0)))
                 results.append(_receive_photo(folder, member_name, content, position, limits, budget, offset))
