@@ -62,18 +62,17 @@ def receive(files: list) -> list[UploadedPhoto]:
     """Store and check newly added files once; forget the ones the user removed from the list."""
     folder = draft_folder()
     received: dict[str, list[UploadedPhoto]] = st.session_state.setdefault("intake", {})
-    keys = []
+    keys = [upload.file_id for upload in files]
+    for key in [k for k in received if k not in keys]:  # removed first: a photo taken out may come back in
+        intake.discard_intake(folder, received.pop(key))
     for upload in files:
         key = upload.file_id
-        keys.append(key)
         if key not in received:
             with st.spinner(f"Checking {upload.name}…"):
                 kept = sum(p.accepted for photos in received.values() for p in photos)  # removed ones do not count
                 received[key] = intake.receive_upload(folder, upload.name, upload.getvalue(), kept,
                                                       position=st.session_state.get("next_position", 0))
             st.session_state["next_position"] = st.session_state.get("next_position", 0) + max(1, len(received[key]))
-    for key in [k for k in received if k not in keys]:
-        intake.discard_intake(folder, received.pop(key))
     return [photo for key in keys for photo in received[key]]
 
 
