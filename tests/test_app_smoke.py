@@ -242,3 +242,31 @@ def test_hostile_names_are_never_rendered_as_markup(page: str, studio_data: Path
         for name in HOSTILE:
             assert name not in text, (page, text)
         assert "](" not in text.replace("\\](", "").replace("\\]\\(", ""), (page, text)
+
+
+def test_review_needs_a_login_once_reviewers_exist(finished_job, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 12: with reviewers in the store, decisions need a login (scrypt-hashed password) and carry the
+    logged-in name, whatever name anyone would type."""
+    from core.cli.users import main as users
+
+    store = Store()
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
+    assert users(["add", "Rita", "--password-stdin"]) == 0
+    assert store.users() == ["Rita"] and store.check_password("Rita", "correct horse battery")
+    assert not store.check_password("Rita", "wrong password") and not store.check_password("Eve", "x" * 10)
+    assert b"correct" not in store.db_path.read_bytes()
+    app = _run("pages/4_Review.py", finished_job.id)
+    assert not app.exception and "Log in to review" in _texts(app)
+    assert not any(b.label == "Save decision" for b in app.button)
+    app.text_input[-2].set_value("Rita")
+    app.text_input[-1].set_value("wrong password")
+    next(b for b in app.button if b.label == "Log in").click()
+    app.run()
+    assert "wrong password" in _texts(app).lower()
+    app.text_input[-1].set_value("correct horse battery")
+    next(b for b in app.button if b.label == "Log in").click()
+    app.run()
+    assert not app.exception, app.exception
+    next(b for b in app.button if b.label == "Save decision").click()
+    app.run()
+    assert [r.reviewer for r in store.reviews(finished_job.id)] == ["Rita"]
