@@ -29,7 +29,10 @@ def show_job(job_id: str) -> None:
         return
     if job.is_final:
         run_links(job)
-        if job.status in ("failed", "cancelled") and st.button("Run it again with the same photos"):
+        if job.status in ("failed", "cancelled") and st.button(
+                "Run it again with the same photos",
+                help="Starts a new run from the beginning with the same photos and settings; this run stays as it "
+                     "was."):
             new = intake.retry_job(store, job)
             st.query_params["job"] = new.id
             st.rerun()
