@@ -48,7 +48,7 @@ c3.metric("Runs at once", dispatch.max_concurrent_jobs())
 for job in active + list(reversed(queued)):
     progress = status.job_progress(job)
     cols = st.columns([3, 4, 2])
-    cols[0].page_link(PAGE_NEW, label=f"{STATUS_ICONS.get(job.status, '')} {job_title(job)}",
+    cols[0].page_link(PAGE_NEW, label=f"{STATUS_ICONS.get(job.status, '')} {esc(job_title(job))}",
                       query_params={"job": job.id})
     cols[1].progress(progress.overall, text=esc(progress.message))
     cols[2].write(status.format_duration(progress.elapsed_s) if job.started else "waiting")

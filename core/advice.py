@@ -132,9 +132,11 @@ def capture_findings(rejected_reasons: Sequence[str], issues: Mapping[str, Seque
     findings = [Finding("error", reason) for reason in rejected_reasons]
     findings.extend(issue_findings(issues, metrics.get("photos_accepted", 0)))
     if metrics.get("cameras", 1) > 1 or metrics.get("resolutions", 1) > 1:
+        mixed = [f"{count(metrics[key], noun)}" for key, noun in (("cameras", "camera"), ("resolutions", "resolution"))
+                 if metrics.get(key, 1) > 1]
         findings.append(Finding(
-            "warning", f"The photos come from {metrics['cameras']} cameras or {metrics['resolutions']} resolutions; "
-                       "each is calibrated separately, which is less accurate.",
+            "warning", f"The photos come from {' and '.join(mixed)}; each is calibrated separately, which is less "
+                       "accurate.",
             "Shoot all photos of one product with the same camera, zoom and resolution."))
     accepted, given = metrics.get("photos_accepted", 0), metrics.get("photos_given", 0)
     if accepted >= needed:
@@ -583,3 +585,22 @@ def asset_profile(label: str, entry: Mapping[str, Any]) -> Finding:
                        "Upload the variant to this marketplace.")
     left = "; ".join(variant["reasons"]) if variant else reasons
     return Finding("warning", f"{label}: fails ({left}).", "See the reasons; a known dimension fixes the real size.")
+
+
+WRITE_ERRNOS = {13, 1, 28, 30, 122}
+"""EACCES, EPERM, ENOSPC, EROFS, EDQUOT: the run folder cannot be written (permissions, a full disk, a quota)."""
+
+
+def cannot_write(exc: OSError) -> str:
+    """The one message for a run folder that cannot be written (issue 15 item 4), wherever it is noticed."""
+    return (f"Cannot write to the run folder: it is not writable or the disk is full ({exc.strerror or exc}). Your "
+            "photos are kept; ask an admin to free space or fix the folder's permissions, then retry.")
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+
+
+def count(number: int, noun: str) -> str:
+    """'1 camera', '2 cameras' (issue 15: no '1 cameras')."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -257,6 +257,9 @@ class PipelineConfig:
             if unknown:
                 raise ValueError(f"unknown field(s) {', '.join(unknown)} in config section {name!r}; "
                                  f"its fields: {', '.join(sorted(known))}")
+            # JSON has no tuples: a recorded tuple field comes back as a list (frozen sections keep tuples).
+            values = {k: tuple(v) if isinstance(v, list) and isinstance(getattr(section, k), tuple) else v
+                      for k, v in values.items()}
             sections[name] = dataclasses.replace(section, **values)
         return dataclasses.replace(self, **sections)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core import advice
 from core.artifacts import REGISTRY, Artifact, checksum
 from core.config import PipelineConfig, preset_config
 from core.manifest import (
@@ -526,8 +527,9 @@ def run_stages(mode: RunMode, photos: list[Path], run_dir: Path, config: Pipelin
             except Exception as exc:  # a bug, not bad input: keep the trace for us, a sentence for the user
                 record.status, record.seconds = "failed", round(time.perf_counter() - started, 2)
                 logger.error("stage %s crashed:\n%s", stage.name, traceback.format_exc())
-                reason = (f"Internal error in the '{stage.label}' stage ({type(exc).__name__}: {exc}). The photos and "
-                          "finished stages are kept; details are in logs/run.log. Please report it.")
+                reason = advice.cannot_write(exc) if advice.is_write_failure(exc) else (  # type: ignore[arg-type]
+                    f"Internal error in the '{stage.label}' stage ({type(exc).__name__}: {exc}). The photos and "
+                    "finished stages are kept; details are in logs/run.log. Please report it.")
                 record.findings.append(Finding("error", reason))
                 manifest.status, manifest.failure_reason = "failed", reason
                 return manifest

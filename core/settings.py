@@ -1,14 +1,13 @@
-"""Operator settings read from the environment, in one place, each checked with a one-line message.
+"""Operator settings: the environment variables that size and clean the studio's storage, read and checked here.
 
-    PRODUCT_STUDIO_DATA             the data folder (jobs database, drafts, uploads, runs); default <repo>/data
-    PRODUCT_STUDIO_MAX_JOBS         runs at once (default: one per two cores)
-    PRODUCT_STUDIO_QUOTA_GB         the most the data folder may hold; uploads are refused above it (0 = no quota)
-    PRODUCT_STUDIO_DRAFT_HOURS      unsubmitted uploads (closed tabs) are deleted after this many hours (default 48)
-    PRODUCT_STUDIO_SAMPLE_RUNS      sample runs kept; older ones are deleted (default 3)
-    PRODUCT_STUDIO_RUN_DAYS         finished runs not approved are deleted after this many days (0 = keep, default)
+    PRODUCT_STUDIO_DATA_QUOTA_GB        most the data folder's drafts, uploads and runs may hold (default 0 = none)
+    PRODUCT_STUDIO_MIN_FREE_GB          uploads are refused when the disk has less free (default 2)
+    PRODUCT_STUDIO_DRAFT_RETENTION_H    drafts nobody started are deleted after this many hours (default 48)
+    PRODUCT_STUDIO_SAMPLE_RUNS          sample runs kept; older ones are deleted at server start (default 3)
+    PRODUCT_STUDIO_RUN_DAYS             finished runs nobody approved are deleted after this many days (0 = keep)
+    PRODUCT_STUDIO_MAX_JOBS             runs at once (core/jobs/backend.py; default one per two cores)
 
-A wrong value (``PRODUCT_STUDIO_MAX_JOBS=two``, a data path that is a file) raises ``SettingsError`` whose message
-names the variable and what it must be; the CLI and the app show that one line, never a traceback.
+A value that is not a number stops the app or command with one line that names the variable (``SettingsError``).
 """
 
 from __future__ import annotations
@@ -18,7 +17,33 @@ from pathlib import Path
 
 
 class SettingsError(ValueError):
-    """An operator setting has a value the studio cannot use (the message says which and why)."""
+    """A setting with a value that cannot be used; the message is one line for the operator."""
+
+
+def number_setting(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; set it to a number (at least {minimum:g}) or unset "
+                            "it.") from None
+    if not value >= minimum:
+        raise SettingsError(f"{name}={raw!r} is below {minimum:g}; set it to at least {minimum:g} or unset it.")
+    return value
+
+
+def data_quota_bytes() -> int:
+    return int(number_setting("PRODUCT_STUDIO_DATA_QUOTA_GB", 0.0) * 1e9)
+
+
+def min_free_bytes() -> int:
+    return int(number_setting("PRODUCT_STUDIO_MIN_FREE_GB", 2.0) * 1e9)
+
+
+def draft_retention_s() -> float:
+    return number_setting("PRODUCT_STUDIO_DRAFT_RETENTION_H", 48.0) * 3600.0
 
 
 def env_int(name: str, default: int, minimum: int = 0) -> int:
@@ -26,28 +51,12 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    if not raw.lstrip("-").isdigit():
         raise SettingsError(f"{name}={raw!r} is not a whole number; set it to a number of at least {minimum} "
-                            "or unset it.") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value} is below {minimum}; set it to at least {minimum} or unset it.")
-    return value
-
-
-def env_float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number; set it to a number of at least {minimum:g} "
-                            "or unset it.") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={value:g} is below {minimum:g}; set it to at least {minimum:g} or unset it.")
-    return value
+                            "or unset it.")
+    if int(raw) < minimum:
+        raise SettingsError(f"{name}={raw} is below {minimum}; set it to at least {minimum} or unset it.")
+    return int(raw)
 
 
 def checked_data_dir(path: Path) -> Path:
@@ -64,31 +73,11 @@ def checked_data_dir(path: Path) -> Path:
     return path
 
 
-def quota_bytes() -> int:
-    """``$PRODUCT_STUDIO_QUOTA_GB`` in bytes (0: no quota)."""
-    return int(env_float("PRODUCT_STUDIO_QUOTA_GB", 0.0) * 1e9)
-
-
-def draft_retention_s() -> float:
-    return env_float("PRODUCT_STUDIO_DRAFT_HOURS", 48.0, minimum=0.01) * 3600.0
-
-
 def sample_runs_kept() -> int:
+    """``$PRODUCT_STUDIO_SAMPLE_RUNS``: sample runs kept; older ones are deleted (default 3)."""
     return env_int("PRODUCT_STUDIO_SAMPLE_RUNS", 3, minimum=1)
 
 
 def run_retention_s() -> float:
-    """Seconds after which a finished, unapproved run is deleted (0: runs are kept)."""
-    return env_float("PRODUCT_STUDIO_RUN_DAYS", 0.0) * 86400.0
-
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under ``folder`` (links not followed)."""
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
+    """``$PRODUCT_STUDIO_RUN_DAYS``: finished runs nobody approved are deleted after this many days (0 = kept)."""
+    return number_setting("PRODUCT_STUDIO_RUN_DAYS", 0.0) * 86400.0

@@ -33,7 +33,10 @@ def show_job(job_id: str) -> None:
         if job.mode == "sticker" and job.status == "done":
             sticker_ui.show_result(open_run(store.run_dir(job)))
         run_links(job)
-        if job.status in ("failed", "cancelled") and st.button("Run it again with the same photos"):
+        if job.status in ("failed", "cancelled") and st.button(
+                "Run it again with the same photos",
+                help="Starts a new run from the beginning with the same photos and settings; this run stays as it "
+                     "was."):
             new = intake.retry_job(store, job)
             st.query_params["job"] = new.id
             st.rerun()
@@ -66,17 +69,17 @@ def receive(files: list) -> list[UploadedPhoto]:
     """Store and check newly added files once; forget the ones the user removed from the list."""
     folder = draft_folder()
     received: dict[str, list[UploadedPhoto]] = st.session_state.setdefault("intake", {})
-    keys = []
+    keys = [upload.file_id for upload in files]
+    for key in [k for k in received if k not in keys]:  # removed first: a photo taken out may come back in
+        intake.discard_intake(folder, received.pop(key))
     for upload in files:
         key = upload.file_id
-        keys.append(key)
         if key not in received:
             with st.spinner(f"Checking {upload.name}…"):
-                received[key] = intake.receive_upload(folder, upload.name, upload.getvalue(),
-                                                      st.session_state.get("next_position", 0))
+                kept = sum(p.accepted for photos in received.values() for p in photos)  # removed ones do not count
+                received[key] = intake.receive_upload(folder, upload.name, upload.getvalue(), kept,
+                                                      position=st.session_state.get("next_position", 0))
             st.session_state["next_position"] = st.session_state.get("next_position", 0) + max(1, len(received[key]))
-    for key in [k for k in received if k not in keys]:
-        intake.discard_intake(folder, received.pop(key))
     return [photo for key in keys for photo in received[key]]
 
 
@@ -166,7 +169,7 @@ if st.button("Start", type="primary", disabled=bool(blockers)):
         st.session_state.pop(key, None)
     st.session_state["depth_problems"] = problems
     st.query_params["job"] = job.id
-    st.toast(f"Queued {job_title(job)}")
+    st.toast(f"Queued {esc(job_title(job))}")
     st.rerun()
 if blockers:
     st.caption("To start: " + "; ".join(blockers) + ".")

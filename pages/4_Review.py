@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from core.jobs.status import review_row
@@ -35,6 +37,10 @@ if not ids:
     st.stop()
 wanted = st.query_params.get("job")
 by_id = {j.id: j for j in all_jobs}
+if wanted and wanted not in by_id:
+    st.warning("The run in the link does not exist (any more); pick one below.")
+elif wanted and wanted not in ids:
+    st.info("The run in the link is hidden by the filters above; showing the first one that matches.")
 chosen = st.selectbox("Run to review", ids, index=ids.index(wanted) if wanted in ids else 0,
                       format_func=lambda i: f"{job_title(by_id[i])} · {when(by_id[i].created)}")
 if chosen != wanted:
@@ -59,9 +65,47 @@ approvable = row["quality"] in ("good", "check", "poor")
 flash = st.session_state.pop("review_flash", None)
 if flash:
     st.success(flash)
+def authenticated_reviewer() -> str | None:
+    """Who is reviewing: the reverse proxy's user header (``PRODUCT_STUDIO_AUTH_HEADER``), else a login against the
+    reviewers in the store (``python -m core.cli.users add NAME``); None while nobody is logged in. With neither
+    set up, decisions carry the name typed in (the page says so)."""
+    header = os.environ.get("PRODUCT_STUDIO_AUTH_HEADER", "").strip()
+    if header:
+        user = (st.context.headers.get(header) or "").strip()
+        if not user:
+            st.error(f"Reviewing needs a login through the studio's proxy (no {esc(header)} header came with this "
+                     "request).")
+        return user or None
+    if not store.users():
+        return ""
+    if st.session_state.get("reviewer_login"):
+        st.caption(f"Logged in as **{esc(st.session_state['reviewer_login'])}**.")
+        if st.button("Log out"):
+            st.session_state.pop("reviewer_login")
+            st.rerun()
+        return st.session_state["reviewer_login"]
+    with st.form("login-form"):
+        st.markdown("**Log in to review**")
+        name = st.text_input("Reviewer", max_chars=80)
+        password = st.text_input("Password", type="password", max_chars=200)
+        if st.form_submit_button("Log in"):
+            if store.check_password(name, password):
+                st.session_state["reviewer_login"] = name.strip()
+                st.rerun()
+            st.error("Unknown reviewer or wrong password.")
+    return None
+
+
+login = authenticated_reviewer()
+if login is None:
+    st.stop()
 with st.form("decision", clear_on_submit=True):
     st.markdown("**Your decision**")
-    reviewer = st.text_input("Your name", value=st.session_state.get("reviewer", ""), max_chars=80)
+    if login:
+        reviewer = login
+    else:
+        reviewer = st.text_input("Your name", value=st.session_state.get("reviewer", ""), max_chars=80)
+        st.caption("Anyone can review under any name until reviewers are added (python -m core.cli.users add NAME).")
     choices = ["approved", "rejected"] if approvable else ["rejected"]
     decision = st.radio("Decision", choices, horizontal=True,
                         format_func=lambda d: "Approve for the shop" if d == "approved" else "Reject")

@@ -133,10 +133,10 @@ def test_review_records_a_decision(finished_job) -> None:
 def test_new_capture_checks_uploads_and_starts_a_job(studio_data: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRODUCT_STUDIO_WORKER", "tests.slow_worker")
-    photos = write_photos(tmp_path / "p", count=3)
+    *photos, zipped = write_photos(tmp_path / "p", count=4)  # the zip's photo is another one: copies are refused
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("../../evil/IMG_0100.jpg", photos[0].read_bytes())
+        zf.writestr("../../evil/IMG_0100.jpg", zipped.read_bytes())
         zf.writestr("notes.txt", b"not a photo")
     uploads = [(p.name, p.read_bytes(), "image/jpeg") for p in photos]
     uploads += [("broken.jpg", b"not really a jpeg", "image/jpeg"), ("more.zip", archive.getvalue(), "application/zip")]
@@ -238,3 +238,69 @@ def test_job_page_cancels_a_running_job(studio_data: Path, tmp_path: Path, monke
     while time.time() < deadline and not store.get_job(job.id).is_final:
         time.sleep(0.3)
     assert store.get_job(job.id).status == "cancelled"
+
+
+HOSTILE = ["![x](http://127.0.0.1:9/px.png)", "<img src=http://127.0.0.1:9/a.png>", "[click](javascript:alert(1))",
+           "**bold** `code` :red[red] $x$"]
+
+
+def _rendered(app: AppTest) -> list[str]:
+    """Every string the page hands to Streamlit's markdown renderer (text elements, page-link labels, progress
+    texts, toasts)."""
+    parts = [str(e.value) for kind in ("markdown", "caption", "info", "warning", "error", "success", "toast")
+             for e in app.get(kind)]
+    for kind in ("page_link", "progress"):
+        for element in app.get(kind):
+            proto = element.proto
+            parts += [str(getattr(proto, field)) for field in ("label", "text") if hasattr(proto, field)]
+    return parts
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_hostile_names_are_never_rendered_as_markup(page: str, studio_data: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 6: product names and SKUs with Markdown images, links and HTML reach every page (the queue
+    link on Home included) only escaped."""
+    from core.jobs import intake
+
+    monkeypatch.setenv("PRODUCT_STUDIO_MAX_JOBS", "1")
+    photos = write_photos(tmp_path / "p", count=3)[0].parent
+    store = Store()
+    jobs = [intake.submit_folder(store, photos, product_name=name, sku=name, start=False) for name in HOSTILE]
+    store.take_queued(jobs[0].id)  # one in the queue's running list, the others waiting
+    app = _run(page, jobs[0].id)
+    assert not app.exception, app.exception
+    rendered = _rendered(app)
+    assert any("127" in text for text in rendered) or page != "Home.py"  # the names did reach the page
+    for text in rendered:
+        for name in HOSTILE:
+            assert name not in text, (page, text)
+        assert "](" not in text.replace("\\](", "").replace("\\]\\(", ""), (page, text)
+
+
+def test_review_needs_a_login_once_reviewers_exist(finished_job, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 12: with reviewers in the store, decisions need a login (scrypt-hashed password) and carry the
+    logged-in name, whatever name anyone would type."""
+    from core.cli.users import main as users
+
+    store = Store()
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
+    assert users(["add", "Rita", "--password-stdin"]) == 0
+    assert store.users() == ["Rita"] and store.check_password("Rita", "correct horse battery")
+    assert not store.check_password("Rita", "wrong password") and not store.check_password("Eve", "x" * 10)
+    assert b"correct" not in store.db_path.read_bytes()
+    app = _run("pages/4_Review.py", finished_job.id)
+    assert not app.exception and "Log in to review" in _texts(app)
+    assert not any(b.label == "Save decision" for b in app.button)
+    app.text_input[-2].set_value("Rita")
+    app.text_input[-1].set_value("wrong password")
+    next(b for b in app.button if b.label == "Log in").click()
+    app.run()
+    assert "wrong password" in _texts(app).lower()
+    app.text_input[-1].set_value("correct horse battery")
+    next(b for b in app.button if b.label == "Log in").click()
+    app.run()
+    assert not app.exception, app.exception
+    next(b for b in app.button if b.label == "Save decision").click()
+    app.run()
+    assert [r.reviewer for r in store.reviews(finished_job.id)] == ["Rita"]

@@ -180,3 +180,25 @@ def test_heic_is_read_when_supported(tmp_path: Path) -> None:
 ])
 def test_safe_stem(name: str, expected: str) -> None:
     assert safe_stem(name) == expected
+
+
+@pytest.mark.parametrize("kind", ["grey16.png", "rgb16.png", "rgb16.tif", "grey_float.tif", "rgb_float.tif"])
+def test_high_bit_depth_photos_are_converted_not_clipped(tmp_path: Path, kind: str) -> None:
+    """Issue 15 item 9: 16-bit and float photos become faithful 8-bit working copies (not white, not black)."""
+    rgb8 = textured(400, 300)
+    grey8 = cv2.cvtColor(rgb8, cv2.COLOR_RGB2GRAY)
+    bgr8 = rgb8[:, :, ::-1]
+    data = {"grey16.png": grey8.astype(np.uint16) * 257, "rgb16.png": bgr8.astype(np.uint16) * 257,
+            "rgb16.tif": bgr8.astype(np.uint16) * 257, "grey_float.tif": grey8.astype(np.float32) / 255,
+            "rgb_float.tif": bgr8.astype(np.float32) / 255}[kind]
+    path = tmp_path / kind
+    assert cv2.imwrite(str(path), data)
+    result = run_capture([path], tmp_path / "run", CaptureConfig(), min_photos=1)
+    record = result.photos[0]
+    assert record.status == "accepted", record.reason
+    working = cv2.imread(str(result.image_dir / record.working))[:, :, ::-1]
+    expected = np.dstack([grey8] * 3) if "grey" in kind else rgb8
+    # Compared smoothed: the JPEG working copy subsamples colour noise; white or black would be ~100 off.
+    smooth = [cv2.GaussianBlur(a.astype(np.float32), (0, 0), 3) for a in (working, expected)]
+    assert np.abs(smooth[0] - smooth[1]).mean() < 6
+    assert not any("overexposed" in w for w in record.warnings)

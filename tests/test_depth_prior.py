@@ -269,3 +269,26 @@ def test_metric_maps_give_the_world_scale(tmp_path: Path, no_depth_model: Path) 
     assert result.metrics["accepted_views"] == 3
     assert result.metrics["world_units_per_metre"] == pytest.approx(1.0, rel=0.02)
     assert any("read as metric" in f.message for f in result.findings)
+
+
+def test_garbage_supplied_maps_are_each_skipped_with_a_finding(tmp_path: Path, no_depth_model: Path) -> None:
+    """Issue 15 item 8: empty, all-zero, NaN, negative, wrongly shaped and non-array maps are each skipped with a
+    finding naming the map and its photo (never an internal folder); the good map is still used, the run goes on."""
+    scene, maps, truth = _one_view_scene(tmp_path, copies=7)
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    np.save(folder / "view0.npy", ((1.0 / truth - 0.1) / 0.5).astype(np.float32))
+    np.save(folder / "view1.npy", np.zeros((0, 4), np.float32))
+    np.save(folder / "view2.npy", np.zeros(truth.shape, np.float32))
+    np.save(folder / "view3.npy", np.full(truth.shape, np.nan, np.float32))
+    np.save(folder / "view4.npy", -np.ones(truth.shape, np.float32))
+    np.save(folder / "view5.npy", np.ones((40, 200), np.float32))
+    (folder / "view6.png").write_text("not an image at all")
+    result = stage.run_depth_prior(scene, maps, tmp_path / "prior", DepthPriorConfig(), supplied_dir=folder)
+    assert result.ok and result.metrics["per_view"]["view0.jpg"]["accepted"] == 1.0
+    unreadable = [f.message for f in result.findings if "could not be read" in f.message]
+    for k, suffix in [(1, "npy"), (2, "npy"), (3, "npy"), (4, "npy"), (5, "npy"), (6, "png")]:
+        assert any(f"view{k}.jpg" in m and f"view{k}.{suffix}" in m for m in unreadable), (k, unreadable)
+    assert len(unreadable) == 6
+    assert not any("depth_prior/" in f.message or "supplied/" in f.message or str(tmp_path) in f.message
+                   for f in result.findings)

@@ -262,11 +262,11 @@ def test_job_progress_estimates_time_left(store: Store, photo_dir: Path) -> None
 
 
 def test_zip_intake_is_safe_and_limited(tmp_path: Path) -> None:
-    photo = write_photos(tmp_path / "p", count=1)[0].read_bytes()
+    photo, other = (p.read_bytes() for p in write_photos(tmp_path / "p", count=2))  # two: copies are refused
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../../../etc/passwd.jpg", photo)
-        zf.writestr("/abs/IMG 1.JPG", photo)
+        zf.writestr("/abs/IMG 1.JPG", other)
         zf.writestr("__MACOSX/._IMG.jpg", b"junk")
         zf.writestr("readme.txt", b"hello")
     folder = tmp_path / "draft"
@@ -337,3 +337,118 @@ def test_a_relief_job_from_one_photo_and_its_depth_map(store: Store, tmp_path: P
     assert manifest.mode == "relief" and [s.name for s in manifest.stages] == ["capture", "relief"]
     assert manifest.run_id == job.id  # one id per run
     assert (store.run_dir(job) / manifest.artifacts["relief.glb"].path).stat().st_size > 0
+
+
+def test_an_unwritable_run_folder_fails_the_job_with_a_clear_message(store: Store, photo_dir: Path) -> None:
+    """Issue 15 item 4: a run folder that cannot be written fails the job (never left 'running') with one sentence
+    that says so; marking its manifest later never raises."""
+    from conftest import slow_run
+
+    job = _submit_without_worker(store, photo_dir)
+    run_dir = store.run_dir(job)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.write_text("not a folder")  # as unwritable as it gets, even for root
+    assert worker.run_worker(store, job.id, run=slow_run) == "failed"
+    job = store.get_job(job.id)
+    assert job.status == "failed" and "Cannot write to the run folder" in job.error and "memory" not in job.error
+    assert "Internal error" not in job.error
+    assert dispatch.mark_manifest(run_dir, "failed", "x") is False
+    run_dir.unlink()
+    (run_dir / "manifest.json").mkdir(parents=True)  # a record that cannot be read or replaced
+    assert dispatch.mark_manifest(run_dir, "failed", "x") is False
+
+
+def _zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", compression=compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return archive.getvalue()
+
+
+def test_a_zip_of_large_zero_members_stores_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 2: ten members of zeros just under the per-file limit are checked (type) before being kept;
+    nothing refused stays on disk; a draft's byte budget and the data folder's quota hold."""
+    zeros = _zip_of({f"IMG_{i}.jpg": b"\0" * 5_000_000 for i in range(10)})
+    assert len(zeros) < 100_000
+    draft = Store(tmp_path / "data").new_draft_dir()
+    received = intake.receive_upload(draft, "zeros.zip", zeros, existing=0)
+    assert len(received) == 10 and not any(p.accepted for p in received)
+    assert all("is not a photo" in p.reason for p in received)
+    assert intake.folder_bytes(draft) == 0
+    photo = write_photos(tmp_path / "p", count=3)
+    blobs = [p.read_bytes() for p in photo]
+    limits = intake.UploadLimits(max_total_bytes=len(blobs[0]) + len(blobs[1]) + len(blobs[2]) // 2)  # + thumbnails
+    kept = [intake.receive_upload(draft, f"IMG_{i}.jpg", b, existing=i, limits=limits)[0] for i, b in enumerate(blobs)]
+    assert [p.accepted for p in kept] == [True, True, False] and "fewer or smaller" in kept[2].reason
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_QUOTA_GB", "0.000001")  # 1 kB: already full
+    full = intake.receive_upload(draft, "IMG_9.jpg", blobs[2], existing=3)[0]
+    assert not full.accepted and "data folder is full" in full.reason
+    monkeypatch.setenv("PRODUCT_STUDIO_DATA_QUOTA_GB", "lots")
+    from core.settings import SettingsError
+    with pytest.raises(SettingsError, match="PRODUCT_STUDIO_DATA_QUOTA_GB='lots' is not a number"):
+        intake.receive_upload(draft, "IMG_9.jpg", blobs[2], existing=3)
+
+
+def _corrupt(data: bytes, find: bytes, replace: bytes) -> bytes:
+    assert find in data
+    return data.replace(find, replace, 1)
+
+
+def test_malformed_zips_get_one_message_and_leave_nothing(tmp_path: Path) -> None:
+    """Issue 15 item 5: encrypted, corrupt data, bad local header, CRC mismatch: one message naming the problem,
+    nothing of the zip kept (even photos before the damaged member)."""
+    photos = [p.read_bytes() for p in write_photos(tmp_path / "p", count=2)]
+    good = _zip_of({"a.jpg": photos[0], "b.jpg": photos[1]}, zipfile.ZIP_STORED)
+    deflated = _zip_of({"a.jpg": photos[0], "b.jpg": photos[1]})
+    encrypted = bytearray(good)
+    for offset in (0, good.index(b"PK\x01\x02")):  # the 'encrypted' bit in the local and the central header
+        encrypted[offset + (6 if offset == 0 else 8)] |= 1
+    second_local = good.index(b"PK\x03\x04", 4)
+    cases = {
+        "encrypted.zip": (bytes(encrypted), "password-protected"),
+        "crc.zip": (good[:second_local - 200] + bytes(b ^ 0xFF for b in good[second_local - 200:second_local - 100])
+                    + good[second_local - 100:], "checksum"),
+        "header.zip": (good[:second_local] + b"XX" + good[second_local + 2:], "header"),
+        "data.zip": (deflated[:200] + b"\xff" * 400 + deflated[600:], "damaged"),
+    }
+    for name, (data, problem) in cases.items():
+        folder = tmp_path / name
+        received = intake.receive_upload(folder, name, data, existing=0)
+        assert len(received) == 1 and not received[0].accepted, name
+        assert received[0].reason.startswith(f"{name}: ") and problem in received[0].reason, received[0].reason
+        assert intake.folder_bytes(folder) == 0, name  # nothing half-extracted
+    assert all(p.accepted for p in intake.receive_upload(tmp_path / "ok", "good.zip", good, existing=0))
+
+
+def test_upload_checks_refuse_exact_copies_and_count_only_kept_photos(tmp_path: Path) -> None:
+    """Issue 15 item 10: six copies of one photo are one photo (as the capture stage would say); the photo limit
+    counts the photos kept, not those refused or removed."""
+    photo = write_photos(tmp_path / "p", count=1)[0].read_bytes()
+    folder = tmp_path / "draft"
+    received = [intake.receive_upload(folder, f"copy{i}.jpg", photo, existing=0, position=i)[0] for i in range(6)]
+    assert [p.accepted for p in received] == [True] + [False] * 5
+    assert all("exact copy" in p.reason and p.reason.startswith(f"copy{i + 1}.jpg") for i, p in enumerate(received[1:]))
+    zipped = intake.receive_upload(folder, "more.zip", _zip_of({"a.jpg": photo, "b.jpg": photo}), existing=1,
+                                   position=6)
+    assert not any(p.accepted for p in zipped) and len(list(folder.glob("*.jpg"))) == 1
+    intake.discard_intake(folder, received[:1])  # the user removed it: a copy may come in again
+    limits = intake.UploadLimits(max_photos=1)
+    again = intake.receive_upload(folder, "copy9.jpg", photo, existing=0, limits=limits, position=9)[0]
+    assert again.accepted and again.stored.startswith("009_")
+
+
+def test_wording_of_counts_sizes_and_long_names() -> None:
+    """Issue 15 minor: '1 camera', sizes that differ from the limit they break, shortened names keep the extension."""
+    from core import advice
+
+    finding = advice.capture_findings([], {}, {"cameras": 1, "resolutions": 2, "photos_accepted": 5}, 3)
+    assert any("from 2 resolutions;" in f.message for f in finding) and not any("1 cameras" in f.message
+                                                                                for f in finding)
+    long = intake.display_name("x" * 300 + ".jpeg")
+    assert len(long) <= 120 and long.endswith("….jpeg")
+    limits = intake.UploadLimits(max_file_bytes=60_000_000)
+    refused = intake._receive_photo(Path("/nonexistent"), "big.jpg", b"\xff\xd8\xff" + b"0" * 60_000_000, 0, limits)
+    assert "60,000,003 bytes is over the 60,000,000-byte limit" in refused.reason, refused.reason
+    bigger = intake._receive_photo(Path("/nonexistent"), "big.jpg", b"\xff\xd8\xff" + b"0" * 61_200_000, 0, limits)
+    assert "61.2 MB is over the 60.0 MB limit" in bigger.reason, bigger.reason

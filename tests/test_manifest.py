@@ -111,3 +111,23 @@ def test_a_damaged_record_says_so(tmp_path: Path, content: str, problem: str) ->
     (tmp_path / "manifest.json").write_text(content)
     with pytest.raises(ManifestError, match=problem):
         load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("hostile", ["/etc/passwd", "../../../../etc/passwd", "mesh/../../outside.txt", "link.ply"])
+def test_artefact_paths_are_confined_to_the_run_folder(tmp_path: Path, hostile: str) -> None:
+    """Issue 15 item 7: an absolute, ``..`` or symlinked artefact path in the record is refused, never served."""
+    from core.report.runs import open_run
+
+    run_dir = tmp_path / "runs" / "r1"
+    (run_dir / "mesh").mkdir(parents=True)
+    (run_dir / "mesh" / "mesh.ply").write_text("ply")
+    (tmp_path / "outside.txt").write_text("secret")
+    (tmp_path / "runs" / "outside.txt").write_text("secret")
+    (run_dir / "link.ply").symlink_to(tmp_path / "outside.txt")
+    manifest = RunManifest.new(preset_config("preview").to_dict())
+    manifest.artifacts["mesh.ply"] = ArtifactRecord("mesh/mesh.ply")
+    manifest.artifacts["mesh.glb"] = ArtifactRecord(hostile)
+    manifest.save(run_dir)
+    run = open_run(run_dir)
+    assert run.artifact("mesh.ply") == (run_dir / "mesh" / "mesh.ply").resolve()
+    assert run.artifact("mesh.glb") is None

@@ -131,3 +131,26 @@ def test_a_folder_that_holds_no_run_is_never_overwritten(tmp_path: Path, capsys:
         result = run_here(capsys, str(tmp_path / "photos"), "--out", str(documents), *flag)
         assert result.returncode == 2 and str(documents) in result.stderr, flag
     assert [p.name for p in documents.iterdir()] == ["thesis.txt"]
+
+
+def test_links_out_of_the_photo_folder_are_not_followed_and_skipped_entries_named(tmp_path: Path) -> None:
+    """Issue 15 item 11: a link to a file outside is never read; dangling links and sub-folders are named."""
+    from conftest import write_photos
+
+    from core.cli.run import list_photos
+
+    photos = tmp_path / "photos"
+    files = write_photos(photos, count=2)
+    (tmp_path / "secret.jpg").write_bytes(files[0].read_bytes())
+    (photos / "escape.jpg").symlink_to(tmp_path / "secret.jpg")
+    (photos / "passwd.jpg").symlink_to("/etc/passwd")
+    (photos / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (photos / "inside.jpg").symlink_to(files[1])
+    (photos / "more").mkdir()
+    skipped: list[str] = []
+    listed = list_photos(photos, skipped)
+    assert sorted(p.name for p in listed) == sorted([f.name for f in files] + ["inside.jpg"])
+    text = "\n".join(skipped)
+    for name, why in [("escape.jpg", "leads out"), ("passwd.jpg", "leads out"), ("dangling.jpg", "dangling"),
+                      ("more", "sub-folder")]:
+        assert f"{name}: " in text and why in text

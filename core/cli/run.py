@@ -27,9 +27,34 @@ from core.progress import TerminalProgress
 from core.stages.sticker.themes import THEMES
 
 
-def list_photos(folder: Path) -> list[Path]:
-    """Every visible file in a folder, sorted by name: non-images are kept so the capture stage can name them."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
+def list_photos(folder: Path, skipped: list[str] | None = None) -> list[Path]:
+    """Every visible file in a folder, sorted by name: non-images are kept so the capture stage can name them.
+
+    Links are followed only when they stay inside the folder (a link to /etc/passwd is never read); every entry
+    left out (links leading out or nowhere, sub-folders, other non-files) is named in ``skipped``."""
+    folder = Path(folder)
+    root = folder.resolve()
+    skipped = [] if skipped is None else skipped
+    photos = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink():
+            target = path.resolve()
+            if not target.exists():
+                skipped.append(f"{path.name}: a link to nothing (dangling); skipped.")
+                continue
+            if not target.is_relative_to(root):
+                skipped.append(f"{path.name}: a link that leads out of the photo folder; skipped (copy the photo "
+                               "in instead).")
+                continue
+        if path.is_dir():
+            skipped.append(f"{path.name}: a sub-folder; skipped (photos in sub-folders are not read).")
+        elif not path.is_file():
+            skipped.append(f"{path.name}: not a regular file; skipped.")
+        else:
+            photos.append(path)
+    return photos
 
 
 def _millimetres(text: str) -> float:
@@ -171,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     bar = TerminalProgress()
     try:
         if args.photos.is_dir():
-            photos = list_photos(args.photos)
+            skipped: list[str] = []
+            photos = list_photos(args.photos, skipped)
+            for line in skipped:
+                print(f"skipped: {line}", file=sys.stderr)
             if not photos:
                 print(f"error: {args.photos} holds no files; put the product photos there.", file=sys.stderr)
                 return 1

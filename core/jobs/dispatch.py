@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+from core import advice
 from core.jobs.backend import (
     MAX_ATTEMPTS,
     MAX_JOBS_ENV,
@@ -126,20 +127,35 @@ def cancel(store: Store, job_id: str) -> Job | None:
     return job
 
 
-def mark_manifest(run_dir: Path, status: str, reason: str) -> None:
-    """Record a final status in a run's manifest when the pipeline could not (a killed or cancelled worker)."""
+def write_failure(exc: OSError) -> str:
+    """The message for a run folder that cannot be written (core/advice.py)."""
+    return advice.cannot_write(exc)
+
+
+def mark_manifest(run_dir: Path, status: str, reason: str) -> bool:
+    """Record a final status in a run's manifest when the pipeline could not (a killed or cancelled worker).
+    Never raises: a run folder that cannot be written is logged and False returned (the store keeps the status)."""
+    try:
+        return _mark_manifest(run_dir, status, reason)
+    except OSError as exc:
+        logger.warning("cannot record status %s in %s: %s", status, run_dir, exc)
+        return False
+
+
+def _mark_manifest(run_dir: Path, status: str, reason: str) -> bool:
     if not (run_dir / MANIFEST_NAME).is_file():
-        return
+        return False
     try:
         manifest = load_manifest(run_dir)
     except (OSError, ManifestError):
         logger.warning("manifest of %s unreadable; status not recorded there", run_dir, exc_info=True)
-        return
+        return False
     if manifest.status != "running":
-        return
+        return False
     manifest.status = status  # type: ignore[assignment]
     manifest.failure_reason = reason if status == "failed" else manifest.failure_reason
     for stage in manifest.stages:
         if stage.status == "running":
             stage.status = "failed"
     manifest.save(run_dir)
+    return True

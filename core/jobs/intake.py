@@ -6,6 +6,7 @@ Nothing here raises for bad user input: every refused file comes back as an ``Up
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -61,7 +62,11 @@ UPLOAD_LIMITS = UploadLimits()
 
 def display_name(name: str) -> str:
     """The last part of a user-given file name, for display (zip members may carry folders)."""
-    return PurePosixPath(name.replace("\\", "/")).name[:120] or "unnamed"
+    name = PurePosixPath(name.replace("\\", "/")).name or "unnamed"
+    if len(name) <= 120:
+        return name
+    suffix = PurePosixPath(name).suffix[:10]  # a long name is shortened in its stem: the extension stays
+    return f"{name[:119 - len(suffix)]}…{suffix}"
 
 
 def generated_name(position: int, name: str) -> str:
@@ -73,54 +78,71 @@ def generated_name(position: int, name: str) -> str:
 
 
 def receive_upload(folder: Path, name: str, data: bytes, existing: int,
-                   limits: UploadLimits = UPLOAD_LIMITS) -> list[UploadedPhoto]:
+                   limits: UploadLimits = UPLOAD_LIMITS, position: int | None = None) -> list[UploadedPhoto]:
     """Store and check one uploaded file (a photo, or a .zip of photos) in ``folder``.
 
-    ``existing`` is how many photos the folder already holds (for numbering and the count limit). Returns one entry
-    per photo, accepted or refused with a reason; nothing here raises for bad user input.
+    ``existing`` is how many photos the folder already holds (the count limit: photos the user removed do not
+    count); ``position`` numbers the stored files (default ``existing``; the app passes a counter that never goes
+    back, so names stay unique). An exact copy of a photo already in the folder is refused, as the capture stage
+    would (issue 15 item 10). Returns one entry per photo, accepted or refused with a reason; nothing here raises
+    for bad user input.
     """
-    full = _quota_problem(len(data))
-    if full:
-        return [_refused(display_name(name), len(data), f"{display_name(name)}: {full}")]
+    offset = (existing if position is None else position) - existing
+    # The byte budget of this draft: its photos (thumbnails are ours and small, at most one per accepted photo).
+    budget = limits.max_total_bytes - sum(p.stat().st_size for p in folder.glob("*") if p.is_file())
+    problem = storage_problem(folder)
+    if problem:
+        return [_refused(display_name(name), len(data), problem)]
     if display_name(name).lower().endswith(".zip"):
-        return _receive_zip(folder, name, data, existing, limits)
-    return [_receive_photo(folder, display_name(name), data, existing, limits)]
+        return _receive_zip(folder, name, data, existing, limits, budget, offset)
+    return [_receive_photo(folder, display_name(name), data, existing, limits, budget, offset)]
 
 
-def _quota_problem(incoming: int) -> str:
-    """Why the data folder cannot take ``incoming`` more bytes under ``$PRODUCT_STUDIO_QUOTA_GB`` ('' if it can)."""
-    from core.jobs.store import data_dir
-    from core.settings import folder_bytes, quota_bytes
+def storage_problem(folder: Path) -> str:
+    """Why nothing more may be stored (the data folder over its quota, or the disk nearly full), or ''."""
+    from core.settings import data_quota_bytes, min_free_bytes
 
-    quota = quota_bytes()
-    if not quota:
-        return ""
-    used = folder_bytes(data_dir())
-    if used + incoming <= quota:
-        return ""
-    return (f"the studio's storage is full ({used / 1e9:.2f} of {quota / 1e9:.2f} GB used); ask the operator to "
-            "delete old runs or raise PRODUCT_STUDIO_QUOTA_GB.")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes():
+        return (f"The studio's disk is nearly full ({free / 1e9:.1f} GB free); nothing more can be stored. Ask an "
+                "admin to free space (old runs are removed after the retention time).")
+    quota = data_quota_bytes()
+    root = folder.parent.parent if folder.parent.name == "drafts" else None
+    if quota and root is not None:
+        used = sum(folder_bytes(root / part) for part in ("drafts", "uploads", "runs"))
+        if used >= quota:
+            return (f"The studio's data folder is full ({used / 1e9:.1f} of {quota / 1e9:.1f} GB); nothing more can "
+                    "be stored. Ask an admin to remove old runs or raise PRODUCT_STUDIO_DATA_QUOTA_GB.")
+    return ""
 
 
-def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: UploadLimits) -> UploadedPhoto:
+def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: UploadLimits,
+                   budget: int | None = None, offset: int = 0) -> UploadedPhoto:
+    """Check, store and check again one photo; a rejected photo's file is deleted (nothing refused stays on disk)."""
     if position >= limits.max_photos:
         return _refused(name, len(data), f"{name}: over the limit of {limits.max_photos} photos per product; leave "
                                          "out near-duplicates.")
     if len(data) > limits.max_file_bytes:
-        return _refused(name, len(data), f"{name}: {len(data) / 1e6:.1f} MB is over the limit of "
-                                         f"{limits.max_file_bytes / 1e6:.0f} MB a photo; export it as a JPEG of a "
-                                         "few thousand pixels per side.")
-    if not looks_like_photo(data):  # checked before anything is written: a zip of zeros stores nothing
-        return _refused(name, len(data), f"{name}: is not a photo (no JPEG, PNG, WebP, TIFF or HEIC header); "
-                                         "upload the camera's original file.")
+        return _refused(name, len(data), f"{name}: {_over(len(data), limits.max_file_bytes)}; "
+                                         "export it as a JPEG of a few thousand pixels per side.")
+    if budget is not None and len(data) > budget:
+        return _refused(name, len(data), f"{name}: the photos of this product would take more than "
+                                         f"{limits.max_total_bytes / 1e9:.0f} GB; upload fewer or smaller photos.")
+    if not looks_like_photo(data[:16]):
+        return _refused(name, len(data), f"{name}: is not a photo (JPEG, PNG, WebP, TIFF or HEIC); it was not kept.")
+    twin = _exact_copy(folder, data)
+    if twin:
+        return _refused(name, len(data), f"{name}: is an exact copy of a photo already uploaded ({twin}); remove "
+                                         "one of them.")
     folder.mkdir(parents=True, exist_ok=True)
-    stored = generated_name(position, name)
+    stored = generated_name(position + offset, name)
     path = folder / stored
     path.write_bytes(data)
     from core.stages.capture import inspect_photo
 
     check = inspect_photo(path, limits.capture_config(), name)
-    if check.status != "accepted":  # refused files are not kept (they would only fill the draft folder)
+    if not check.accepted:
         path.unlink(missing_ok=True)
         return _refused(name, len(data), check.reason)
     photo = UploadedPhoto(name, stored, len(data), check.status, check.reason, list(check.warnings), check.width,
@@ -129,98 +151,129 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
     return photo
 
 
-_PHOTO_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+def _exact_copy(folder: Path, data: bytes) -> str:
+    """The stored name of a file in ``folder`` with exactly these bytes (sha256, the capture stage's test), or ''."""
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha256(data).digest()
+    for path in folder.iterdir():
+        if path.is_file() and path.stat().st_size == len(data) and hashlib.sha256(path.read_bytes()).digest() == digest:
+            return path.name[4:] if path.name[:3].isdigit() else path.name
+    return ""
 
 
-def looks_like_photo(data: bytes) -> bool:
-    """Whether ``data`` starts like a JPEG, PNG, TIFF, WebP or HEIC/HEIF file (the formats capture decodes)."""
-    if data.startswith(_PHOTO_SIGNATURES):
-        return True
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return True
-    return data[4:8] == b"ftyp" and data[8:12] in {b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis", b"hevc"}
+def _over(size: int, limit: int) -> str:
+    """'61.2 MB is over the 60.0 MB limit'; in bytes when the two would read the same."""
+    if _mb(size) == _mb(limit):
+        return f"{size:,} bytes is over the {limit:,}-byte limit"
+    return f"{_mb(size)} is over the {_mb(limit)} limit"
+
+
+def _mb(num_bytes: int) -> str:
+    """Sizes near a limit are shown with one decimal, so '60 MB is over the 60 MB limit' cannot happen."""
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes < 100e6 else f"{num_bytes / 1e6:.0f} MB"
+
+
+_PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*")
+
+
+def looks_like_photo(head: bytes) -> bool:
+    """The first bytes are those of a JPEG, PNG, TIFF, WebP or HEIC file (a cheap type check before storing)."""
+    return (head.startswith(_PHOTO_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or head[4:8] == b"ftyp")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def _refused(name: str, size: int, reason: str) -> UploadedPhoto:
     return UploadedPhoto(name, "", size, "rejected", reason)
 
 
-def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: UploadLimits) -> list[UploadedPhoto]:
-    """Unpack a zip safely: member names are never used as paths, sizes are checked before and while reading, a
-    member that is not a photo is never written, and a damaged zip leaves nothing of itself behind."""
+class _DamagedZip(Exception):
+    """A member could not be read as the zip declares it (the message names the problem)."""
+
+
+def _zip_problem(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, _DamagedZip):
+        return text
+    if "CRC" in text:
+        return "a photo in it is damaged (checksum mismatch)"
+    if "header" in text.lower() or "magic" in text.lower():
+        return "it is damaged (a file header is broken)"
+    if "password" in text.lower() or "encrypted" in text.lower():
+        return "it is password-protected"
+    if isinstance(exc, NotImplementedError):
+        return f"it uses a compression this studio cannot unpack ({text})"
+    return f"its data is damaged ({type(exc).__name__})"
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes:
+    """The member's bytes, read in chunks, never more than ``limit`` + 1 (a lying header cannot make us read more);
+    reading to the end makes zipfile check its CRC."""
+    chunks, total = [], 0
+    with archive.open(member) as fh:
+        while True:
+            chunk = fh.read(min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise _DamagedZip(f"{display_name(member.filename)} unpacks to more than it declares")
+    if total != member.file_size:
+        raise _DamagedZip(f"{display_name(member.filename)} is shorter than it declares")
+    return b"".join(chunks)
+
+
+def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: UploadLimits,
+                 budget: int | None = None, offset: int = 0) -> list[UploadedPhoto]:
+    """Unpack a zip safely: member names are never used as paths; each member's declared size, actual size and type
+    are checked before it is kept; a damaged zip is refused whole with one message and nothing of it stays."""
     label = display_name(name)
+    budget = limits.max_total_bytes if budget is None else budget
     if len(data) > limits.max_zip_bytes:
         return [_refused(label, len(data), f"{label}: the zip is over {limits.max_zip_bytes / 1e9:.0f} GB; split it "
                                            "into smaller zips.")]
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        members = [m for m in archive.infolist() if _is_photo_member(m)]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
-        return [_refused(label, len(data), f"{label}: is not a valid .zip file (damaged or incomplete); create it "
-                                           "again.")]
+        return [_refused(label, len(data), f"{label}: is not a valid .zip file; create it again.")]
     with archive:
+        members = [m for m in archive.infolist() if _is_photo_member(m)]
         if any(m.flag_bits & 0x1 for m in members):
-            return [_refused(label, len(data), f"{label}: is password-protected; zip the photos again without a "
-                                               "password.")]
+            return [_refused(label, len(data), f"{label}: is password-protected (encrypted); zip the photos again "
+                                               "without a password.")]
         declared = sum(m.file_size for m in members)
-        budget = limits.max_total_bytes - _stored_bytes(folder)
-        if declared > budget:
+        if declared > min(limits.max_total_bytes, budget):
             return [_refused(label, len(data), f"{label}: unpacks to {declared / 1e9:.1f} GB, over the "
-                                               f"{limits.max_total_bytes / 1e9:.0f} GB a product may hold; upload "
-                                               "fewer or smaller photos.")]
+                                               f"{min(limits.max_total_bytes, budget) / 1e9:.1f} GB left for this "
+                                               "product; upload fewer or smaller photos.")]
         if not members:
             return [_refused(label, len(data), f"{label}: holds no photos (JPEG, PNG, WebP, TIFF).")]
         results: list[UploadedPhoto] = []
-        read_total = 0
         try:
             for member in members:
                 member_name = display_name(member.filename)
-                position = existing + sum(1 for r in results if r.accepted)
+                position = existing + sum(r.accepted for r in results)  # only kept photos count
                 if member.file_size > limits.max_file_bytes:
                     results.append(_refused(member_name, member.file_size, f"{member_name}: "
-                                            f"{member.file_size / 1e6:.1f} MB is over the limit of "
-                                            f"{limits.max_file_bytes / 1e6:.0f} MB a photo."))
+                                            f"{_over(member.file_size, limits.max_file_bytes)}."))
                     continue
-                with archive.open(member) as fh:
-                    content = fh.read(limits.max_file_bytes + 1)  # a lying header cannot make us read more
-                read_total += len(content)
-                if read_total > budget:  # the members are bigger than their headers said
-                    raise _ZipOverBudget
-                results.append(_receive_photo(folder, member_name, content, position, limits))
-        except _ZipOverBudget:
-            discard_intake(folder, results)
-            return [_refused(label, len(data), f"{label}: unpacks to more than the "
-                                               f"{limits.max_total_bytes / 1e9:.0f} GB a product may hold (its "
-                                               "headers understate the sizes); nothing from it was kept.")]
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError,
-                ValueError) as exc:
+                content = _read_member(archive, member, min(limits.max_file_bytes, max(budget, 0)))
+                results.append(_receive_photo(folder, member_name, content, position, limits, budget, offset))
+                if results[-1].accepted:
+                    budget -= len(content)
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, ValueError,
+                _DamagedZip) as exc:
             discard_intake(folder, results)  # nothing half-extracted stays
-            return [_refused(label, len(data), f"{label}: {_zip_problem(exc)}; nothing from it was kept. Create "
-                                               "the zip again (or upload the photos themselves).")]
+            logger.info("zip %s refused: %s", label, exc)
+            return [_refused(label, len(data), f"{label}: {_zip_problem(exc)}; nothing from it was kept. Create the "
+                                               "zip again from the original photos.")]
         return results
-
-
-class _ZipOverBudget(Exception):
-    pass
-
-
-def _zip_problem(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "crc" in text:
-        return "a photo inside it is damaged (checksum mismatch)"
-    if "encrypt" in text or "password" in text:
-        return "is password-protected"
-    if "compression" in text or isinstance(exc, NotImplementedError):
-        return "uses a compression method the studio cannot read (use standard deflate)"
-    if "header" in text or "magic" in text:
-        return "is damaged (a broken file header inside it)"
-    return "is damaged (a photo inside it cannot be read)"
-
-
-def _stored_bytes(folder: Path) -> int:
-    from core.settings import folder_bytes
-
-    return folder_bytes(folder) if folder.is_dir() else 0
 
 
 def _is_photo_member(member: zipfile.ZipInfo) -> bool:
@@ -334,19 +387,6 @@ def submit_job(store: Store, *, product_name: str, sku: str, preset: str, draft_
     if start:
         dispatch(store)
     return store.get_job(job.id) or job, problems
-
-
-KNOWN_DIMENSIONS = ("height", "width", "depth")
-"""What a catalogue may give of the product's size (the asset is scaled to it; core.config.AssetConfig)."""
-
-
-def known_size_changes(axis: str, millimetres: float | None) -> dict[str, dict[str, float]]:
-    """The config change for one known dimension (none when not given or not positive)."""
-    if axis not in KNOWN_DIMENSIONS:
-        raise ValueError(f"unknown dimension {axis!r}; one of {', '.join(KNOWN_DIMENSIONS)}")
-    if millimetres is None or not millimetres > 0:
-        return {}
-    return {"asset": {f"{axis}_mm": float(millimetres)}}
 
 
 def submit_folder(store: Store, folder: Path, *, product_name: str, sku: str, preset: str = "preview",

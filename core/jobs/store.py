@@ -95,6 +95,12 @@ CREATE TABLE IF NOT EXISTS reviews (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reviews_job ON reviews(job_id, created);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    salt BLOB NOT NULL,
+    password_hash BLOB NOT NULL,
+    created REAL NOT NULL
+);
 """
 SCHEMA_VERSION = 3
 """PRAGMA user_version of the database; ``_migrate`` brings older databases up to it."""
@@ -473,6 +479,36 @@ class Store:
         logger.info("review of %s: %s by %s", job_id, decision, reviewer)
         return next(r for r in self.reviews(job_id) if r.id == review_id)
 
+    # --- reviewers (users with scrypt-hashed passwords) ------------------------------------------------------------
+
+    def add_user(self, name: str, password: str) -> None:
+        """Add a reviewer, or set a new password for one (scrypt, a random salt per user)."""
+        name = name.strip()
+        if not name or len(password) < 8:
+            raise ValueError("a reviewer needs a name and a password of at least 8 characters")
+        salt = os.urandom(16)
+        with self._connect() as conn:
+            conn.execute("INSERT OR REPLACE INTO users (name, salt, password_hash, created) VALUES (?, ?, ?, ?)",
+                         (name, salt, _password_hash(password, salt), time.time()))
+
+    def remove_user(self, name: str) -> bool:
+        with self._connect() as conn:
+            return conn.execute("DELETE FROM users WHERE name = ?", (name.strip(),)).rowcount > 0
+
+    def users(self) -> list[str]:
+        with self._connect() as conn:
+            return [r["name"] for r in conn.execute("SELECT name FROM users ORDER BY name")]
+
+    def check_password(self, name: str, password: str) -> bool:
+        import hmac
+
+        with self._connect() as conn:
+            row = conn.execute("SELECT salt, password_hash FROM users WHERE name = ?", (name.strip(),)).fetchone()
+        if row is None:
+            _password_hash(password, b"0" * 16)  # same work for unknown names: no timing hint
+            return False
+        return hmac.compare_digest(_password_hash(password, row["salt"]), row["password_hash"])
+
     def reviews(self, job_id: str | None = None) -> list[Review]:
         """Decision history, oldest first (of one job, or of all)."""
         sql, args = "SELECT * FROM reviews", ()
@@ -485,6 +521,13 @@ class Store:
     def latest_reviews(self) -> dict[str, Review]:
         """The current decision per job (the most recent one)."""
         return {r.job_id: r for r in self.reviews()}
+
+
+def _password_hash(password: str, salt: bytes) -> bytes:
+    """scrypt with n=2**14, r=8, p=1 (the interactive-login parameters of the scrypt paper; ~50 ms, 16 MB)."""
+    import hashlib
+
+    return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
 
 
 def _job(row: sqlite3.Row) -> Job:

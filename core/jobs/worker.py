@@ -25,7 +25,7 @@ from pathlib import Path
 
 from core.config import PipelineConfig, preset_config
 from core.jobs.backend import TOKEN_ENV, process_identity
-from core.jobs.dispatch import CANCEL_GRACE_S, HEARTBEAT_S, dispatch, mark_manifest
+from core.jobs.dispatch import CANCEL_GRACE_S, HEARTBEAT_S, dispatch, mark_manifest, write_failure
 from core.jobs.intake import job_photo_paths
 from core.jobs.store import Job, Store
 from core.manifest import RunManifest
@@ -111,7 +111,6 @@ def run_worker(store: Store, job_id: str, run: RunJob = run_job, token: str | No
         return current.status if current else "failed"
     assert token is not None
     run_dir = store.run_dir(job)
-    run_dir.mkdir(parents=True, exist_ok=True)
     heartbeat = _Heartbeat(store, job, token, redispatch)
     heartbeat.start()
     last = {"write": 0.0, "stage": ""}
@@ -127,6 +126,7 @@ def run_worker(store: Store, job_id: str, run: RunJob = run_job, token: str | No
 
     status, error, message = "failed", "", ""
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
         photos, names = job_photo_paths(store, job)
         manifest = run(job, photos, names, run_dir, job_config(job), listener)
         status = manifest.status if manifest.status in ("done", "failed", "cancelled") else "done"
@@ -134,6 +134,9 @@ def run_worker(store: Store, job_id: str, run: RunJob = run_job, token: str | No
         message = "Finished" if status == "done" else (error or status)
     except Cancelled:
         status, message = "cancelled", "Cancelled by the user."
+    except OSError as exc:  # an unwritable run folder or a full disk: say so, not "internal error" or memory
+        logger.error("job %s cannot write its run folder:\n%s", job_id, traceback.format_exc())
+        error = message = write_failure(exc)
     except Exception as exc:
         logger.error("job %s crashed:\n%s", job_id, traceback.format_exc())
         error = f"Internal error in '{last['stage'] or 'start-up'}': {exc}. Your photos are kept; retry or report it."

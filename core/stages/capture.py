@@ -149,9 +149,12 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
                                          "still photos instead."), None
             exif = img.getexif()
             img.load()  # full decode: truncated or corrupt files fail here
-            oriented = ImageOps.exif_transpose(img).convert("RGB")
+            oriented = to_rgb8(ImageOps.exif_transpose(img))
     except UnidentifiedImageError:
-        return _rejected(f"{name}: is not an image (or not one we can read); {FORMAT_HINT}."), None
+        rgb_float = _read_float_tiff(path)  # Pillow cannot open float RGB TIFFs; OpenCV can
+        if rgb_float is None:
+            return _rejected(f"{name}: is not an image (or not one we can read); {FORMAT_HINT}."), None
+        oriented, exif = Image.fromarray(rgb_float), Image.Exif()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return _rejected(f"{name}: is corrupt or truncated ({exc}); copy it from the camera again."), None
     finally:
@@ -168,6 +171,42 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     check.region = _measure_quality(rgb, check)
     check.warnings.extend(advice.quality_warnings(name, check.metrics))
     return check, rgb
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """8-bit RGB of any Pillow mode. ``convert("RGB")`` clips 16-bit and 32-bit greyscale to white and float
+    images to black (issue 15 item 9), so those are scaled to 0..255 first: 16-bit by its full range, integers
+    above 16 bits and floats above 1 by their maximum, floats in 0..1 by 255."""
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img.convert("RGB")
+    values = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return Image.fromarray(_scale_to_uint8(values, sixteen_bit=img.mode.startswith("I;16"))).convert("RGB")
+
+
+def _scale_to_uint8(values: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
+    top = float(values.max()) if values.size else 0.0
+    if sixteen_bit or (values.dtype.kind != "f" and 255 < top <= 65535):
+        scale = 255.0 / 65535.0
+    elif values.dtype.kind == "f" and top <= 1.0:
+        scale = 255.0
+    else:
+        scale = 255.0 / top if top > 255 else 1.0
+    return np.clip(values * scale, 0, 255).round().astype(np.uint8)
+
+
+def _read_float_tiff(path: Path) -> np.ndarray | None:
+    """RGB uint8 of a TIFF Pillow cannot open (float or 16-bit colour), or None."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None or data.ndim not in (2, 3):
+        return None
+    data = np.nan_to_num(data.astype(np.float64) if data.dtype.kind == "f" else data, nan=0.0, posinf=0.0,
+                         neginf=0.0)
+    rgb = _scale_to_uint8(data, sixteen_bit=data.dtype == np.uint16)
+    if rgb.ndim == 2:
+        return np.dstack([rgb] * 3)
+    return np.ascontiguousarray(rgb[:, :, 2::-1] if rgb.shape[2] >= 3 else np.dstack([rgb[:, :, 0]] * 3))
 
 
 def _read_exif_focal(exif: Image.Exif, width: int, height: int, check: PhotoCheck) -> None:

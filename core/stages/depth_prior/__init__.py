@@ -140,8 +140,10 @@ def run_depth_prior(scene: SparseScene, depth_maps: DepthMaps, run_dir: Path, co
     for i, path in supplied.items():
         try:
             priors[i] = read_depth_file(path, (views[i].camera.width, views[i].camera.height))
-        except (ValueError, OSError) as exc:
-            findings.append(advice.depth_prior_unreadable(records[i].photo.name, str(exc)))
+        except (ValueError, OSError, ZeroDivisionError) as exc:
+            # Named as the user named it (the photo's stem, issue 15 item 8), not by the run's internal copy.
+            user_map = f"{Path(records[i].photo.name).stem}{path.suffix.lower()}"
+            findings.append(advice.depth_prior_unreadable(records[i].photo.name, str(exc).replace(path.name, user_map)))
     if model is not None:
         progress(0.05, f"monocular depth for {len(need_model)} photos ({model.device})")
         predicted = predict_relative_depth(model, [views[i].image for i in need_model], config.input_size)

@@ -45,9 +45,13 @@ def read_depth_file(path: Path, size: tuple[int, int] | None = None) -> np.ndarr
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        depth = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        try:
+            depth = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        except (ValueError, TypeError, EOFError, OSError) as exc:
+            raise ValueError(f"{path.name}: not a NumPy .npy array of numbers ({type(exc).__name__})") from exc
         depth = np.squeeze(depth)
-        depth = np.where(np.isfinite(depth), depth, np.nan).astype(np.float32)
+        # Zero and negative depths are no measurement (LiDAR writes 0 for holes), like NaN and infinity.
+        depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
     elif suffix == ".png":
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is None:
@@ -61,6 +65,10 @@ def read_depth_file(path: Path, size: tuple[int, int] | None = None) -> np.ndarr
         raise ValueError(f"{path.name}: depth maps must be .npy or 16-bit .png")
     if depth.ndim != 2:
         raise ValueError(f"{path.name}: expected a 2-D depth map, got shape {depth.shape}")
+    if min(depth.shape) < 2:
+        raise ValueError(f"{path.name}: is empty or a single line (shape {depth.shape})")
+    if not np.isfinite(depth).any():
+        raise ValueError(f"{path.name}: holds no depth (every value is zero, negative or not a number)")
     if size is not None:
         # Resizing is fine (LiDAR maps are small); a different shape means another crop or orientation.
         aspect, wanted = depth.shape[1] / depth.shape[0], size[0] / size[1]
