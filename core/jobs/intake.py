@@ -313,6 +313,19 @@ def make_thumbnail(path: Path, thumbs_dir: Path, size: int = 256) -> str | None:
     return target.name
 
 
+KNOWN_DIMENSIONS = ("height", "width", "depth")
+"""What a catalogue may give of the product's size (the asset is scaled to it; core.config.AssetConfig)."""
+
+
+def known_size_changes(axis: str, millimetres: float | None) -> dict[str, dict[str, float]]:
+    """The config change for one known dimension (none when not given or not positive)."""
+    if axis not in KNOWN_DIMENSIONS:
+        raise ValueError(f"unknown dimension {axis!r}; one of {', '.join(KNOWN_DIMENSIONS)}")
+    if millimetres is None or not millimetres > 0:
+        return {}
+    return {"asset": {f"{axis}_mm": float(millimetres)}}
+
+
 def receive_depth_maps(folder: Path, files: list[tuple[str, bytes]], photos: list[UploadedPhoto],
                        limits: UploadLimits = UPLOAD_LIMITS) -> tuple[int, list[str]]:
     """Store depth maps under the generated names of the photos they belong to (matched by the user's stems).
