@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="download the depth model when it is not found locally (needs network)")
     parser.add_argument("--masks-dir", type=Path, help="folder of product masks named like the photos (any image "
                                                        "format, white = product); used instead of computed ones")
+    parser.add_argument("--hull", action="store_true",
+                        help="fuse stereo with the visual hull carved from the product masks (for plain, untextured "
+                             "products; it hurts textured ones)")
     parser.add_argument("--no-masks", action="store_true",
                         help="no product masks (and so no visual hull): stereo alone, as before")
     parser.add_argument("--sticker", metavar="THEME",
@@ -152,6 +155,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                                           "relief": {}, "asset": {}}
     if args.masks_dir:
         changes["masks"]["supplied_dir"] = str(args.masks_dir.resolve())
+    if args.hull:
+        changes.setdefault("fusion", {})["silhouettes"] = True
     if args.no_masks:
         changes["masks"]["enabled"] = False
     if args.depth_prior_dir:
