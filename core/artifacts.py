@@ -63,6 +63,10 @@ ISOLATION_FRAME = Artifact("isolation.frame", "frame.json", "file",
 MESH_PLY = Artifact("mesh.ply", "mesh.ply", "file", "the final mesh with vertex colours (reconstruction frame)")
 MESH_GLB = Artifact("mesh.glb", "mesh.glb", "file", "the final mesh as glTF binary (y-up, standing on y = 0)")
 MESH_OBJ = Artifact("mesh.obj", "mesh.obj", "file", "the final mesh as OBJ (+ mesh.mtl), vertex colours")
+TEXTURE_MESH = Artifact("texture.mesh", "textured.npz", "file",
+                        "the UV-mapped mesh: vertices, faces, uv (glTF v down), reconstruction frame")
+TEXTURE_BASE_COLOR = Artifact("texture.base_color", "base_color.png", "file",
+                              "the base-colour atlas baked from the photos (square, power of two)")
 RELIEF_PLY = Artifact("relief.ply", "relief.ply", "file", "the single-photo relief mesh with vertex colours")
 RELIEF_GLB = Artifact("relief.glb", "relief.glb", "file", "the relief as glTF binary")
 RELIEF_OBJ = Artifact("relief.obj", "relief.obj", "file", "the relief as OBJ (+ relief.mtl)")
@@ -71,7 +75,7 @@ RELIEF_DEPTH = Artifact("relief.depth", "depth.npy", "file", "the depth used for
 REGISTRY: dict[str, Artifact] = {a.key: a for a in [
     CAPTURE_ORIGINALS, CAPTURE_IMAGES, SFM_MODEL, SFM_MATCHES, SFM_UNDISTORTED, MASKS_IMAGES, DEPTH_MAPS,
     DEPTH_PRIOR_SUPPLIED, DEPTH_PRIOR_MAPS, DEPTH_PRIOR_PRIORS, FUSION_POINTS, ISOLATION_POINTS, ISOLATION_FRAME,
-    MESH_PLY, MESH_GLB, MESH_OBJ, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
+    MESH_PLY, MESH_GLB, MESH_OBJ, TEXTURE_MESH, TEXTURE_BASE_COLOR, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
 ]}
 
 

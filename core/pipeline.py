@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the stages import their heavy libraries (pycolmap, Open3D, 
     from core.stages.mesh import MeshResult
     from core.stages.relief import ReliefResult
     from core.stages.sfm import SfmResult
+    from core.stages.texture import TextureResult
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class RunState:
     fusion: FusedCloud | None = None
     isolation: IsolatedCloud | None = None
     mesh: MeshResult | None = None
+    texture: TextureResult | None = None
     relief: ReliefResult | None = None
     previous: RunManifest | None = field(default=None, repr=False)
     """The record of an earlier attempt at this run (resume), whose finished stages may be reused."""
@@ -331,6 +333,21 @@ def _load_mesh(state: RunState, record: StageRecord) -> StageOutput:
     return MeshResult(mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
 
 
+def _texture(state: RunState, progress: StageProgress) -> StageOutput:
+    from core.stages.texture import run_texture
+
+    assert state.mesh is not None and state.scene is not None
+    return run_texture(state.mesh, state.scene, state.masks, state.run_dir, state.config.texture, progress)
+
+
+def _load_texture(state: RunState, record: StageRecord) -> StageOutput:
+    from core.stages.texture import TextureResult, load_textured
+
+    if not record.metrics.get("textured"):  # the stage was off
+        return TextureResult(metrics=record.metrics, findings=record.findings)
+    return load_textured(state.run_dir)
+
+
 def _relief_capture(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.capture import run_capture
 
@@ -365,6 +382,7 @@ MULTI_VIEW_STAGES: list[Stage] = [
     Stage("fusion", "Fusing depth maps into a point cloud", 0.10, _fusion, _load_fusion),
     Stage("isolation", "Separating the product from the background", 0.04, _isolation, _load_isolation),
     Stage("mesh", "Building and exporting the mesh", 0.13, _mesh, _load_mesh),
+    Stage("texture", "Texturing the model from the photos", 0.06, _texture, _load_texture),
 ]
 RELIEF_STAGES: list[Stage] = [
     Stage("capture", "Checking the photo", 0.05, _relief_capture, _load_capture, reads=_capture_reads),
