@@ -43,6 +43,10 @@ in patches without letting a grazing view win)."""
 _ICM_PASSES = 4
 _MIN_COS = 0.1
 """Views seeing a face at more than ~84° from its normal are not used (smeared texels)."""
+_VISIBLE_SLACK = 0.01
+"""A ray to a face's centre may stop this share of the distance short of it and still count as reaching it (the
+mesh's own bumps near the face; soup can, balanced: 1e-3 left 24.0 % of the faces unseen, 1e-2 22.3 %, 3e-2
+14.5 % but novel-view PSNR fell 21.10 -> 20.95 dB: the rest are inner folds no photo sees)."""
 _GAIN_CLIP = (0.6, 1.6)
 """Per-photo colour gains outside this are not trusted (a wrong match, not exposure)."""
 
@@ -268,7 +272,7 @@ def _face_scores(V: np.ndarray, F: np.ndarray, cameras: list[PinholeCamera], pat
         rays = np.concatenate([np.broadcast_to(camera.center, (len(idx), 3)), ray[idx]], 1).astype(np.float32)
         hit = raycast.cast_rays(o3d.core.Tensor(rays))
         t_hit, prim = hit["t_hit"].numpy(), hit["primitive_ids"].numpy().astype(np.int64)
-        visible = (prim == idx) | (t_hit > 1 - 1e-3)  # the direction reaches the centre at t = 1
+        visible = (prim == idx) | (t_hit > 1 - _VISIBLE_SLACK)  # the direction reaches the centre at t = 1
         idx = idx[visible]
         corner_pix = np.stack([camera.project(tri[idx, j])[0] for j in range(3)], 1)
         e1, e2 = corner_pix[:, 1] - corner_pix[:, 0], corner_pix[:, 2] - corner_pix[:, 0]
