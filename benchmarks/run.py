@@ -46,6 +46,7 @@ from benchmarks.evaluate import (
     silhouette_iou,
 )
 from benchmarks.synthetic import CaptureSpec, load_ground_truth, render_capture
+from benchmarks.synthetic.renderer import NOVEL_DIR, render_novel_views
 from core.geometry import PinholeCamera
 from core.report.runs import RunView, open_run
 from core.scene import cameras_from_model
@@ -236,8 +237,8 @@ def _sfm_cameras(run: RunView) -> dict[str, PinholeCamera]:
 
 
 def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_reference: float,
-                 surface: GroundTruthSurface | None, truth_masks: dict[str, np.ndarray] | None = None
-                 ) -> dict[str, Any]:
+                 surface: GroundTruthSurface | None, truth_masks: dict[str, np.ndarray] | None = None,
+                 novel_dir: Path | None = None) -> dict[str, Any]:
     """Poses and (when a ground-truth surface is given) dense points and mesh of a finished or failed run."""
     run = open_run(run_dir)
     manifest = run.manifest
@@ -267,6 +268,49 @@ def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_r
         if key == "mesh.ply" and truth_masks:
             report.update(_mesh_checks(run, path, poses.alignment, truth_cameras, truth_masks))
         out[key] = report
+    if novel_dir is not None and poses.alignment is not None:
+        out["appearance"] = novel_view_appearance(run, poses.alignment, novel_dir)
+    return out
+
+
+def novel_view_appearance(run: Any, alignment: Any, novel_dir: Path) -> dict[str, Any]:
+    """PSNR over the product's true mask in held-out views, of the vertex-coloured mesh and the textured model
+    (both moved into the ground-truth frame by the camera alignment), and the share of mask pixels each covers.
+
+    PSNR is over the mask pixels the model covers (the misses are counted by coverage, not as black pixels).
+    """
+    import cv2
+
+    from benchmarks.synthetic import read_cameras_json
+    from core.stages.texture import load_textured, render_mesh
+
+    cameras = read_cameras_json(novel_dir / "cameras.json")
+    models: dict[str, dict[str, Any]] = {}
+    mesh_path = run.artifact("mesh.ply")
+    if mesh_path is not None:
+        import open3d as o3d
+
+        mesh = o3d.io.read_triangle_mesh(str(mesh_path))
+        models["vertex_colours"] = dict(vertices=alignment.apply(np.asarray(mesh.vertices)),
+                                        faces=np.asarray(mesh.triangles), vertex_colors=np.asarray(mesh.vertex_colors))
+    if run.artifact("texture.mesh") is not None:
+        textured = load_textured(run.run_dir)
+        atlas = cv2.cvtColor(cv2.imread(str(textured.base_color)), cv2.COLOR_BGR2RGB)
+        models["textured"] = dict(vertices=alignment.apply(textured.vertices), faces=textured.faces, uv=textured.uv,
+                                  texture=atlas)
+    out: dict[str, Any] = {"views": len(cameras)}
+    for label, model in models.items():
+        errors, covered, total = [], 0, 0
+        for name, camera in cameras.items():
+            truth = cv2.cvtColor(cv2.imread(str(novel_dir / "images" / name)), cv2.COLOR_BGR2RGB).astype(np.float32)
+            mask = cv2.imread(str(novel_dir / "masks" / name), cv2.IMREAD_GRAYSCALE) > 127
+            image, hit = render_mesh(camera=camera, **model)
+            inside = mask & hit
+            errors.append(((image[inside] - truth[inside]) ** 2).ravel())
+            covered, total = covered + int(inside.sum()), total + int(mask.sum())
+        mse = float(np.mean(np.concatenate(errors))) if covered else float("nan")
+        out[label] = {"psnr_db": round(10 * np.log10(255.0**2 / mse), 2) if covered else None,
+                      "coverage": round(covered / max(total, 1), 4)}
     return out
 
 
@@ -399,6 +443,16 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
         if mesh_rows:
             lines += ["", "| preset | mesh silhouette IoU mean | min | open edges | base capped |",
                       "|---|---|---|---|---|", *mesh_rows]
+        look_rows = [f"| {run['preset']} | {a['views']} | {_fmt(a.get('vertex_colours', {}).get('psnr_db'), '.2f')} | "
+                     f"{_fmt(a.get('textured', {}).get('psnr_db'), '.2f')} | "
+                     f"{_fmt(a.get('vertex_colours', {}).get('coverage'))} | "
+                     f"{_fmt(a.get('textured', {}).get('coverage'))} |"
+                     for run in cap["runs"] if (a := run.get("appearance"))]
+        if look_rows:
+            lines += ["", "Novel views (held out, rendered from the models after the camera alignment; PSNR over the "
+                      "true mask's covered pixels):", "",
+                      "| preset | views | PSNR vertex colours dB | PSNR textured dB | coverage vertex | "
+                      "coverage textured |", "|---|---|---|---|---|---|", *look_rows]
         for run in cap["runs"]:
             if run.get("failure_reason"):
                 lines += ["", f"{run['preset']}: {run['failure_reason']}"]
@@ -472,6 +526,9 @@ def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, 
     result.update(num_photos=len(gt.image_names), size=f"{spec.width}x{spec.height}",
                   render_seconds=summary.get("render_seconds", float("nan")), object_diagonal_m=gt.object_diagonal)
     surface = GroundTruthSurface.from_mesh(gt.mesh_path, gt.camera_list())
+    novel = cap_dir / NOVEL_DIR
+    if rerender or not (novel / "cameras.json").exists():  # held-out views for the appearance measure
+        render_novel_views(spec, cap_dir)
     for preset, (label, extra) in [(p, v) for p in presets for v in variants]:
         name = preset + (f"+{label}" if label else "")
         run_dir = out_root / "runs" / f"{cap_dir.name}_{name}"
@@ -482,7 +539,7 @@ def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, 
         run = {"preset": name, "returncode": measurement.returncode, "wall_s": measurement.wall_s,
                "peak_rss_mb": measurement.peak_rss_mb}
         masks = {n: gt.load_mask(n) for n in gt.image_names if n in gt.mask_paths}
-        run.update(evaluate_run(run_dir, gt.cameras, gt.object_diagonal, surface, masks))
+        run.update(evaluate_run(run_dir, gt.cameras, gt.object_diagonal, surface, masks, novel))
         if measurement.returncode != 0 and not run.get("failure_reason"):
             last_lines = measurement.stderr_tail.strip().splitlines()
             run["failure_reason"] = last_lines[-1] if last_lines else f"exit code {measurement.returncode}"

@@ -473,6 +473,26 @@ def mesh_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     return []
 
 
+# --- texture ---------------------------------------------------------------------------------------------------
+
+TEXTURE_NO_MESH = "There is no mesh to texture (the mesh stage made none)."
+TEXTURE_UNSEEN_SHARE = 0.15
+"""Share of faces no photo sees above which the texture is called patchy (a closed product on a table leaves its
+base unseen: 3-8 % of the faces on the soup can and bottle captures)."""
+
+
+def texture_findings(metrics: Mapping[str, Any]) -> list[Finding]:
+    share = metrics.get("unseen_share", 0.0)
+    if share > TEXTURE_UNSEEN_SHARE:
+        return [Finding("warning", f"{100 * share:.0f} % of the model's surface is seen by no photo; it is painted "
+                                   "with the mesh's colours instead of the photos'.",
+                        "Add photos from the angles that are missing (lower, higher, all around).")]
+    if metrics.get("unseen_faces", 0):
+        return [Finding("info", f"{metrics['unseen_faces']} faces no photo sees (usually the base) take the mesh's "
+                                "colours in the texture.")]
+    return []
+
+
 # --- relief ----------------------------------------------------------------------------------------------------
 
 RELIEF_NO_PRIOR = ("A single-photo relief needs depth, and the depth prior is switched off. Turn it on, or supply a "

@@ -170,6 +170,18 @@ class MeshConfig:
 
 
 @dataclass(frozen=True)
+class TextureConfig:
+    """UV atlas and the base-colour texture baked from the photos."""
+
+    enabled: bool = True
+    """Bake a texture (off: the model keeps only its vertex colours)."""
+    size: int = 2048
+    """Side of the square atlas in texels (a power of two; grows when the faces would get too few texels)."""
+    max_views: int = 0
+    """Photos considered per face, spread over the capture (0 = all)."""
+
+
+@dataclass(frozen=True)
 class ReliefConfig:
     """Single photo -> 3D relief."""
 
@@ -241,6 +253,7 @@ class PipelineConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
     relief: ReliefConfig = field(default_factory=ReliefConfig)
     sticker: StickerConfig = field(default_factory=StickerConfig)
     asset: AssetConfig = field(default_factory=AssetConfig)
@@ -330,6 +343,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "depth": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64, "method": "sweep"},
         "depth_prior": {"input_size": 364},
         "mesh": {"target_faces": 25_000, "poisson_depth": 8},
+        "texture": {"size": 1024},
         "relief": {"target_faces": 25_000},
         "sticker": {"size_px": 768, "border_px": 18, "mesh_cells": 128},
         "asset": {"texture_size": 1024},
@@ -340,6 +354,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "sfm": {"max_num_features": 12000},
         "depth": {"max_side": 960, "num_source_views": 6, "num_depth_planes": 128},
         "mesh": {"target_faces": 250_000, "poisson_depth": 10},
+        "texture": {"size": 4096},
         "relief": {"target_faces": 250_000},
         "asset": {"texture_size": 4096},
     },
@@ -353,6 +368,7 @@ _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
         "depth": {"max_side": 320, "num_source_views": 3, "num_depth_planes": 48, "method": "sweep"},
         "depth_prior": {"input_size": 140},
         "mesh": {"target_faces": 10_000, "poisson_depth": 7},
+        "texture": {"size": 512},
         "relief": {"target_faces": 10_000},
         "sticker": {"size_px": 512, "border_px": 12, "mesh_cells": 96, "segmentation_max_side": 320},
         "asset": {"texture_size": 512},

@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # the stages import their heavy libraries (pycolmap, Open3D, 
     from core.stages.relief import ReliefResult
     from core.stages.sfm import SfmResult
     from core.stages.sticker import StickerResult
+    from core.stages.texture import TextureResult
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class RunState:
     fusion: FusedCloud | None = None
     isolation: IsolatedCloud | None = None
     mesh: MeshResult | None = None
+    texture: TextureResult | None = None
     relief: ReliefResult | None = None
     sticker: StickerResult | None = None
     asset: AssetResult | None = None
@@ -344,6 +346,21 @@ def _load_mesh(state: RunState, record: StageRecord) -> StageOutput:
     return MeshResult(mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
 
 
+def _texture(state: RunState, progress: StageProgress) -> StageOutput:
+    from core.stages.texture import run_texture
+
+    assert state.mesh is not None and state.scene is not None
+    return run_texture(state.mesh, state.scene, state.masks, state.run_dir, state.config.texture, progress)
+
+
+def _load_texture(state: RunState, record: StageRecord) -> StageOutput:
+    from core.stages.texture import TextureResult, load_textured
+
+    if not record.metrics.get("textured"):  # the stage was off
+        return TextureResult(metrics=record.metrics, findings=record.findings)
+    return load_textured(state.run_dir)
+
+
 def _asset(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.asset import run_asset
 
@@ -414,6 +431,7 @@ MULTI_VIEW_STAGES: list[Stage] = [
     Stage("fusion", "Fusing depth maps into a point cloud", 0.10, _fusion, _load_fusion),
     Stage("isolation", "Separating the product from the background", 0.04, _isolation, _load_isolation),
     Stage("mesh", "Building and exporting the mesh", 0.13, _mesh, _load_mesh),
+    Stage("texture", "Texturing the model from the photos", 0.06, _texture, _load_texture),
     Stage("asset", "Making the shop-ready asset (GLB, USDZ, marketplace checks)", 0.05, _asset, _load_asset),
 ]
 RELIEF_STAGES: list[Stage] = [

@@ -151,6 +151,18 @@ def panel_mesh(run: runs.RunView, stage: StageRecord) -> None:
                    help="The underside no photo sees, closed flat on the table (marked in the mesh numbers).")
 
 
+def panel_texture(run: runs.RunView, stage: StageRecord) -> None:
+    metrics = stage.metrics
+    cols = st.columns(3)
+    cols[0].metric("Texture", f"{metrics.get('texture_size', '–')} px")
+    cols[1].metric("Photos used", metrics.get("views_used", "–"))
+    cols[2].metric("Unseen faces", f"{100 * metrics.get('unseen_share', 0):.1f} %",
+                   help="Faces no photo sees (usually the base); they take the mesh's colours.")
+    atlas = run.artifact("texture.base_color")
+    if atlas is not None:
+        st.image(str(atlas), caption="Base-colour atlas (every face has its own cell)", width=360)
+
+
 def show_logs(job: Job, run_dir: Path) -> None:
     """For failed runs: the end of the worker's and the pipeline's logs, to send to support."""
     if job.status != "failed":
@@ -165,7 +177,7 @@ def show_logs(job: Job, run_dir: Path) -> None:
 
 PANELS = {"capture": panel_capture, "sfm": panel_sfm, "masks": panel_masks, "depth": panel_depth,
           "depth_prior": panel_depth,
-          "fusion": panel_fusion, "mesh": panel_mesh}
+          "fusion": panel_fusion, "mesh": panel_mesh, "texture": panel_texture}
 
 job = run_picker_or_stop(store)
 run = runs.open_run(store.run_dir(job))

@@ -70,7 +70,7 @@ def test_manifest_records_everything_a_reviewer_needs(tiny_run: Path) -> None:
     manifest = load_manifest(tiny_run)
     assert [s.status for s in manifest.stages] == ["done"] * len(manifest.stages)
     assert all(s.seconds >= 0 for s in manifest.stages) and manifest.stage("sfm").seconds > 0
-    stages = ["capture", "sfm", "masks", "depth", "depth_prior", "fusion", "isolation", "mesh", "asset"]
+    stages = ["capture", "sfm", "masks", "depth", "depth_prior", "fusion", "isolation", "mesh", "texture", "asset"]
     assert [s.name for s in manifest.stages] == stages
     assert len(manifest.photos) == 12 and all(len(p.sha256) == 64 for p in manifest.photos)
     assert manifest.config["preset"] == "preview"

@@ -440,3 +440,48 @@ def _write_mesh(path: Path, mesh: TexturedMesh) -> None:
     if not o3d.io.write_triangle_mesh(str(path), o3d_mesh, write_ascii=False):
         raise OSError(f"could not write {path}")
 
+
+
+NOVEL_DIR = "novel"
+"""Held-out views of a capture (``novel/images``, ``novel/masks``, ``novel/cameras.json``): not among its photos."""
+
+
+def novel_views(spec: CaptureSpec, scene: _Scene, count: int = 8) -> list[_View]:
+    """``count`` viewpoints no photo has: half between the rings' elevations, half 12° above the highest ring, at
+    azimuths a quarter step off every photo's (turntable: the object turned instead, as for the photos)."""
+    K = intrinsics_from_fov(spec.width, spec.height, spec.horizontal_fov_deg)
+    distance = _camera_distance(spec, scene.radius)
+    elevations = (float(np.mean(spec.elevations_deg)), max(spec.elevations_deg) + 12.0)
+    views = []
+    for ring, elevation in enumerate(elevations):
+        el = np.radians(elevation)
+        half = count // 2 + (count % 2 if ring == 0 else 0)
+        for k in range(half):
+            azimuth = 2 * np.pi * (k + 0.25 + 0.5 * ring) / half
+            name = f"novel_{len(views):03d}.png"
+            if spec.mode == "orbit":
+                eye = scene.centre + distance * np.array([np.cos(el) * np.cos(azimuth),
+                                                          np.cos(el) * np.sin(azimuth), np.sin(el)])
+                R, t = look_at(eye, scene.centre)
+                views.append(_View(name, PinholeCamera(K, R, t, spec.width, spec.height), np.eye(3)))
+            else:
+                eye = scene.centre + distance * np.array([np.cos(el), 0.0, np.sin(el)])
+                R, t = look_at(eye, scene.centre)
+                views.append(_View(name, PinholeCamera(K, R, t, spec.width, spec.height), _rot_z(-azimuth)))
+    return views
+
+
+def render_novel_views(spec: CaptureSpec, out_dir: Path, count: int = 8) -> Path:
+    """Render a capture's held-out views into ``out_dir/novel`` (PNG, no noise; masks; cameras.json); its folder."""
+    scene = _build_scene(spec)
+    folder = Path(out_dir) / NOVEL_DIR
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    views = novel_views(spec, scene, count)
+    clean = CaptureSpec.from_dict({**spec.to_dict(), "noise_sigma": 0.0})
+    for index, view in enumerate(views):
+        image, _, mask = render_view(scene, view, clean, np.random.default_rng([spec.seed, 1000 + index]))
+        cv2.imwrite(str(folder / "images" / view.name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folder / "masks" / view.name), mask.astype(np.uint8) * 255)
+    _write_cameras(folder / CAMERAS_JSON, [v.name for v in views], [v.camera_object for v in views])
+    return folder
