@@ -39,7 +39,7 @@ def run(capture: CaptureGroundTruth, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_atlas_is_square_power_of_two_with_uvs_inside(run: Path) -> None:
     manifest = load_manifest(run)
-    assert [s.name for s in manifest.stages][-2:] == ["mesh", "texture"]
+    assert [s.name for s in manifest.stages][-3:] == ["mesh", "texture", "asset"]
     assert {"texture.mesh", "texture.base_color"} <= set(manifest.artifacts)
     textured = load_textured(run)
     assert textured.uv.shape == (len(textured.vertices), 2)
