@@ -193,16 +193,7 @@ def _views(spec: CaptureSpec, scene: _Scene) -> list[_View]:
         for k in range(count):
             azimuth = 2 * np.pi * (k + 0.5 * (ring % 2)) / count
             name = f"view_{len(views):03d}.{ext}"
-            if spec.mode == "orbit":
-                eye = scene.centre + distance * np.array([np.cos(el) * np.cos(azimuth),
-                                                          np.cos(el) * np.sin(azimuth), np.sin(el)])
-                R, t = look_at(eye, scene.centre)
-                views.append(_View(name, PinholeCamera(K, R, t, spec.width, spec.height), np.eye(3)))
-            else:
-                # The camera stays put; turning the object by -azimuth shows it from the azimuth an orbit would.
-                eye = scene.centre + distance * np.array([np.cos(el), 0.0, np.sin(el)])
-                R, t = look_at(eye, scene.centre)
-                views.append(_View(name, PinholeCamera(K, R, t, spec.width, spec.height), _rot_z(-azimuth)))
+            views.append(_placed_view(name, spec, scene.centre, distance, K, el, azimuth))
     return views
 
 
@@ -459,15 +450,7 @@ def novel_views(spec: CaptureSpec, scene: _Scene, count: int = 8) -> list[_View]
         for k in range(half):
             azimuth = 2 * np.pi * (k + 0.25 + 0.5 * ring) / half
             name = f"novel_{len(views):03d}.png"
-            if spec.mode == "orbit":
-                eye = scene.centre + distance * np.array([np.cos(el) * np.cos(azimuth),
-                                                          np.cos(el) * np.sin(azimuth), np.sin(el)])
-                R, t = look_at(eye, scene.centre)
-                views.append(_View(name, PinholeCamera(K, R, t, spec.width, spec.height), np.eye(3)))
-            else:
-                eye = scene.centre + distance * np.array([np.cos(el), 0.0, np.sin(el)])
-                R, t = look_at(eye, scene.centre)
-                views.append(_View(name, PinholeCamera(K, R, t, spec.width, spec.height), _rot_z(-azimuth)))
+            views.append(_placed_view(name, spec, scene.centre, distance, K, el, azimuth))
     return views
 
 
@@ -485,3 +468,16 @@ def render_novel_views(spec: CaptureSpec, out_dir: Path, count: int = 8) -> Path
         cv2.imwrite(str(folder / "masks" / view.name), mask.astype(np.uint8) * 255)
     _write_cameras(folder / CAMERAS_JSON, [v.name for v in views], [v.camera_object for v in views])
     return folder
+
+
+def _placed_view(name: str, spec, centre: np.ndarray, distance: float, K: np.ndarray, el: float,
+                 azimuth: float) -> _View:
+    """A camera at elevation ``el`` and ``azimuth`` around ``centre``: orbiting it, or (turntable) fixed while the
+    object turns by -azimuth, which shows it from the azimuth an orbit would."""
+    if spec.mode == "orbit":
+        eye = centre + distance * np.array([np.cos(el) * np.cos(azimuth), np.cos(el) * np.sin(azimuth), np.sin(el)])
+        R, t = look_at(eye, centre)
+        return _View(name, PinholeCamera(K, R, t, spec.width, spec.height), np.eye(3))
+    eye = centre + distance * np.array([np.cos(el), 0.0, np.sin(el)])
+    R, t = look_at(eye, centre)
+    return _View(name, PinholeCamera(K, R, t, spec.width, spec.height), _rot_z(-azimuth))
