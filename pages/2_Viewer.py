@@ -3,7 +3,6 @@ downloads; then the run's mesh, dense cloud, sparse cloud and cameras in one int
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import streamlit as st
@@ -65,7 +64,7 @@ if layers["mesh"] is None:
     st.info("This run has no mesh yet" + (" (it is still running)" if not job.is_final else "")
             + ". Showing what it has so far.")
 
-base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id
+base = runs.download_stem(job.sku, job.product_name, job.id)
 checks = asset_view.read_checks(run.run_dir) if run.artifact("asset.glb") else None
 if checks is not None:
     st.subheader("Textured asset")

@@ -3,9 +3,7 @@ deletes surplus sample runs (the hostile zips and photos are in test_jobs.py).""
 
 from __future__ import annotations
 
-import io
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,14 +11,6 @@ import pytest
 from core.jobs import intake
 from core.settings import SettingsError, checked_data_dir, env_int
 from tests.conftest import write_photos
-
-
-def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
 
 
 def test_bad_operator_settings_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

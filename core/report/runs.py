@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,3 +217,8 @@ def read_match_matrix(path: Path) -> tuple[list[str], np.ndarray] | None:
         logger.info("no usable match matrix at %s", path)
         return None
     return names, matrix
+
+
+def download_stem(sku: str, product_name: str, job_id: str) -> str:
+    """The file-name stem of a run's downloads: the SKU (else the product name, else the job id), made file-safe."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", sku or product_name or job_id).strip("_") or job_id

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 
 import streamlit as st
 
 from core.jobs.store import Job
+from core.report import runs
 from core.report.runs import RunView
 from core.stages.sticker.themes import THEMES, match_theme
 from pages._ui import esc
@@ -56,7 +56,7 @@ def show_result(run: RunView, width: int = 320) -> None:
 
 
 def downloads(run: RunView, job: Job) -> None:
-    base = re.sub(r"[^A-Za-z0-9_-]+", "_", job.sku or job.product_name or job.id).strip("_") or job.id
+    base = runs.download_stem(job.sku, job.product_name, job.id)
     for col, (label, key, suffix, mime) in zip(st.columns(len(DOWNLOADS)), DOWNLOADS, strict=True):
         path = run.artifact(key)
         col.download_button(f"Download {label}", data=(lambda p=path: p.read_bytes()) if path else b"",
