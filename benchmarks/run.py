@@ -112,6 +112,12 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
                               height=480),
         MODELS / "fuze_bottle"),
     SyntheticCapture(
+        "cracker_box_orbit", "YCB cracker box (scan), orbit, textured mat, plain studio (flat printed faces, sharp "
+        "edges)",
+        lambda q: CaptureSpec(object=str(MODELS / "003_cracker_box"), mode="orbit", support="textured",
+                              backdrop="plain", **_size(q)),
+        MODELS / "003_cracker_box"),
+    SyntheticCapture(
         "plain_box", "plain-coloured procedural box (low texture), orbit, textured mat, plain studio",
         lambda q: CaptureSpec(object="procedural-box", product_texture="plain", mode="orbit", support="textured",
                               backdrop="plain", **_size(q))),
