@@ -126,6 +126,11 @@ SYNTHETIC: dict[str, SyntheticCapture] = {c.name: c for c in [
         lambda q: CaptureSpec(object="procedural-bottle", mode="orbit", support="textured", backdrop="plain",
                               **_size(q))),
 ]}
+SYNTHETIC.update({f"soup_orbit_{views}": SyntheticCapture(
+    f"soup_orbit_{views}", f"the soup-can orbit with {views} photos (time and memory against the number of photos)",
+    (lambda q, views=views: CaptureSpec(object=str(MODELS / "005_tomato_soup_can"), mode="orbit", support="textured",
+                                        backdrop="plain", **{**_size(q), "num_views": views})),
+    MODELS / "005_tomato_soup_can") for views in (48, 96)})
 PLAIN_SPECS: dict[str, tuple[str, str, str]] = {
     # name: (object, mode, what) -- plain products on plain backdrops (issue 10); a textured mat or plate under them
     "plain_box_turntable": ("procedural-box", "turntable", "plain procedural box, turntable with a textured plate"),
