@@ -660,17 +660,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"command": "python -m benchmarks.run " + " ".join(argv if argv is not None
                                                                                  else sys.argv[1:]),
                                "machine": machine_info(), "presets": presets, "quick": args.quick, "captures": []}
+    args.report.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if args.append and (args.report / "results.json").exists():
+        previous = json.loads((args.report / "results.json").read_text(encoding="utf-8"))
     for name in names:
         if name in SYNTHETIC:
             results["captures"].append(bench_synthetic(SYNTHETIC[name], presets, args.quick, args.out, args.rerender,
                                                        variants))
         else:
             results["captures"].append(bench_real(REAL[name], presets[0], args.out))
-    args.report.mkdir(parents=True, exist_ok=True)
-    if args.append and (args.report / "results.json").exists():
-        results = merge_results(json.loads((args.report / "results.json").read_text(encoding="utf-8")), results)
-    write_report(results, args.report / "RESULTS.md", args.report / "results.json")
-    print(f"wrote {args.report / 'RESULTS.md'} and {args.report / 'results.json'}")
+        # Written after every capture: a long benchmark stopped half-way keeps what it measured.
+        write_report(merge_results(previous, results) if previous else results, args.report / "RESULTS.md",
+                     args.report / "results.json")
+        print(f"wrote {args.report / 'RESULTS.md'} and {args.report / 'results.json'}", flush=True)
     return 0
 
 
