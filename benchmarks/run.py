@@ -236,7 +236,22 @@ def run_pipeline_cli(photos: Path, run_dir: Path, preset: str, extra_args: list[
         sampler.join()
     wall = time.perf_counter() - started
     tail = (run_dir.parent / f"{run_dir.name}.stderr.log").read_text(encoding="utf-8", errors="replace")[-2000:]
-    return RunMeasurement(returncode, round(wall, 1), round(peak / 2**20, 1), tail)
+    measurement = RunMeasurement(returncode, round(wall, 1), round(peak / 2**20, 1), tail)
+    _measurement_path(run_dir).write_text(json.dumps(measurement.__dict__), encoding="utf-8")
+    return measurement
+
+
+def _measurement_path(run_dir: Path) -> Path:
+    """Beside the run folder: how its pipeline process ended, its wall time and peak memory (for ``--rescore``)."""
+    return run_dir.parent / f"{run_dir.name}.measurement.json"
+
+
+def previous_measurement(run_dir: Path) -> RunMeasurement | None:
+    """The measurement of an earlier pipeline run into ``run_dir``, when it finished and was recorded."""
+    path = _measurement_path(run_dir)
+    if not path.exists() or not (run_dir / "manifest.json").exists():
+        return None
+    return RunMeasurement(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def _sfm_cameras(run: RunView) -> dict[str, PinholeCamera]:
@@ -515,8 +530,9 @@ def merge_results(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, out_root: Path,
-                    rerender: bool, variants: list[tuple[str, list[str]]]) -> dict[str, Any]:
-    """Render (once) and reconstruct one capture with every preset and pipeline-argument variant.
+                    rerender: bool, variants: list[tuple[str, list[str]]], rescore: bool = False) -> dict[str, Any]:
+    """Render (once) and reconstruct one capture with every preset and pipeline-argument variant (``rescore``:
+    score the earlier run of a preset again instead, when it finished and its measurement was recorded).
 
     A variant is (label, extra CLI arguments); the argument ``{gt_depth}`` stands for the capture's ground-truth
     depth folder (an oracle depth prior).
@@ -543,10 +559,14 @@ def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, 
     for preset, (label, extra) in [(p, v) for p in presets for v in variants]:
         name = preset + (f"+{label}" if label else "")
         run_dir = out_root / "runs" / f"{cap_dir.name}_{name}"
-        _clear(run_dir)
-        print(f"pipeline {capture.name} / {name} ...", flush=True)
-        extra = [a.replace("{gt_depth}", str(cap_dir / "depth")) for a in extra]
-        measurement = run_pipeline_cli(gt.image_dir, run_dir, preset, extra)
+        measurement = previous_measurement(run_dir) if rescore else None
+        if measurement is None:
+            _clear(run_dir)
+            print(f"pipeline {capture.name} / {name} ...", flush=True)
+            extra = [a.replace("{gt_depth}", str(cap_dir / "depth")) for a in extra]
+            measurement = run_pipeline_cli(gt.image_dir, run_dir, preset, extra)
+        else:
+            print(f"rescoring the earlier run {run_dir}", flush=True)
         run = {"preset": name, "returncode": measurement.returncode, "wall_s": measurement.wall_s,
                "peak_rss_mb": measurement.peak_rss_mb}
         masks = {n: gt.load_mask(n) for n in gt.image_names if n in gt.mask_paths}
@@ -635,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append", action="store_true",
                         help="add these results to the existing results.json (same capture: runs are merged by preset)")
     parser.add_argument("--rerender", action="store_true", help="render the captures again even if present")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score finished earlier runs again (their recorded time and memory) instead of running")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="work folder (git-ignored)")
     parser.add_argument("--report", type=Path, default=BENCH_DIR,
                         help="folder for RESULTS.md and results.json (default: benchmarks/)")
@@ -667,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name in SYNTHETIC:
             results["captures"].append(bench_synthetic(SYNTHETIC[name], presets, args.quick, args.out, args.rerender,
-                                                       variants))
+                                                       variants, args.rescore))
         else:
             results["captures"].append(bench_real(REAL[name], presets[0], args.out))
         # Written after every capture: a long benchmark stopped half-way keeps what it measured.
