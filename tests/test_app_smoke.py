@@ -304,3 +304,29 @@ def test_review_needs_a_login_once_reviewers_exist(finished_job, monkeypatch: py
     next(b for b in app.button if b.label == "Save decision").click()
     app.run()
     assert [r.reviewer for r in store.reviews(finished_job.id)] == ["Rita"]
+
+
+@pytest.mark.parametrize("fault", ["damaged database", "damaged job row"])
+def test_an_unexpected_error_shows_an_id_and_logs_the_trace(fault: str, finished_job, caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    """Issue 15 item 12: an exception nobody foresaw ends the page with one line and a short error id; the traceback
+    is in the server log under that id, never in the browser."""
+    import re
+
+    store = Store()
+    if fault == "damaged database":
+        store.db_path.write_bytes(b"this is not a database" * 100)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{store.db_path}{suffix}").unlink(missing_ok=True)
+    else:
+        store._update(finished_job.id, created="yesterday")  # the Recent runs cards format it as a time
+    with caplog.at_level("ERROR", logger="product_studio.pages"):
+        app = _run("Home.py")
+    assert not app.exception, app.exception  # Streamlit's own exception element (the traceback) is not shown
+    shown = [e.value for e in app.error]
+    assert len(shown) == 1 and "Something went wrong on this page" in shown[0], shown
+    error_id = re.search(r"\(error ([0-9a-f]{8})\)", shown[0]).group(1)
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None  # the trace is in the server log, under the id
+    for text in _texts(app).splitlines():
+        assert "Traceback" not in text and "File \"" not in text and str(store.root) not in text
