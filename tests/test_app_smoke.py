@@ -14,6 +14,7 @@ from conftest import REPO_ROOT, write_photos
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.store import Job, Store
+from core.report.runs import read_manifest
 
 PAGES = ["Home.py", "pages/1_New_capture.py", "pages/2_Viewer.py", "pages/3_Diagnostics.py", "pages/4_Review.py"]
 
@@ -330,3 +331,64 @@ def test_an_unexpected_error_shows_an_id_and_logs_the_trace(fault: str, finished
     assert logged and logged[0].exc_info is not None  # the trace is in the server log, under the id
     for text in _texts(app).splitlines():
         assert "Traceback" not in text and "File \"" not in text and str(store.root) not in text
+
+
+def _damage(run_dir: Path, change) -> None:
+    record = json.loads((run_dir / "manifest.json").read_text())
+    change(record)
+    (run_dir / "manifest.json").write_text(json.dumps(record))
+
+
+def _sfm_metrics(record: dict) -> dict:
+    return next(s for s in record["stages"] if s["name"] == "sfm")["metrics"]
+
+
+# Records that load (their fields have the types the pages compute with) but whose free-form numbers do not.
+ODD_METRICS = {
+    "photos placed as numbers": lambda r: _sfm_metrics(r).update(per_photo=[1, 2]),
+    "untrusted as a number": lambda r: _sfm_metrics(r).update(per_photo=[{"photo": "a", "untrusted": 5}]),
+    "histogram without edges": lambda r: _sfm_metrics(r).update(reprojection_error_histogram={"counts": [1, 2]}),
+    "counts as words": lambda r: [s["metrics"].update(kept_depths="many", unseen_share="x") for s in r["stages"]],
+}
+
+
+@pytest.mark.parametrize("damage", list(ODD_METRICS))
+def test_diagnostics_shows_what_a_damaged_record_still_holds(damage: str, finished_job) -> None:
+    """Issue 15 minor: wrongly typed numbers in the record give no traceback: that panel says the record is damaged
+    there, every other part of the page still shows."""
+    _damage(Store().run_dir(finished_job), ODD_METRICS[damage])
+    app = _run("pages/3_Diagnostics.py", finished_job.id)
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    warnings = [w.value for w in app.warning]
+    assert any("this part of the run's record is damaged" in w for w in warnings), warnings
+    findings = len(read_manifest(Store().run_dir(finished_job)).all_findings())
+    assert [s.value for s in app.subheader][:2] == ["Time per stage", f"Findings ({findings})"]
+    assert len(app.expander) >= 5  # every stage still has its panel
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("damage", ["not json", "wrongly typed findings", "wrongly typed stage"])
+def test_a_damaged_record_says_so_on_every_page(page: str, damage: str, finished_job) -> None:
+    """Issue 15 minor: a record that cannot be read says 'this run's record is damaged', never 'no record yet'
+    and never a traceback."""
+    run_dir = Store().run_dir(finished_job)
+    if damage == "not json":
+        (run_dir / "manifest.json").write_text("{not json")
+    elif damage == "wrongly typed findings":
+        _damage(run_dir, lambda r: r["stages"][0]["findings"].append({"level": ["x"], "message": {"a": 1}}))
+    else:
+        _damage(run_dir, lambda r: r["stages"][0].update(seconds="slow"))
+    app = _run(page, finished_job.id)
+    assert not app.exception, app.exception
+    text = _texts(app)
+    assert "no record yet" not in text and "Something went wrong" not in text
+    if page in ("pages/2_Viewer.py", "pages/3_Diagnostics.py"):
+        assert "record is damaged" in text, text
+
+
+def test_review_says_a_linked_run_does_not_exist(finished_job) -> None:
+    """Issue 15 minor: Review with an unknown ?job= says so instead of silently showing another run."""
+    app = _run("pages/4_Review.py", "20990101-000000-nosuch")
+    assert not app.exception, app.exception
+    assert any("does not exist" in w.value for w in app.warning), [w.value for w in app.warning]

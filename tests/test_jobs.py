@@ -452,3 +452,20 @@ def test_wording_of_counts_sizes_and_long_names() -> None:
     assert "60,000,003 bytes is over the 60,000,000-byte limit" in refused.reason, refused.reason
     bigger = intake._receive_photo(Path("/nonexistent"), "big.jpg", b"\xff\xd8\xff" + b"0" * 61_200_000, 0, limits)
     assert "61.2 MB is over the 60.0 MB limit" in bigger.reason, bigger.reason
+
+
+def test_run_it_again_keeps_the_stages_the_failed_run_finished(studio_data: Path, tmp_path: Path) -> None:
+    """Issue 15 minor: 'Run it again' resumes from the last finished stage (the real pipeline in a real worker:
+    three unrelated pictures pass the capture and fail SfM), and the failed run's folder stays as it was."""
+    write_photos(tmp_path / "unrelated", count=3, seed=0)
+    store = Store()
+    first = _wait(store, _submit(store, tmp_path / "unrelated", "again").id, lambda j: j.is_final, timeout=120)
+    assert first.status == "failed"
+    old_record = (store.run_dir(first) / "manifest.json").read_bytes()
+    assert load_manifest(store.run_dir(first)).stage("capture").status == "done"
+    again = _wait(store, intake.retry_job(store, first).id, lambda j: j.is_final, timeout=120)
+    assert again.status == "failed" and again.retry_of == first.id
+    manifest = load_manifest(store.run_dir(again))
+    assert manifest.run_id == again.id
+    assert manifest.stage("capture").resumed and not manifest.stage("sfm").resumed
+    assert (store.run_dir(first) / "manifest.json").read_bytes() == old_record

@@ -21,7 +21,7 @@ from typing import Any
 from core.config import CaptureConfig, preset_config
 from core.jobs.dispatch import dispatch
 from core.jobs.store import REPO_ROOT, Job, JobMode, Store, UploadedPhoto
-from core.manifest import new_run_id
+from core.manifest import MANIFEST_NAME, new_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -434,12 +434,27 @@ def submit_sample(store: Store, preset: str = "preview", start: bool = True) -> 
 
 
 def retry_job(store: Store, job: Job) -> Job:
-    """Queue the same photos and settings again as a new job (the old run folder stays as it was)."""
+    """Queue the same photos and settings again as a new job that resumes from the old run's last finished stage:
+    the old run folder is copied into the new one (the worker always resumes, keeping each finished stage whose
+    inputs and artefacts are unchanged, core/pipeline.py) and stays as it was. Without room for the copy (the disk's
+    free-space floor, core/settings.py) the new run starts from the beginning."""
     # Photo rows are copied (create_job files them under the new id); the photo files themselves are shared.
     new = store.create_job(product_name=job.product_name, sku=job.sku, preset=job.preset, config_json=job.config_json,
                            photos_dir=store.photos_dir(job),
                            depth_dir=store.resolve(job.depth_dir) if job.depth_dir else None,
                            photos=store.photos(job.id), mode=job.mode, retry_of=job.id)
+    old_dir, new_dir = store.run_dir(job), store.run_dir(new)
+    if (old_dir / MANIFEST_NAME).is_file():
+        needed = folder_bytes(old_dir)
+        room = shutil.disk_usage(next(p for p in (new_dir, *new_dir.parents) if p.exists())).free
+        from core.settings import min_free_bytes
+
+        if room - needed < min_free_bytes():
+            logger.warning("job %s starts from the beginning: no room to copy the %.1f GB of run %s", new.id,
+                           needed / 1e9, job.id)
+        else:
+            # A real copy, not hard links: stages that run again rewrite their files in place.
+            shutil.copytree(old_dir, new_dir, symlinks=True, dirs_exist_ok=True)
     dispatch(store)
     return store.get_job(new.id) or new
 

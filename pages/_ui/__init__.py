@@ -9,6 +9,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -83,6 +85,17 @@ def show_unexpected_error(exc: Exception) -> bool:
              f"again, give an admin the error id {error_id}: the details are in the server log under it.",
              icon=":material/error:")
     return True
+
+
+@contextmanager
+def shown_if_intact(what: str) -> Iterator[None]:
+    """One part of a page drawn from a run's record: when the record's numbers there have the wrong shape (a damaged
+    or hand-edited record), that part says so and the rest of the page still shows."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        logger.warning("%s: the run record is damaged here (%s: %s)", what, type(exc).__name__, exc)
+        st.warning(f"{esc(what)}: this part of the run's record is damaged, so it cannot be shown.")
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
