@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.advice import over_size_limit
 from core.config import CaptureConfig, preset_config
 from core.jobs.dispatch import dispatch
 from core.jobs.store import REPO_ROOT, Job, JobMode, Store, UploadedPhoto
@@ -124,7 +125,7 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
         return _refused(name, len(data), f"{name}: over the limit of {limits.max_photos} photos per product; leave "
                                          "out near-duplicates.")
     if len(data) > limits.max_file_bytes:
-        return _refused(name, len(data), f"{name}: {_over(len(data), limits.max_file_bytes)}; "
+        return _refused(name, len(data), f"{name}: {over_size_limit(len(data), limits.max_file_bytes)}; "
                                          "export it as a JPEG of a few thousand pixels per side.")
     if budget is not None and len(data) > budget:
         return _refused(name, len(data), f"{name}: the photos of this product would take more than "
@@ -160,18 +161,6 @@ def _exact_copy(folder: Path, data: bytes) -> str:
         if path.is_file() and path.stat().st_size == len(data) and hashlib.sha256(path.read_bytes()).digest() == digest:
             return path.name[4:] if path.name[:3].isdigit() else path.name
     return ""
-
-
-def _over(size: int, limit: int) -> str:
-    """'61.2 MB is over the 60.0 MB limit'; in bytes when the two would read the same."""
-    if _mb(size) == _mb(limit):
-        return f"{size:,} bytes is over the {limit:,}-byte limit"
-    return f"{_mb(size)} is over the {_mb(limit)} limit"
-
-
-def _mb(num_bytes: int) -> str:
-    """Sizes near a limit are shown with one decimal, so '60 MB is over the 60 MB limit' cannot happen."""
-    return f"{num_bytes / 1e6:.1f} MB" if num_bytes < 100e6 else f"{num_bytes / 1e6:.0f} MB"
 
 
 _PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*")
@@ -261,7 +250,7 @@ def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: Up
                 position = existing + sum(r.accepted for r in results)  # only kept photos count
                 if member.file_size > limits.max_file_bytes:
                     results.append(_refused(member_name, member.file_size, f"{member_name}: "
-                                            f"{_over(member.file_size, limits.max_file_bytes)}."))
+                                            f"{over_size_limit(member.file_size, limits.max_file_bytes)}."))
                     continue
                 content = _read_member(archive, member, min(limits.max_file_bytes, max(budget, 0)))
                 results.append(_receive_photo(folder, member_name, content, position, limits, budget, offset))
@@ -360,7 +349,7 @@ def _receive_per_photo(folder: Path, files: list[tuple[str, bytes]], photos: lis
         elif photo is None:
             problems.append(f"{label}: no accepted photo has the same name; name it like its photo.")
         elif len(data) > limits.max_file_bytes:
-            problems.append(f"{label}: over the {limits.max_file_bytes / 1e6:.0f} MB limit.")
+            problems.append(f"{label}: {over_size_limit(len(data), limits.max_file_bytes)}.")
         else:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{Path(photo.stored).stem}{suffix}").write_bytes(data)

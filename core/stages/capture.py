@@ -126,8 +126,7 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     if size == 0:
         return _rejected(f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
     if size > config.max_file_bytes:
-        limit = _human_size(config.max_file_bytes)
-        return _rejected(f"{name}: the file is {_human_size(size)}, over the {limit} limit; export it as a "
+        return _rejected(f"{name}: {advice.over_size_limit(size, config.max_file_bytes)}; export it as a "
                                  "JPEG of at most a few thousand pixels per side."), None
 
     previous_limit = Image.MAX_IMAGE_PIXELS
@@ -228,12 +227,6 @@ def _read_exif_focal(exif: Image.Exif, width: int, height: int, check: PhotoChec
         if xres and unit_mm:
             # Focal-plane resolution is in pixels per unit of the unrotated sensor width (the long side).
             check.focal_px = focal_mm * xres / unit_mm
-
-
-def _human_size(num_bytes: float) -> str:
-    if num_bytes >= 1e6:
-        return f"{num_bytes / 1e6:.0f} MB"
-    return f"{num_bytes / 1e3:.0f} kB" if num_bytes >= 1e3 else f"{num_bytes:.0f} bytes"
 
 
 def _positive_float(value: object) -> float | None:
@@ -471,7 +464,7 @@ def run_capture(sources: list[Path], run_dir: Path, config: CaptureConfig, progr
     if len(accepted) < needed:
         result.ok = False
         result.failure = advice.too_few_photos(len(accepted), len(sources), needed, reasons)
-    progress(1.0, f"{len(accepted)} of {len(sources)} photos accepted")
+    progress(1.0, f"{len(accepted)} of {advice.count(len(sources), 'photo')} accepted")
     return result
 
 
