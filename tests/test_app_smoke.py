@@ -392,3 +392,33 @@ def test_review_says_a_linked_run_does_not_exist(finished_job) -> None:
     app = _run("pages/4_Review.py", "20990101-000000-nosuch")
     assert not app.exception, app.exception
     assert any("does not exist" in w.value for w in app.warning), [w.value for w in app.warning]
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("setting", ["max jobs as a word", "data folder is a file"])
+def test_bad_operator_settings_are_one_line_on_every_page(page: str, setting: str, studio_data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 minor: PRODUCT_STUDIO_MAX_JOBS=two or a data path that is a file: one line naming the setting."""
+    if setting == "max jobs as a word":
+        monkeypatch.setenv("PRODUCT_STUDIO_MAX_JOBS", "two")
+        expected = "PRODUCT_STUDIO_MAX_JOBS='two' is not a whole number"
+    else:
+        a_file = studio_data / "data.txt"
+        a_file.write_text("x")
+        monkeypatch.setenv("PRODUCT_STUDIO_DATA", str(a_file))
+        expected = "is a file, not a folder"
+    app = _run(page)
+    assert not app.exception, app.exception
+    assert [e.value for e in app.error] and expected in app.error[0].value, [e.value for e in app.error]
+    assert "Something went wrong" not in _texts(app)
+
+
+def test_review_behind_a_proxy_needs_its_user_header(finished_job, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 12: with PRODUCT_STUDIO_AUTH_HEADER set, a request without that header cannot decide anything
+    (whatever name anyone would type)."""
+    monkeypatch.setenv("PRODUCT_STUDIO_AUTH_HEADER", "X-Forwarded-User")
+    app = _run("pages/4_Review.py", finished_job.id)
+    assert not app.exception, app.exception
+    assert any("X\\-Forwarded\\-User header" in e.value for e in app.error), [e.value for e in app.error]
+    assert not any(b.label == "Save decision" for b in app.button)
+    assert Store().reviews(finished_job.id) == []
