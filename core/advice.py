@@ -27,6 +27,16 @@ CAPTURE_GUIDE = (f"Photograph the product from all sides: {ROUTINE}. {LIGHT.capi
 """Shown on the New capture page and in the README."""
 
 
+def over_size_limit(size: int, limit: int) -> str:
+    """'61.2 MB is over the 60.0 MB limit', in the limit's unit; in bytes when the two would read the same (never
+    '60 MB is over the 60 MB limit')."""
+    scale, unit = next((s, u) for s, u in ((1e6, "MB"), (1e3, "kB"), (1, "")) if limit >= s)
+    shown, allowed = f"{size / scale:,.1f} {unit}", f"{limit / scale:,.1f} {unit}"
+    if not unit or shown == allowed:
+        return f"{size:,} bytes is over the {limit:,}-byte limit"
+    return f"{shown} is over the {allowed} limit"
+
+
 def _sentence(*parts: str) -> str:
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
@@ -140,7 +150,7 @@ def capture_findings(rejected_reasons: Sequence[str], issues: Mapping[str, Seque
             "Shoot all photos of one product with the same camera, zoom and resolution."))
     accepted, given = metrics.get("photos_accepted", 0), metrics.get("photos_given", 0)
     if accepted >= needed:
-        findings.append(Finding("info", f"{accepted} of {given} photos accepted."))
+        findings.append(Finding("info", f"{accepted} of {count(given, 'photo')} accepted."))
     if needed > 1 and needed <= accepted < FEW_PHOTOS:
         findings.append(Finding("warning", f"Only {accepted} usable photos; reconstructions are most reliable with "
                                            "20-40.", _sentence(ROUTINE)))

@@ -149,9 +149,10 @@ def _load_sfm(state: RunState, record: StageRecord) -> StageOutput:
 
     from core.artifacts import SFM_MODEL, SFM_UNDISTORTED
     from core.photos import PhotoSet
-    from core.stages.sfm import SfmResult
+    from core.stages.sfm import SfmResult, route_colmap_log
 
     assert state.capture is not None
+    route_colmap_log(state.run_dir)
     photos = PhotoSet(sorted(state.capture.accepted, key=lambda p: p.working))  # as run_sfm orders them
     model_dir = SFM_MODEL.path(state.run_dir)
     model = pycolmap.Reconstruction(str(model_dir))

@@ -55,6 +55,24 @@ def test_a_folder_without_usable_photos_fails_with_a_reason_and_a_manifest(tmp_p
     assert (run_dir / "logs" / "run.log").exists()
 
 
+def test_colmap_log_lines_go_to_the_run_log_not_the_terminal(tmp_path: Path) -> None:
+    """Issue 15 minor: no raw glog lines ('I1203 ...', 'E1203 ...') between the CLI's own progress and findings
+    (three unrelated pictures: COLMAP extracts, matches and fails to place them, logging an ERROR)."""
+    import re
+
+    from conftest import write_photos
+
+    write_photos(tmp_path / "photos", count=3, seed=0)
+    run_dir = tmp_path / "run"
+    result = run_cli(str(tmp_path / "photos"), "--out", str(run_dir), "--preset", "preview")
+    assert result.returncode == 1 and "error: COLMAP could not place the cameras" in result.stderr
+    assert "Placing cameras (structure from motion)" in result.stderr  # our own progress lines stay
+    glog_line = re.compile(r"^[IWEF]\d{4,8} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]", re.MULTILINE)
+    assert not glog_line.search(result.stderr + result.stdout), result.stderr
+    colmap_logs = list((run_dir / "logs").glob("colmap.*"))
+    assert colmap_logs and "Failed to create any sparse model" in colmap_logs[0].read_text()
+
+
 def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli(str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "does not exist" in result.stderr

@@ -44,6 +44,22 @@ class SfmResult(StageOutput):
     """The photos placed in the model."""
 
 
+def route_colmap_log(run_dir: Path) -> None:
+    """COLMAP logs through glog, by default onto stderr (raw ``I1203 ...``/``E1203 ...`` lines between the CLI's
+    progress lines, even at minloglevel 2: "Failed to create any sparse model" is an ERROR). Send it to
+    RUN_DIR/logs/colmap.<date>.<pid> instead (every level from warnings up, all of it when debugging) and keep
+    only FATAL on stderr; our own findings say what went wrong in words."""
+    import pycolmap
+
+    log = pycolmap.logging
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    log.logtostderr, log.alsologtostderr, log.stderrthreshold = False, False, int(log.Level.FATAL)
+    log.minloglevel = int(log.Level.INFO if logger.isEnabledFor(logging.DEBUG) else log.Level.WARNING)
+    log.set_log_destination(log.Level.INFO, str(run_dir / "logs" / "colmap."))  # this file holds every level
+    for level in (log.Level.WARNING, log.Level.ERROR):
+        log.set_log_destination(level, "")  # no second copy per level (and none in /tmp, glog's default)
+
+
 def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
             progress: StageProgress = no_progress) -> SfmResult:
     """Features, matching and incremental mapping on the capture's working images."""
@@ -59,8 +75,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
     work_dir.mkdir(parents=True)
     database = work_dir / "database.db"
     pycolmap.set_random_seed(config.seed)
-    # COLMAP logs every step through glog; keep its INFO lines out of the terminal unless we are debugging.
-    pycolmap.logging.minloglevel = 0 if logger.isEnabledFor(logging.DEBUG) else 2
+    route_colmap_log(run_dir)
     device = pycolmap.Device.cuda if pycolmap.has_cuda else pycolmap.Device.cpu
     threads = config.num_threads if config.num_threads > 0 else cpu_budget()  # the cores this run is given
 
