@@ -367,7 +367,8 @@ def _asset(state: RunState, progress: StageProgress) -> StageOutput:
     assert state.mesh is not None
     # The texture stage's result where that stage runs; else the asset bakes the mesh's vertex colours itself.
     texture = getattr(state, "texture", None)
-    return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress)
+    return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress,
+                     state.masks)
 
 
 def _load_asset(state: RunState, record: StageRecord) -> StageOutput:

@@ -101,13 +101,8 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
     # Every other hole (stereo gaps the trim opened, the crop's cuts) is closed too: a shop model has no holes.
     mesh, holes_filled = close_holes(mesh)
     progress(0.7, "decimating")
-    if len(mesh.triangles) > config.target_faces:
-        target = int(_DECIMATION_ROOM * config.target_faces)
-        mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=target)
-        mesh, more = _clean(mesh)
-        islands += more
-        mesh, more_holes = close_holes(mesh)  # the cleaning removes the non-manifold edges decimation can make
-        holes_filled += more_holes
+    mesh, more, more_holes = decimate(mesh, config.target_faces)
+    islands, holes_filled = islands + more, holes_filled + more_holes
     progress(0.85, "colouring")
     mesh.vertex_colors = o3d.utility.Vector3dVector(_transfer_colors(np.asarray(mesh.vertices), cloud.points, colors))
     mesh.compute_vertex_normals()
@@ -283,6 +278,17 @@ def cap_base(mesh: o3d.geometry.TriangleMesh, plane: np.ndarray, tolerance: floa
     return capped, len(rims)
 
 
+def decimate(mesh: o3d.geometry.TriangleMesh, max_faces: int) -> tuple[o3d.geometry.TriangleMesh, int, int]:
+    """Quadric decimation to at most ``max_faces``, keeping the mesh closed; returns (mesh, islands removed, holes
+    closed). Vertex colours are kept (decimation averages them). The mesh itself when already within budget."""
+    if len(mesh.triangles) <= max_faces:
+        return mesh, 0, 0
+    mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=int(_DECIMATION_ROOM * max_faces))
+    mesh, islands = _clean(mesh)
+    mesh, holes = close_holes(mesh)  # the cleaning removes the non-manifold edges decimation can make
+    return mesh, islands, holes
+
+
 def close_holes(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleMesh, int]:
     """Close every hole with a fan around its rim's centroid; returns the mesh and the number of holes closed.
 
@@ -304,6 +310,10 @@ def close_holes(mesh: o3d.geometry.TriangleMesh) -> tuple[o3d.geometry.TriangleM
         fans.append(np.column_stack([np.where(forward, b, a), np.where(forward, a, b), centre]))
     closed = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.concatenate([vertices, centres])),
                                        o3d.utility.Vector3iVector(np.concatenate([triangles, *fans])))
+    if mesh.has_vertex_colors():  # a fan's centre takes its rim's mean colour
+        colours = np.asarray(mesh.vertex_colors)
+        rim_colours = np.array([colours[rim].mean(0) for rim, _ in rims])
+        closed.vertex_colors = o3d.utility.Vector3dVector(np.concatenate([colours, rim_colours]))
     return closed, len(rims)
 
 
