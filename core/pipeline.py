@@ -343,7 +343,7 @@ def _load_mesh(state: RunState, record: StageRecord) -> StageOutput:
     from core.artifacts import MESH_PLY
     from core.stages.mesh import MeshResult
 
-    return MeshResult(mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
+    return MeshResult(metrics=record.metrics, mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
 
 
 def _texture(state: RunState, progress: StageProgress) -> StageOutput:

@@ -102,6 +102,7 @@ def test_the_mesh_is_watertight_with_its_unseen_base_capped(run: Path) -> None:
     assert trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles), process=False).is_watertight
     asset = manifest.stage("asset").metrics
     assert asset["closed"] == 1 and asset["boundary_edges"] == 0 and asset["validator_errors"] == 0
+    assert asset["base_capped"] == 1 and asset["base_faces"] == metrics["base_faces"]  # the shop sees the flag too
 
 
 def test_a_variant_over_a_face_limit_is_decimated_and_baked_again(run: Path, tmp_path: Path,

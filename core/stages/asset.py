@@ -229,7 +229,10 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     artifacts.append(ASSET_VARIANTS)
 
     glb = facts["glb"]
-    checks = {"source": source, "asset_from_reconstruction": transform.tolist(), "size_mm": size_mm,
+    mesh_metrics = getattr(mesh, "metrics", None) or {}
+    # The mesh stage's record of the made-up base (a flat cap on the table no photo saw), for the shop's listing.
+    base = {k: mesh_metrics[k] for k in ("base_capped", "base_faces", "base_area_share") if k in mesh_metrics}
+    checks = {"source": source, **base, "asset_from_reconstruction": transform.tolist(), "size_mm": size_mm,
               "known_dimension": known and {"axis": known[0], "mm": known[1]}, "profiles": profiles,
               "glb": {"bytes": glb.bytes, "triangles": glb.triangles, "textures": glb.textures,
                       "validator_errors": glb.validator_errors}}
@@ -243,6 +246,7 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
         "texture_size": glb.textures[0][0] if glb.textures else 0,
         "closed": int(open_edges == 0),
         "boundary_edges": int(open_edges),
+        **base,
         "glb_bytes": glb.bytes,
         "usdz_bytes": facts["usdz"].bytes,
         "validator_errors": glb.validator_errors,
