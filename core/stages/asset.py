@@ -10,7 +10,9 @@ barycentric interpolation). It then
 2. writes ``RUN/asset/asset.glb`` (glTF 2.0 PBR metallic-roughness, embedded PNG), ``asset.usdz`` (UsdPreviewSurface,
    texture packaged) and ``asset.obj`` + ``asset.mtl`` + ``asset.png``;
 3. re-opens the files and checks them against each marketplace profile (``PROFILES``), writing a variant under
-   ``RUN/asset/variants/`` for each profile the asset fails where a smaller (or power-of-two) texture fixes it.
+   ``RUN/asset/variants/`` for each profile the asset fails where fewer faces and/or another texture size fix it:
+   the mesh stage's mesh decimated to the profile's budget (still closed) and its texture baked again (the texture
+   stage's ``bake_texture``, or the vertex-colour bake), then checked again.
 
 The manifest metrics hold ``asset_from_reconstruction`` (the 4x4 similarity), ``size_mm`` (or None: unknown) and
 each profile's pass/fail with its reasons; ``checks.json`` holds the same for the app.
@@ -193,16 +195,30 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     variants = ASSET_VARIANTS.path(run_dir)
     variants.mkdir(exist_ok=True)
 
-    def resurface(max_faces: int, size: int, png: Path) -> TexturedSurface:
-        """The mesh stage's mesh decimated to ``max_faces`` and baked again as the asset's surface was."""
+    resurfaced: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = {}
+
+    def resurface(max_faces: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+        """The mesh stage's mesh decimated to ``max_faces`` and baked again as the asset's surface was, at ``size``:
+        vertices (reconstruction frame), faces, uv and the base-colour PNG. Once per budget (Shopify and Google
+        often ask for the same one)."""
         from core.stages.mesh import decimate
 
-        fewer, _, _ = decimate(mesh.mesh, max_faces)
-        if source == "texture":
-            from core.stages.texture import bake_texture
+        if (max_faces, size) not in resurfaced:
+            fewer, _, _ = decimate(mesh.mesh, max_faces)
+            png = variants / f".{max_faces}_{size}_base_color.png"
+            try:
+                if source == "texture":
+                    from core.stages.texture import bake_texture
 
-            return bake_texture(fewer, scene, masks, png, size)
-        return bake_vertex_colours(fewer, png, size)
+                    surface = bake_texture(fewer, scene, masks, png, size)
+                else:
+                    surface = bake_vertex_colours(fewer, png, size)
+                colour = _texture_png(Path(surface.base_color), size)
+            finally:
+                png.unlink(missing_ok=True)
+            resurfaced[max_faces, size] = (np.asarray(surface.vertices, np.float64),
+                                           np.asarray(surface.faces, np.int64), np.asarray(surface.uv), colour)
+        return resurfaced[max_faces, size]
     facts = {"glb": inspect_glb(ASSET_GLB.path(run_dir)), "usdz": inspect_usdz(ASSET_USDZ.path(run_dir))}
     profiles = {}
     for name in config.profiles:
@@ -675,15 +691,10 @@ def _write_variant(profile: Profile, folder: Path, facts: FileFacts, cell_atlas:
     current = max((max(t) for t in facts.textures), default=0)
     if max_faces < facts.triangles or (cell_atlas and side < current):
         # A cell atlas cannot be shrunk (its faces' cells would bleed into each other): it is baked again too.
-        png = folder / f".{profile.name}_base_color.png"
-        try:
-            surface = resurface(max_faces, side, png)
-            colour = _texture_png(Path(surface.base_color), side)
-        finally:
-            png.unlink(missing_ok=True)
-        placed = np.asarray(surface.vertices, np.float64) @ transform[:3, :3].T + transform[:3, 3]
-        logger.info("asset variant %s: %d faces, %d px texture", profile.name, len(surface.faces), side)
-        return writer(path, placed, np.asarray(surface.faces, np.int64), np.asarray(surface.uv), colour)
+        fewer, fewer_faces, fewer_uv, colour = resurface(max_faces, side)
+        placed = fewer @ transform[:3, :3].T + transform[:3, 3]
+        logger.info("asset variant %s: %d faces, %d px texture", profile.name, len(fewer_faces), side)
+        return writer(path, placed, fewer_faces, fewer_uv, colour)
     colour = _resized_png(base_color, side)
     normal = _resized_png(normal_map, side) if normal_map else None
     return writer(path, vertices, faces, uv, colour, normal)
