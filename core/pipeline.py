@@ -344,7 +344,7 @@ def _load_mesh(state: RunState, record: StageRecord) -> StageOutput:
     from core.artifacts import MESH_PLY
     from core.stages.mesh import MeshResult
 
-    return MeshResult(mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
+    return MeshResult(metrics=record.metrics, mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
 
 
 def _texture(state: RunState, progress: StageProgress) -> StageOutput:
@@ -368,7 +368,8 @@ def _asset(state: RunState, progress: StageProgress) -> StageOutput:
     assert state.mesh is not None
     # The texture stage's result where that stage runs; else the asset bakes the mesh's vertex colours itself.
     texture = getattr(state, "texture", None)
-    return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress)
+    return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress,
+                     state.masks)
 
 
 def _load_asset(state: RunState, record: StageRecord) -> StageOutput:
