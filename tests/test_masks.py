@@ -15,7 +15,7 @@ from core.scene import SparseScene
 from core.segmentation import mask_iou
 from core.stages.masks import MasksResult, find_supplied_masks, run_masks
 
-CONFIG = preset_config("test").with_changes({"fusion": {"silhouettes": True}})  # the hull is opt-in (--hull)
+CONFIG = preset_config("test")
 
 
 @pytest.fixture(scope="module")
