@@ -128,6 +128,18 @@ def signed_distance_px(mask: np.ndarray) -> np.ndarray:
     return (inside - outside + np.where(m > 0, -0.5, 0.5)).astype(np.float32)  # outline between pixel centres
 
 
+def sample_image(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear values of a float32 image at continuous pixel coordinates (u, v); the edge value beyond it."""
+    n = len(u)
+    cols = 4096  # cv2.remap's maps must stay under 32767 on a side
+    rows = max(1, -(-n // cols))
+    pad = rows * cols - n
+    # cv2.remap samples pixel centres at integer coordinates: continuous coordinate - 0.5.
+    map_x = np.pad((u - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
+    map_y = np.pad((v - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n]
+
+
 @dataclass
 class CarvedField:
     """The field of every view folded into the smallest and second smallest value (for leave-one-out checks)."""
@@ -159,9 +171,6 @@ def carve(cameras: list[PinholeCamera], masks: list[np.ndarray], origin: np.ndar
     second = np.full(n, np.inf, np.float32)
     which = np.full(n, -1, np.int16)
     seen = np.zeros(n, np.int16)
-    cols = 4096
-    rows = -(-n // cols)
-    pad = rows * cols - n
     for index, (camera, mask) in enumerate(zip(cameras, masks, strict=True)):
         R, t, K = camera.R, camera.t, camera.K
         cx = R[0, 0] * x + R[0, 1] * y + R[0, 2] * z + t[0]
@@ -172,11 +181,7 @@ def carve(cameras: list[PinholeCamera], masks: list[np.ndarray], origin: np.ndar
         u = K[0, 0] * cx * inv + K[0, 2]
         v = K[1, 1] * cy * inv + K[1, 2]
         visible = front & (u >= 0) & (v >= 0) & (u < camera.width) & (v < camera.height)
-        sd = signed_distance_px(mask)
-        # cv2.remap samples pixel centres at integer coordinates: continuous coordinate - 0.5.
-        map_x = np.pad((u - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
-        map_y = np.pad((v - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
-        value = cv2.remap(sd, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n]
+        value = sample_image(signed_distance_px(mask), u, v)
         world = (value * cz / K[0, 0]).astype(np.float32)
         world[~visible] = np.inf
         seen += visible
@@ -405,11 +410,7 @@ def stereo_cuts(points: np.ndarray, silhouettes: Silhouettes, spacing: float) ->
     for k, (camera, mask) in enumerate(zip(silhouettes.cameras, silhouettes.masks, strict=True)):
         uv, z = camera.project(points)
         seen[k] = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] < camera.height)
-        sd = signed_distance_px(mask)
-        # cv2.remap samples pixel centres at integer coordinates: continuous coordinate - 0.5.
-        map_x = (uv[:, 0] - 0.5).astype(np.float32).reshape(1, -1)
-        map_y = (uv[:, 1] - 0.5).astype(np.float32).reshape(1, -1)
-        value = cv2.remap(sd, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()
+        value = sample_image(signed_distance_px(mask), uv[:, 0], uv[:, 1])
         outside[k] = seen[k] & (value < -CUT_TOLERANCE_PX)
     product = outside.sum(0) <= MAX_DISSENT * np.maximum(seen.sum(0), 1)
     if silhouettes.plane is not None:  # the table under the product is no product (stereo never sees the base)
@@ -470,6 +471,8 @@ def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarra
                            confirmed=confirmed)
     completed_share = n_completed / max(n_completed + fused.stats["stereo_points_in"], 1)
     fused.stats.update({"hull": 1, "masks_used": len(trusted.cameras), "masks_cutting_stereo": len(dropped),
+                        "stereo_cut_per_mask": {w: round(float(c), 4) for w, c in
+                                                zip(silhouettes.workings, cuts, strict=True)},
                         "max_stereo_cut": round(float(cuts.max(initial=0.0)), 4), **completion,
                         "completion_share": round(float(completed_share * (1 - fused.stats["hull_share"])), 4)})
     return fused
