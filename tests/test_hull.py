@@ -13,7 +13,7 @@ from core.stages.fusion.hull import (
     carve_hull,
     fuse_with_hull,
     signed_distance_px,
-    stereo_cuts,
+    stereo_votes,
 )
 
 BOX = np.array([0.12, 0.07, 0.18])
@@ -139,6 +139,9 @@ def test_a_mask_that_cuts_off_confirmed_stereo_does_not_carve() -> None:
     masks[5][ys.min() + (ys.max() - ys.min()) // 2:, :xs.min() + (xs.max() - xs.min()) // 2] = False  # a bite
     silhouettes = Silhouettes([f"{k}.png" for k in range(24)], cameras, masks, np.array([0.0, 0.0, 1.0, 0.0]),
                               np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), 0.2)
-    cuts = stereo_cuts(_box_surface(5000), silhouettes, spacing=0.001)
+    points = _box_surface(5000)
+    allowed, cuts = stereo_votes(points, silhouettes, spacing=0.001)
+    assert allowed[points[:, 2] > 0.01].all()  # one wrong mask does not drop confirmed stereo...
+    assert not allowed[points[:, 2] < 0.002].any()  # ...but what touches the table is table
     assert cuts[5] > MAX_STEREO_CUT
     assert np.delete(cuts, 5).max() < 0.25 * MAX_STEREO_CUT  # exact masks cut nothing (outline tolerance)
