@@ -137,6 +137,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         metrics["stereo_coverage"] = round(coverage, 4)
         if config.silhouettes == "auto" and coverage >= MAX_STEREO_COVERAGE:
             use_hull = False
+            metrics["hull_not_needed"] = 1
             metrics["hull_reason"] = (f"stereo confirmed {coverage:.0%} of the product's pixels, enough on its own "
                                       f"(the hull fills in below {MAX_STEREO_COVERAGE:.0%})")
     if silhouettes is not None and use_hull:
