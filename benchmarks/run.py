@@ -257,6 +257,11 @@ def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_r
     out["poses"] = poses.to_dict()
     if truth_masks:
         out["masks"] = mask_scores(run, truth_masks)
+    fusion = next((s for s in manifest.stages if s.name == "fusion"), None) if manifest else None
+    if fusion is not None:  # the hull gate's decision and its measure
+        out["fusion_hull"] = "yes" if fusion.metrics.get("silhouettes") else "no"
+        if "stereo_coverage" in fusion.metrics:
+            out["fusion_hull"] += f" (stereo coverage {fusion.metrics['stereo_coverage']:.2f})"
     if surface is None:
         return out
     for key in SURFACE_ARTIFACTS:
