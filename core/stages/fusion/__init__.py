@@ -138,8 +138,8 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         if config.silhouettes == "auto" and coverage >= MAX_STEREO_COVERAGE:
             use_hull = False
             metrics["hull_not_needed"] = 1
-            metrics["hull_reason"] = (f"stereo confirmed {coverage:.0%} of the product's pixels, enough on its own "
-                                      f"(the hull fills in below {MAX_STEREO_COVERAGE:.0%})")
+            metrics["hull_reason"] = (f"confirmed stereo depth covers {coverage:.0%} of the product's pixels, "
+                                      f"enough on its own (the hull fills in below {MAX_STEREO_COVERAGE:.0%})")
     if silhouettes is not None and use_hull:
         progress(0.85, "carving the visual hull")
         carved = silhouette_fusion(pts, nrm, rgb, voxel, silhouettes, views, config.hull_resolution, confirmed)
