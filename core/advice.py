@@ -429,6 +429,8 @@ def silhouette_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     hull = metrics.get("hull_share", 0.0)
     if not metrics.get("hull", 0):
         reason = metrics.get("hull_reason")
+        if metrics.get("hull_not_needed"):
+            return [Finding("info", f"No visual hull: {reason}.")]
         return [Finding("info", f"No visual hull: {reason}.", "Plain products need clean product masks: a plain "
                                 "backdrop unlike the product's colour.")] if reason else []
     completed = metrics.get("completion_share", 0.0)

@@ -22,7 +22,7 @@ def test_help_documents_every_option() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     for option in ("--out", "--preset", "--depth-prior-dir", "--depth-model", "--no-depth-prior", "--allow-download",
-                   "--seed", "--target-faces", "--height-mm", "--width-mm", "--depth-mm",
+                   "--seed", "--target-faces", "--hull", "--no-hull", "--height-mm", "--width-mm", "--depth-mm",
                    "--verbose", "preview", "balanced", "full", "Exit status"):
         assert option in result.stdout, option
 
@@ -35,6 +35,22 @@ def test_a_known_dimension_goes_to_the_asset_section_and_must_be_positive(tmp_pa
     assert config.asset.height_mm == 213.0 and config.asset.width_mm is None
     result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--height-mm", "-5")
     assert result.returncode == 2 and "not a positive length in millimetres" in result.stderr
+
+
+def test_the_hull_is_automatic_unless_forced_and_old_records_keep_their_choice(tmp_path: Path) -> None:
+    from core.cli.run import build_parser, config_from_args
+    from core.config import PipelineConfig
+
+    def silhouettes(*extra: str) -> str:
+        args = build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "r"), *extra])
+        return config_from_args(args).fusion.silhouettes
+
+    assert (silhouettes(), silhouettes("--hull"), silhouettes("--no-hull")) == ("auto", "on", "off")
+    result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--hull", "--no-hull")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
+    # A record from before the automatic hull held a bool: its run resumes with the choice it made.
+    assert PipelineConfig.from_dict({"fusion": {"silhouettes": False}}).fusion.silhouettes == "off"
+    assert PipelineConfig.from_dict({"fusion": {"silhouettes": True}}).fusion.silhouettes == "on"
 
 
 def test_a_folder_without_usable_photos_fails_with_a_reason_and_a_manifest(tmp_path: Path) -> None:
