@@ -81,6 +81,8 @@ class TrustReport:
     """|solved - re-estimated| relative rotation of every checked pair (the trusted ones and the others)."""
     support_found: bool = False
     folded: bool = False
+    turntable: dict = field(default_factory=dict)
+    """Fixed-camera captures: what the turntable solve found (placed, tilt, accepted or why not)."""
     explained_shares: list[float] = field(default_factory=list)
     """Turntable solutions: per checked pair, the share of its matches the solved pose explains (of its best)."""
     dropped: list[str] = field(default_factory=list)
@@ -107,7 +109,8 @@ class TrustReport:
                 "trust_two_view_p90_deg": round(float(np.percentile(errors, 90)), 3),
                 "trust_outlier_pairs": self.outlier_pairs,
                 "trust_support_plane_found": self.support_found, "trust_folded": self.folded,
-                "untrusted_photos": self.untrusted, "trust_dropped": list(self.dropped)}
+                "untrusted_photos": self.untrusted, "trust_dropped": list(self.dropped),
+                "turntable": dict(self.turntable)}
 
 
 def model_cameras(model) -> dict[str, PinholeCamera]:
