@@ -269,7 +269,7 @@ def turntable_model(database: Path, image_names: list[str], fixed: FixedCamera, 
     a dict for the metrics). ``model``: a trusted incremental solution to start from."""
     from core.stages.sfm import turntable_ba
 
-    tracks = turntable_ba.read_tracks(database, image_names)
+    tracks = turntable_ba.longest_tracks(turntable_ba.read_tracks(database, image_names))
     info: dict = {"tracks": tracks.num_tracks, "accepted": False}
     if tracks.num_tracks < MIN_TURNTABLE_TRACKS:
         info["reason"] = (f"{tracks.num_tracks} multi-view tracks between {len(image_names)} photos "

@@ -34,6 +34,9 @@ FUZE bottle on a plain plate, 800x600: starts at 15, 35 and 55° all converged t
 TILT_STD_MAX_DEG = 0.7
 """A turntable solution whose ring tilt is less sure than this (1 sigma) is not trusted: the tilt's error ran to
 about 5 sigma (FUZE bottle on a plain plate: 800x600, ±0.39°, cameras 1.2° off; 640x480, ±1.09°, all 5.7° off)."""
+MAX_OBSERVATIONS = 8000
+"""The longest tracks up to this many observations are adjusted (a textured plate gives 47k, minutes per start on
+two cores; the FUZE bottle on a plain plate has 4k and solves in about 12 s per start)."""
 MIN_PHOTO_INLIERS = 12
 """A photo is placed only when this many of its observations are explained (its one angle then rests on many
 points; fewer, and a few wrong matches could turn it)."""
@@ -117,6 +120,20 @@ def read_tracks(database: Path, names: list[str] | None = None) -> FeatureTracks
     observations = observations[np.argsort(observations[:, 2], kind="stable")]  # by track: sums per point are slices
     return FeatureTracks([im.name for im in images], [int(im.image_id) for im in images], keypoints,
                          observations, int(track.max() + 1) if len(track) else 0, pair_inliers, camera)
+
+
+def longest_tracks(tracks: FeatureTracks, max_observations: int = MAX_OBSERVATIONS) -> FeatureTracks:
+    """The tracks seen by the most photos, up to ``max_observations`` observations (long tracks tie most photos
+    together and bend the most: they carry the turn and the tilt)."""
+    if len(tracks.observations) <= max_observations:
+        return tracks
+    lengths = np.bincount(tracks.observations[:, 2], minlength=tracks.num_tracks)
+    order = np.argsort(-lengths, kind="stable")
+    chosen = order[:int(np.searchsorted(np.cumsum(lengths[order]), max_observations, side="right"))]
+    keep = np.isin(tracks.observations[:, 2], chosen)
+    observations = tracks.observations[keep].copy()
+    _, observations[:, 2] = np.unique(observations[:, 2], return_inverse=True)
+    return replace(tracks, observations=observations, num_tracks=len(chosen))
 
 
 @dataclass
