@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from core.config import SfmConfig
 from core.geometry import PinholeCamera, compare_poses
+from core.stages.sfm import FixedCamera, trusted_model
 from core.stages.sfm import turntable_ba as tb
 from core.stages.sfm.trust import TrustReport, check_facing, model_cameras
 
 FOCAL, WIDTH, HEIGHT = 800.0, 640, 480
 
 
-def _scene(seed: int = 3) -> tuple[tb.FeatureTracks, np.ndarray, np.ndarray, np.ndarray]:
+def _scene(seed: int = 3, distance: float = 0.6, noise_px: float = 0.3
+           ) -> tuple[tb.FeatureTracks, np.ndarray, np.ndarray, np.ndarray]:
     """Points on a textured cylinder turning in front of a fixed camera at 30° elevation; 20 photos at uneven,
-    shuffled angles; 0.3 px noise and 5% gross outliers. Returns (tracks, true angles, true R, true t)."""
+    shuffled angles; ``noise_px`` noise and 5% gross outliers. Returns (tracks, true angles, true R, true t)."""
     rng = np.random.default_rng(seed)
     azimuth = rng.uniform(0, 2 * np.pi, 400)
     points = np.stack([0.08 * np.cos(azimuth), 0.08 * np.sin(azimuth), rng.uniform(-0.1, 0.1, 400)], 1)
@@ -22,7 +27,7 @@ def _scene(seed: int = 3) -> tuple[tb.FeatureTracks, np.ndarray, np.ndarray, np.
     gaps = rng.uniform(12.0, 24.0, 20)
     angles = np.radians(np.cumsum(gaps / gaps.sum() * 360.0))
     angles = angles[rng.permutation(20)]  # file order says nothing about the turn
-    R, t = tb.look_at_ring(np.radians(30.0), distance=0.6)
+    R, t = tb.look_at_ring(np.radians(30.0), distance=distance)
     centre = -R.T @ t
     keypoints, observations = [], []
     for i, theta in enumerate(angles):
@@ -31,7 +36,7 @@ def _scene(seed: int = 3) -> tuple[tb.FeatureTracks, np.ndarray, np.ndarray, np.
         uv = FOCAL * cam[:, :2] / cam[:, 2:] + [WIDTH / 2, HEIGHT / 2]
         facing = np.einsum("ij,ij->i", turned_normals, centre - turned) > 0.3 * np.linalg.norm(centre - turned, axis=1)
         seen = np.flatnonzero(facing)
-        uv = uv[seen] + rng.normal(0, 0.3, (len(seen), 2))
+        uv = uv[seen] + rng.normal(0, noise_px, (len(seen), 2))
         outliers = rng.random(len(seen)) < 0.05
         uv[outliers] = rng.uniform([0, 0], [WIDTH, HEIGHT], (int(outliers.sum()), 2))
         keypoints.append(uv)
@@ -110,3 +115,55 @@ def test_spectral_angles_put_photos_in_turn_order() -> None:
     order_true, order_found = np.argsort(truth), np.argsort(found)
     shifts = [np.roll(order_found, k) for k in range(18)]
     assert any(np.array_equal(s, order_true) or np.array_equal(s[::-1], order_true) for s in shifts)
+
+
+def _database(tracks: tb.FeatureTracks, path: Path) -> Path:
+    """A COLMAP database holding the scene's keypoints and, per pair, its matches (what matching would write)."""
+    import pycolmap
+
+    db = pycolmap.Database.open(str(path))
+    camera = pycolmap.Camera(model="SIMPLE_RADIAL", width=WIDTH, height=HEIGHT, params=tracks.camera["params"],
+                             camera_id=1)
+    db.write_camera(camera, use_camera_id=True)
+    key_of = []
+    for i, name in enumerate(tracks.names):
+        db.write_image(pycolmap.Image(name=name, camera_id=1, image_id=tracks.image_ids[i]), use_image_id=True)
+        db.write_keypoints(tracks.image_ids[i], tracks.keypoints[i].astype(np.float32))
+        rows = tracks.observations[tracks.observations[:, 0] == i]
+        key_of.append(dict(zip(rows[:, 2].tolist(), rows[:, 1].tolist(), strict=True)))
+    for i in range(len(tracks.names)):
+        for j in range(i + 1, len(tracks.names)):
+            if tracks.pair_inliers[i, j]:
+                shared = sorted(set(key_of[i]) & set(key_of[j]))
+                geometry = pycolmap.TwoViewGeometry()
+                geometry.config = pycolmap.TwoViewGeometryConfiguration.UNCALIBRATED
+                geometry.inlier_matches = np.array([[key_of[i][p], key_of[j][p]] for p in shared], dtype=np.uint32)
+                db.write_two_view_geometry(tracks.image_ids[i], tracks.image_ids[j], geometry)
+    db.close()
+    return path
+
+
+def test_a_capture_incremental_mapping_could_not_place_is_recovered_as_a_turntable(tmp_path: Path) -> None:
+    tracks, angles, R, t = _scene()
+    database = _database(tracks, tmp_path / "database.db")
+    fixed = FixedCamera(0.9, [list(tracks.names)])
+    model, report, how = trusted_model(None, database, tmp_path, tmp_path, 2, SfmConfig(), fixed)
+    assert how == "turntable", report.turntable
+    assert report.ok and report.turntable["accepted"]
+    cameras = model_cameras(model)
+    assert len(cameras) == 20
+    K = np.array([[FOCAL, 0, WIDTH / 2], [0, FOCAL, HEIGHT / 2], [0, 0, 1]])
+    truth = [PinholeCamera(K, R @ tb.rot_z(a), t, WIDTH, HEIGHT) for a in angles]
+    assert compare_poses([cameras[n] for n in tracks.names], truth).rotation_deg.max() < 1.0
+
+
+def test_a_turntable_whose_camera_height_is_loose_is_not_kept(tmp_path: Path) -> None:
+    # A small product seen from far (3 m, 2 px noise): the turns are found but the tilt is not determined.
+    tracks, _, _, _ = _scene(distance=3.0, noise_px=2.0)
+    database = _database(tracks, tmp_path / "database.db")
+    fixed = FixedCamera(0.9, [list(tracks.names)])
+    model, report, how = trusted_model(None, database, tmp_path, tmp_path, 2, SfmConfig(), fixed)
+    assert model is None and how == "none found"
+    assert not report.turntable["accepted"]
+    assert "camera height" in report.turntable["reason"]
+    assert report.turntable["tilt_std_deg"] > tb.TILT_STD_MAX_DEG
