@@ -167,3 +167,20 @@ def test_a_turntable_whose_camera_height_is_loose_is_not_kept(tmp_path: Path) ->
     assert not report.turntable["accepted"]
     assert "camera height" in report.turntable["reason"]
     assert report.turntable["tilt_std_deg"] > tb.TILT_STD_MAX_DEG
+
+
+def test_photos_left_out_of_a_trusted_solution_are_placed_on_its_turntable(solved, tmp_path: Path) -> None:
+    from core.stages.sfm import drop_images
+
+    tracks, solution, angles, R, t = solved
+    database = _database(tracks, tmp_path / "database.db")
+    left_out = tracks.names[:5]
+    partial = drop_images(tb.to_reconstruction(tracks, solution), left_out)
+    fixed = FixedCamera(0.9, [list(tracks.names)])
+    model, report, how = trusted_model(partial, database, tmp_path, tmp_path, 2, SfmConfig(), fixed)
+    assert how == "turntable" and report.ok, report.turntable
+    cameras = model_cameras(model)
+    assert set(left_out) <= set(cameras)
+    K = np.array([[FOCAL, 0, WIDTH / 2], [0, FOCAL, HEIGHT / 2], [0, 0, 1]])
+    truth = [PinholeCamera(K, R @ tb.rot_z(a), t, WIDTH, HEIGHT) for a in angles]
+    assert compare_poses([cameras[n] for n in tracks.names], truth).rotation_deg.max() < 1.0
