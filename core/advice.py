@@ -194,6 +194,8 @@ TRUST_CHECK_WORDS = {
     "not_looking": "placed looking away from the product",
     "upside_down": "placed upside down",
     "two_view": "placed where its matches with its neighbours say it was not",
+    "unexplained": "placed where its matches with its neighbours cannot be explained",
+    "facing_away": "placed on the far side of the product from what it sees",
 }
 """Plain words for the trust checks of core.stages.sfm.trust."""
 RESHOOT = ("Reshoot with the product filling most of the frame and something textured under it (a newspaper or a "
@@ -209,6 +211,14 @@ def sfm_untrusted(photos: Sequence[str], checks: Sequence[str], folded: bool) ->
                 f"{name_list(list(photos))}. {RESHOOT}")
     return (f"These photos were placed wrongly and could not be corrected: {name_list(list(photos))} "
             f"({'; '.join(what)}). Retake them, or {RESHOOT[0].lower()}{RESHOOT[1:]}")
+
+
+def sfm_turntable_tried(turntable: Mapping[str, Any]) -> str:
+    """What the turntable solve of a fixed-camera capture found when it was tried and not kept ("" otherwise)."""
+    if not turntable or turntable.get("accepted"):
+        return ""
+    reason = turntable.get("reason", "no solution")
+    return f" Solving the photos as one turntable was tried too, and not kept: {reason}."
 
 
 def sfm_dropped_untrusted(photos: Sequence[str], how: str) -> Finding:
