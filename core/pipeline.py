@@ -214,14 +214,9 @@ def _load_masks(state: RunState, record: StageRecord) -> StageOutput:
 
 def _depth(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.depth import run_depth
-    from core.stages.masks import MIN_HULL_CONFIDENCE
 
     assert state.scene is not None
-    masks = None
-    if state.masks is not None and state.masks.ok:
-        # Only trusted masks limit the search (a wrong mask would cut the product off).
-        masks = [state.masks.mask_for(p) if state.masks.confidence_for(p) >= MIN_HULL_CONFIDENCE else None
-                 for p in state.scene.photos]
+    masks = state.masks.search_masks(state.scene.photos) if state.masks is not None else None
     return run_depth(state.scene, state.run_dir, state.config.depth, progress, masks)
 
 
