@@ -250,6 +250,12 @@ def sfm_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     if still:
         findings.append(Finding("info", f"The camera stood still (turntable): {still:.0%} of each photo is background "
                                         "that does not move, and it was ignored when matching."))
+    turntable = metrics.get("turntable") or {}
+    if turntable.get("accepted") and metrics.get("trust_recovery") == "turntable":
+        findings.append(Finding("info", f"The cameras were solved as one turntable (one fixed camera, one turn per "
+                                        f"photo): ordinary mapping could not place them all correctly. "
+                                        f"{turntable.get('placed')} photos placed, camera height known to "
+                                        f"±{turntable.get('tilt_std_deg', 0):.1f}°."))
     if metrics.get("num_models", 1) > 1:
         findings.append(Finding(
             "warning", f"COLMAP split the photos into {metrics['num_models']} separate groups; the largest "

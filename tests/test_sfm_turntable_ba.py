@@ -184,3 +184,14 @@ def test_photos_left_out_of_a_trusted_solution_are_placed_on_its_turntable(solve
     K = np.array([[FOCAL, 0, WIDTH / 2], [0, FOCAL, HEIGHT / 2], [0, 0, 1]])
     truth = [PinholeCamera(K, R @ tb.rot_z(a), t, WIDTH, HEIGHT) for a in angles]
     assert compare_poses([cameras[n] for n in tracks.names], truth).rotation_deg.max() < 1.0
+
+
+def test_photos_without_matches_fail_with_the_reason(tmp_path: Path) -> None:
+    # A plain product that is the same from every side: every frame alike, nothing verified between them.
+    tracks, _, _, _ = _scene()
+    tracks.pair_inliers[:] = 0
+    database = _database(tracks, tmp_path / "database.db")
+    fixed = FixedCamera(1.0, [list(tracks.names)])
+    model, report, how = trusted_model(None, database, tmp_path, tmp_path, 2, SfmConfig(), fixed)
+    assert model is None and how == "none found"
+    assert report.turntable["reason"].startswith("only 0 photos share verified matches")

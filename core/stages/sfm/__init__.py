@@ -284,8 +284,13 @@ def turntable_model(database: Path, image_names: list[str], fixed: FixedCamera, 
     a dict for the metrics). ``model``: a trusted incremental solution to start from."""
     from core.stages.sfm import turntable_ba
 
+    if len(image_names) < 3:
+        info = {"tracks": 0, "accepted": False,
+                "reason": f"only {len(image_names)} photos share verified matches with another (at least 3 needed)"}
+        logger.warning("turntable solve skipped: %s", info["reason"])
+        return None, None, info
     tracks = turntable_ba.longest_tracks(turntable_ba.read_tracks(database, image_names))
-    info: dict = {"tracks": tracks.num_tracks, "accepted": False}
+    info = {"tracks": tracks.num_tracks, "accepted": False}
     if tracks.num_tracks < MIN_TURNTABLE_TRACKS:
         info["reason"] = (f"{tracks.num_tracks} multi-view tracks between {len(image_names)} photos "
                           f"(at least {MIN_TURNTABLE_TRACKS} needed)")

@@ -300,11 +300,14 @@ def _normal_equations(problem: _Problem, sol: TurntableSolution):
     weight = np.where(problem.active & (z > 0), 1.0 / (1.0 + sq), 0.0)  # IRLS weights of the Cauchy loss
     Jc = J_cam[:, :, problem.free]
     Wr = weight[:, None] * residual
-    H_cc = np.einsum("m,mai,maj->ij", weight, Jc, Jc)
-    g_c = np.einsum("mai,ma->i", Jc, Wr)
-    H_cp = problem.per_point(np.einsum("m,mai,maj->mij", weight, Jc, J_point))
-    H_pp = problem.per_point(np.einsum("m,mai,maj->mij", weight, J_point, J_point))
-    g_p = problem.per_point(np.einsum("mai,ma->mi", J_point, Wr))
+    # Batched matrix products (einsum with three operands does not reach BLAS: it was 80% of the time).
+    WJc = (weight[:, None, None] * Jc).transpose(0, 2, 1)  # (m, cams, 2)
+    n = Jc.shape[2]
+    H_cc = WJc.transpose(0, 2, 1).reshape(-1, n).T @ Jc.reshape(-1, n)
+    g_c = (Jc * Wr[:, :, None]).sum((0, 1))
+    H_cp = problem.per_point(WJc @ J_point)
+    H_pp = problem.per_point((weight[:, None, None] * J_point).transpose(0, 2, 1) @ J_point)
+    g_p = problem.per_point((J_point * Wr[:, :, None]).sum(1))
     return H_cc, g_c, H_cp, H_pp, g_p, float((weight * (residual**2).sum(1)).sum())
 
 
@@ -320,15 +323,15 @@ def adjust(problem: _Problem, sol: TurntableSolution, iterations: int = MAX_ITER
             A = H_cc + lam * np.diag(np.diag(H_cc) + 1e-9)
             B = H_pp + lam * (np.einsum("pii->pi", H_pp)[:, :, None] * np.eye(3) + 1e-9 * np.eye(3))
             B_inv = np.linalg.inv(B)
-            HB = np.einsum("pij,pjk->pik", H_cp, B_inv)
-            S = A - np.einsum("pik,pjk->ij", HB, H_cp)
-            rhs = -g_c + np.einsum("pik,pk->i", HB, g_p)
+            HB = H_cp @ B_inv
+            S = A - np.tensordot(HB, H_cp, axes=([0, 2], [0, 2]))
+            rhs = -g_c + np.tensordot(HB, g_p, axes=([0, 2], [0, 1]))
             try:
                 dc = np.linalg.solve(S, rhs)
             except np.linalg.LinAlgError:
                 lam *= 10
                 continue
-            dp = -np.einsum("pij,pj->pi", B_inv, g_p + np.einsum("pji,j->pi", H_cp, dc))
+            dp = -(B_inv @ (g_p + (H_cp.transpose(0, 2, 1) @ dc))[:, :, None])[:, :, 0]
             delta = np.zeros(problem.n_cam)
             delta[problem.free] = dc
             candidate = problem.step(sol, delta, dp)
@@ -411,19 +414,25 @@ def solve(tracks: FeatureTracks, ring_of: np.ndarray, starts: list[tuple[str, np
     """The best turntable over several starts: (label, angles, ring rotations, ring translations, focal, k).
 
     Each start: points triangulated from its cameras, adjusted, observations beyond 4x the inlier distance set
-    aside, adjusted again. Best = most observations explained."""
+    aside, adjusted again. A start that reaches where an earlier one did after the first adjustment stops there (the
+    camera heights tried converge to one solution per turning direction). Best = most observations explained."""
     principal = tracks.camera["params"][1:3].copy()
     fixed = np.zeros(len(tracks.names), dtype=bool)
     for ring in np.unique(ring_of):
         members = np.flatnonzero(ring_of == ring)
         fixed[members[np.argmax(tracks.pair_inliers[members].sum(1))]] = True  # the best-connected photo
     best = None
+    reached: list[TurntableSolution] = []
     for label, angles, rotations, translations, focal, k in starts:
         problem = _Problem(tracks, ring_of, principal, fixed, fix_intrinsics)
         sol = TurntableSolution(focal, k, principal, rotations.copy(), translations.copy(), ring_of, angles.copy(),
                                 np.zeros((tracks.num_tracks, 3)), start=label, fixed=fixed)
         sol.points = triangulate(problem, sol)
         sol = adjust(problem, sol, iterations=60)
+        if any(_same_solution(sol, other) for other in reached):
+            logger.info("turntable start %s: converges to an earlier start's solution", label)
+            continue
+        reached.append(sol)
         for _ in range(2):
             residual, z = problem.project(sol)
             problem.active = (z > 0) & (np.linalg.norm(residual, axis=1) < 4 * INLIER_PX)
@@ -433,6 +442,13 @@ def solve(tracks: FeatureTracks, ring_of: np.ndarray, starts: list[tuple[str, np
         if best is None or sol.inliers > best.inliers:
             best = sol
     return best
+
+
+def _same_solution(a: TurntableSolution, b: TurntableSolution, tolerance_deg: float = 1.0) -> bool:
+    """The same turns (relative to the held photos) and camera heights, within ``tolerance_deg``."""
+    turns = np.degrees(np.abs(np.angle(np.exp(1j * ((a.angles - b.angles) - (a.angles - b.angles)[a.fixed][0])))))
+    heights = [abs(ring_elevation(a, r) - ring_elevation(b, r)) for r in range(len(a.ring_rotations))]
+    return bool(turns.max() < tolerance_deg and np.degrees(max(heights)) < tolerance_deg)
 
 
 def default_starts(tracks: FeatureTracks, ring_of: np.ndarray) -> list[tuple]:
