@@ -201,15 +201,19 @@ def carve(cameras: list[PinholeCamera], masks: list[np.ndarray], origin: np.ndar
 
 
 def carve_hull(cameras: list[PinholeCamera], masks: list[np.ndarray], lo: np.ndarray, hi: np.ndarray,
-               resolution: int, plane: np.ndarray | None = None, refine_bounds: bool = True) -> VisualHull:
+               resolution: int, plane: np.ndarray | None = None, refine_bounds: bool = True,
+               one_may_dissent: bool = False) -> VisualHull:
     """The visual hull inside the box [lo, hi] on a grid of ``resolution`` voxels along its longest side.
+
+    ``one_may_dissent``: a voxel is carved away only when two masks exclude it (one wrong mask cannot dent it).
 
     With ``refine_bounds`` a coarse pass first shrinks the box to what the silhouettes leave (plus a margin), so the
     fine grid is spent on the product only.
     """
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     if refine_bounds:
-        coarse = carve_hull(cameras, masks, lo, hi, max(24, resolution // 4), plane, refine_bounds=False)
+        coarse = carve_hull(cameras, masks, lo, hi, max(24, resolution // 4), plane, refine_bounds=False,
+                            one_may_dissent=one_may_dissent)
         if coarse.occupied.any():
             idx = np.argwhere(coarse.occupied)
             margin = 2.0 * coarse.voxel
@@ -218,7 +222,7 @@ def carve_hull(cameras: list[PinholeCamera], masks: list[np.ndarray], lo: np.nda
     voxel = float(np.max(hi - lo)) / resolution
     shape = tuple(int(s) for s in np.maximum(np.ceil((hi - lo) / voxel).astype(int) + 1, 2))
     folded = carve(cameras, masks, lo, voxel, shape, plane)  # type: ignore[arg-type]
-    return VisualHull(lo, voxel, folded.smallest, len(cameras), plane)
+    return VisualHull(lo, voxel, folded.second if one_may_dissent else folded.smallest, len(cameras), plane)
 
 
 @dataclass
@@ -469,7 +473,7 @@ def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarra
     lo = focus - radius
     hi = focus + radius + (radius * up if trusted.plane is not None else 0.0)
     hull = carve_hull(trusted.cameras, trusted.masks, np.minimum(lo, hi), np.maximum(lo, hi), resolution,
-                      trusted.plane)
+                      trusted.plane, one_may_dissent=True)
     if not hull.occupied.any():
         return None
     views, images = [], []
