@@ -376,7 +376,7 @@ MAX_STEREO_COVERAGE = 0.6
 """``silhouettes="auto"``: the hull is used when less than this share of the product's mask pixels lies within
 ``STEREO_REACH`` of confirmed stereo (median over the photos). Measured, balanced (PatchMatch, 24 photos of 1024 px):
 soup-can orbit 1.00, plain box orbit 0.47; test preset (sweep, 10 photos of 320 px, tests/test_masks.py): printed
-box 0.8, plain box 0.4."""
+box 0.84, plain box 0.37."""
 
 
 @dataclass
