@@ -6,11 +6,19 @@ depth (pixels x z / f). Interpolating that field gives the hull surface to a fra
 a binary carving at the same grid (Esteban & Schmitt 2004 use the same idea for their silhouette force). A support
 plane, when known, closes the hull from below: the base of a product standing on a table is the table.
 
-Fusion with stereo (``fuse_with_hull``): stereo points outside the hull are rejected (the silhouettes say nothing is
-there), and where no confident stereo point lies near the hull surface the hull's own surface points fill in
-(plain faces give stereo nothing to match; where they are silhouette-generating, such as the sides of a bottle, the
-hull is exact; where they are not, such as the top of a box seen only from above, the hull is an upper bound and the
-result says how much of the surface came from it).
+Fusion with stereo (``silhouette_fusion``) never lets the silhouettes replace confident stereo:
+
+* **per mask**: a mask that cuts off more than ``MAX_STEREO_CUT`` of the confirmed product stereo it sees has lost a
+  part of the product (a shadowed base, a label the colour of the backdrop) and does not carve;
+* **per point**: a confirmed stereo point is dropped only when more than ``MAX_DISSENT`` of the masks seeing it
+  exclude it (the room, the table), never on the word of one mask;
+* **per pixel**: the hull's surface fills in only where no photo that sees it has confirmed stereo (plain faces
+  give stereo nothing to match; where they are silhouette-generating, such as the sides of a bottle, the hull is
+  exact; where they are not, such as the top of a box seen only from above, the hull is an upper bound and the
+  result says how much of the surface came from it).
+
+Whether the hull is used at all is fusion's gate (``MAX_STEREO_COVERAGE``): a textured product's stereo covers it
+and keeps its own cloud.
 """
 
 from __future__ import annotations
