@@ -47,6 +47,7 @@ def run(capture_dir: Path, out: Path, preset: str = "balanced", use_hull: bool =
     config = preset_config(preset)  # type: ignore[arg-type]
     if depth_method:
         config = config.with_changes({"depth": {"method": depth_method}})
+    config = config.with_changes({"fusion": {"silhouettes": "on" if use_hull else "off"}})
     scene = ground_truth_scene(gt)
     timings: dict[str, float] = {}
     report: dict[str, Any] = {"capture": str(capture_dir), "preset": preset, "hull": use_hull,

@@ -275,6 +275,13 @@ def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_r
     }
     poses: PoseReport = evaluate_poses(_sfm_cameras(run), truth_cameras, scale_reference)
     out["poses"] = poses.to_dict()
+    if truth_masks:
+        out["masks"] = mask_scores(run, truth_masks)
+    fusion = next((s for s in manifest.stages if s.name == "fusion"), None) if manifest else None
+    if fusion is not None:  # the hull gate's decision and its measure
+        out["fusion_hull"] = "yes" if fusion.metrics.get("silhouettes") else "no"
+        if "stereo_coverage" in fusion.metrics:
+            out["fusion_hull"] += f" (stereo coverage {fusion.metrics['stereo_coverage']:.2f})"
     if surface is None:
         return out
     for key in SURFACE_ARTIFACTS:
@@ -297,6 +304,37 @@ def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_r
     if novel_dir is not None and poses.alignment is not None:
         out["appearance"] = novel_view_appearance(run, poses.alignment, novel_dir)
     return out
+
+
+def mask_scores(run: RunView, truth_masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    """IoU of the masks stage's masks with the true ones, per photo with its confidence (empty: no masks)."""
+    import cv2
+
+    from core.segmentation import mask_iou
+
+    folder = run.artifact("masks.images")
+    if folder is None or run.manifest is None:
+        return {}
+    stage = next((s for s in run.manifest.stages if s.name == "masks"), None)
+    confidence = stage.metrics.get("per_photo", {}) if stage else {}
+    per_photo = {}
+    for photo in run.manifest.accepted_photos:
+        path, truth = folder / f"{photo.stem}.png", truth_masks.get(photo.name)
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
+        if mask is None or truth is None:
+            continue
+        dh, dw = truth.shape[0] - mask.shape[0], truth.shape[1] - mask.shape[1]
+        if dh < 0 or dw < 0 or dh % 2 or dw % 2:
+            continue
+        # COLMAP's undistortion of the renders' (near-zero) distortion trims a pixel at every border (1024x768 ->
+        # 1022x766, principal point 1 px less): the true mask trimmed the same way.
+        truth = truth[dh // 2:truth.shape[0] - dh // 2, dw // 2:truth.shape[1] - dw // 2]
+        per_photo[photo.name] = {"iou": round(mask_iou(mask > 127, truth), 4),
+                                 "confidence": confidence.get(photo.name, {}).get("confidence")}
+    if not per_photo:
+        return {}
+    ious = [v["iou"] for v in per_photo.values()]
+    return {"iou_mean": float(np.mean(ious)), "iou_min": float(np.min(ious)), "per_photo": per_photo}
 
 
 def novel_view_appearance(run: Any, alignment: Any, novel_dir: Path) -> dict[str, Any]:
@@ -469,6 +507,11 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
         if mesh_rows:
             lines += ["", "| preset | mesh silhouette IoU mean | min | open edges | base capped |",
                       "|---|---|---|---|---|", *mesh_rows]
+        mask_rows = [f"| {run['preset']} | {_fmt(m['iou_mean'])} | {_fmt(m['iou_min'])} | "
+                     f"{run.get('fusion_hull', '–')} |" for run in cap["runs"] if (m := run.get("masks"))]
+        if mask_rows:
+            lines += ["", "| preset | computed masks IoU with the true masks, mean | min | visual hull used |",
+                      "|---|---|---|---|", *mask_rows]
         look_rows = [f"| {run['preset']} | {a['views']} | {_fmt(a.get('vertex_colours', {}).get('psnr_db'), '.2f')} | "
                      f"{_fmt(a.get('textured', {}).get('psnr_db'), '.2f')} | "
                      f"{_fmt(a.get('vertex_colours', {}).get('coverage'))} | "

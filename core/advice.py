@@ -27,6 +27,16 @@ CAPTURE_GUIDE = (f"Photograph the product from all sides: {ROUTINE}. {LIGHT.capi
 """Shown on the New capture page and in the README."""
 
 
+def over_size_limit(size: int, limit: int) -> str:
+    """'61.2 MB is over the 60.0 MB limit', in the limit's unit; in bytes when the two would read the same (never
+    '60 MB is over the 60 MB limit')."""
+    scale, unit = next((s, u) for s, u in ((1e6, "MB"), (1e3, "kB"), (1, "")) if limit >= s)
+    shown, allowed = f"{size / scale:,.1f} {unit}", f"{limit / scale:,.1f} {unit}"
+    if not unit or shown == allowed:
+        return f"{size:,} bytes is over the {limit:,}-byte limit"
+    return f"{shown} is over the {allowed} limit"
+
+
 def _sentence(*parts: str) -> str:
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
@@ -140,7 +150,7 @@ def capture_findings(rejected_reasons: Sequence[str], issues: Mapping[str, Seque
             "Shoot all photos of one product with the same camera, zoom and resolution."))
     accepted, given = metrics.get("photos_accepted", 0), metrics.get("photos_given", 0)
     if accepted >= needed:
-        findings.append(Finding("info", f"{accepted} of {given} photos accepted."))
+        findings.append(Finding("info", f"{accepted} of {count(given, 'photo')} accepted."))
     if needed > 1 and needed <= accepted < FEW_PHOTOS:
         findings.append(Finding("warning", f"Only {accepted} usable photos; reconstructions are most reliable with "
                                            "20-40.", _sentence(ROUTINE)))
@@ -184,6 +194,8 @@ TRUST_CHECK_WORDS = {
     "not_looking": "placed looking away from the product",
     "upside_down": "placed upside down",
     "two_view": "placed where its matches with its neighbours say it was not",
+    "unexplained": "placed where its matches with its neighbours cannot be explained",
+    "facing_away": "placed on the far side of the product from what it sees",
 }
 """Plain words for the trust checks of core.stages.sfm.trust."""
 RESHOOT = ("Reshoot with the product filling most of the frame and something textured under it (a newspaper or a "
@@ -199,6 +211,14 @@ def sfm_untrusted(photos: Sequence[str], checks: Sequence[str], folded: bool) ->
                 f"{name_list(list(photos))}. {RESHOOT}")
     return (f"These photos were placed wrongly and could not be corrected: {name_list(list(photos))} "
             f"({'; '.join(what)}). Retake them, or {RESHOOT[0].lower()}{RESHOOT[1:]}")
+
+
+def sfm_turntable_tried(turntable: Mapping[str, Any]) -> str:
+    """What the turntable solve of a fixed-camera capture found when it was tried and not kept ("" otherwise)."""
+    if not turntable or turntable.get("accepted"):
+        return ""
+    reason = turntable.get("reason", "no solution")
+    return f" Solving the photos as one turntable was tried too, and not kept: {reason}."
 
 
 def sfm_dropped_untrusted(photos: Sequence[str], how: str) -> Finding:
@@ -230,6 +250,12 @@ def sfm_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     if still:
         findings.append(Finding("info", f"The camera stood still (turntable): {still:.0%} of each photo is background "
                                         "that does not move, and it was ignored when matching."))
+    turntable = metrics.get("turntable") or {}
+    if turntable.get("accepted") and metrics.get("trust_recovery") == "turntable":
+        findings.append(Finding("info", f"The cameras were solved as one turntable (one fixed camera, one turn per "
+                                        f"photo): ordinary mapping could not place them all correctly. "
+                                        f"{turntable.get('placed')} photos placed, camera height known to "
+                                        f"±{turntable.get('tilt_std_deg', 0):.1f}°."))
     if metrics.get("num_models", 1) > 1:
         findings.append(Finding(
             "warning", f"COLMAP split the photos into {metrics['num_models']} separate groups; the largest "
@@ -419,6 +445,8 @@ def silhouette_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     hull = metrics.get("hull_share", 0.0)
     if not metrics.get("hull", 0):
         reason = metrics.get("hull_reason")
+        if metrics.get("hull_not_needed"):
+            return [Finding("info", f"No visual hull: {reason}.")]
         return [Finding("info", f"No visual hull: {reason}.", "Plain products need clean product masks: a plain "
                                 "backdrop unlike the product's colour.")] if reason else []
     completed = metrics.get("completion_share", 0.0)

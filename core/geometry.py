@@ -230,8 +230,11 @@ def boundary_edges(triangles: np.ndarray) -> np.ndarray:
     triangles = np.asarray(triangles)
     if len(triangles) == 0:
         return np.empty((0, 2), dtype=np.int64)
-    directed = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
-    _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
+    directed = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]]).astype(np.int64)
+    # One integer per undirected edge: a 1-D unique is ~30x faster than np.unique(axis=0) (3.6 s -> 0.1 s on the
+    # 900k edges of a 300k-face Poisson mesh).
+    key = directed.min(1) * (int(directed.max()) + 1) + directed.max(1)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     return directed[counts[inverse.ravel()] == 1]
 
 
@@ -252,6 +255,90 @@ def boundary_loop_labels(edges: np.ndarray) -> np.ndarray:
             parent[ra] = rb
     roots = np.array([find(a) for a in edges[:, 0].tolist()])
     return np.unique(roots, return_inverse=True)[1].ravel()
+
+
+def boundary_cycles(edges: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The boundary ``edges`` (directed, from ``boundary_edges``) chained into closed vertex cycles.
+
+    Each cycle is (vertices, forward): ``forward[i]`` says whether the edge vertices[i] -> vertices[i + 1] (cyclic)
+    runs in its face's winding. The chaining ignores direction (a Poisson mesh has patches of flipped faces, whose
+    rim edges point the other way); a cycle is oriented so that most of its edges run forward. A vertex where two
+    holes touch (a pinch) is split between two cycles; an unclosable chain (a fragment of a non-manifold mesh) is
+    dropped.
+    """
+    edges = np.asarray(edges, dtype=np.int64)
+    incident: dict[int, list[int]] = {}
+    for k, (a, b) in enumerate(edges.tolist()):
+        incident.setdefault(a, []).append(k)
+        incident.setdefault(b, []).append(k)
+    used = np.zeros(len(edges), dtype=bool)
+    cycles = []
+    for first in range(len(edges)):
+        if used[first]:
+            continue
+        used[first] = True
+        start, vertex = int(edges[first, 0]), int(edges[first, 1])
+        cycle, forward = [start], [True]
+        while vertex != start:
+            nxt = next((k for k in incident[vertex] if not used[k]), None)
+            if nxt is None:
+                break
+            used[nxt] = True
+            cycle.append(vertex)
+            forward.append(bool(edges[nxt, 0] == vertex))
+            vertex = int(edges[nxt, 1] if forward[-1] else edges[nxt, 0])
+        if vertex != start or len(cycle) < 3:
+            continue
+        vertices, ahead = np.array(cycle, dtype=np.int64), np.array(forward)
+        if ahead.sum() * 2 < len(ahead):  # walk it the way most of its edges run
+            vertices, ahead = np.roll(vertices[::-1], 1), ~ahead[::-1]
+        cycles.append((vertices, ahead))
+    return cycles
+
+
+def triangulate_polygon(xy: np.ndarray) -> np.ndarray | None:
+    """Ear clipping of a simple 2-D polygon given in order (either winding): (n - 2, 3) indices into ``xy`` whose
+    triangles keep the polygon's winding; None when the polygon is not simple (no ear left to clip)."""
+    xy = np.asarray(xy, dtype=np.float64)
+    n = len(xy)
+    if n < 3:
+        return None
+    x, y = xy[:, 0], xy[:, 1]
+    winding = 1.0 if float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) >= 0 else -1.0
+    scale = float(np.ptp(xy, axis=0).max()) or 1.0
+    eps = 1e-12 * scale**2
+    index = np.arange(n)
+    triangles = []
+    while len(index) > 3:
+        p = xy[index]
+        prev, nxt = np.roll(p, 1, axis=0), np.roll(p, -1, axis=0)
+        d1, d2 = p - prev, nxt - p
+        turn = winding * (d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0])
+        reflex = p[turn <= eps]  # only reflex (or straight) corners can lie inside a convex corner's ear
+        ear = -1
+        for i in np.flatnonzero(turn > eps)[np.argsort(-turn[turn > eps])]:
+            if len(reflex) == 0 or not _inside_triangle(reflex, prev[i], p[i], nxt[i], eps).any():
+                ear = int(i)
+                break
+        if ear < 0:
+            straight = np.flatnonzero(np.abs(turn) <= eps)  # collinear points (a straight rim): a flat sliver
+            if len(straight) == 0:
+                return None
+            ear = int(straight[0])
+        m = len(index)
+        triangles.append([index[(ear - 1) % m], index[ear], index[(ear + 1) % m]])
+        index = np.delete(index, ear)
+    triangles.append(index.tolist())
+    return np.array(triangles, dtype=np.int64)
+
+
+def _inside_triangle(points: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, eps: float) -> np.ndarray:
+    """Which ``points`` lie strictly inside triangle abc (either winding; points on its edges do not count)."""
+    def side(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return (q[0] - p[0]) * (points[:, 1] - p[1]) - (q[1] - p[1]) * (points[:, 0] - p[0])
+
+    s1, s2, s3 = side(a, b), side(b, c), side(c, a)
+    return ((s1 > eps) & (s2 > eps) & (s3 > eps)) | ((s1 < -eps) & (s2 < -eps) & (s3 < -eps))
 
 
 def boundary_loops(triangles: np.ndarray) -> tuple[int, int]:

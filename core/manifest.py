@@ -248,6 +248,9 @@ def _check_types(manifest: RunManifest) -> None:
         if not isinstance(stage.name, str) or not isinstance(stage.seconds, int | float) \
                 or not isinstance(stage.metrics, dict):
             problems.append(f"stage {stage.name!r}")
+        elif not all(isinstance(f.level, str) and isinstance(f.message, str) and isinstance(f.hint, str)
+                     for f in stage.findings):
+            problems.append(f"findings of stage {stage.name!r}")
     for photo in manifest.photos:
         if not isinstance(photo.name, str) or not isinstance(photo.warnings, list):
             problems.append("photos")

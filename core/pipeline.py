@@ -149,9 +149,10 @@ def _load_sfm(state: RunState, record: StageRecord) -> StageOutput:
 
     from core.artifacts import SFM_MODEL, SFM_UNDISTORTED
     from core.photos import PhotoSet
-    from core.stages.sfm import SfmResult
+    from core.stages.sfm import SfmResult, route_colmap_log
 
     assert state.capture is not None
+    route_colmap_log(state.run_dir)
     photos = PhotoSet(sorted(state.capture.accepted, key=lambda p: p.working))  # as run_sfm orders them
     model_dir = SFM_MODEL.path(state.run_dir)
     model = pycolmap.Reconstruction(str(model_dir))
@@ -213,14 +214,9 @@ def _load_masks(state: RunState, record: StageRecord) -> StageOutput:
 
 def _depth(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.depth import run_depth
-    from core.stages.masks import MIN_HULL_CONFIDENCE
 
     assert state.scene is not None
-    masks = None
-    if state.masks is not None and state.masks.ok:
-        # Only trusted masks limit the search (a wrong mask would cut the product off).
-        masks = [state.masks.mask_for(p) if state.masks.confidence_for(p) >= MIN_HULL_CONFIDENCE else None
-                 for p in state.scene.photos]
+    masks = state.masks.search_masks(state.scene.photos) if state.masks is not None else None
     return run_depth(state.scene, state.run_dir, state.config.depth, progress, masks)
 
 
@@ -343,7 +339,7 @@ def _load_mesh(state: RunState, record: StageRecord) -> StageOutput:
     from core.artifacts import MESH_PLY
     from core.stages.mesh import MeshResult
 
-    return MeshResult(mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
+    return MeshResult(metrics=record.metrics, mesh=o3d.io.read_triangle_mesh(str(MESH_PLY.path(state.run_dir))))
 
 
 def _texture(state: RunState, progress: StageProgress) -> StageOutput:
@@ -367,7 +363,8 @@ def _asset(state: RunState, progress: StageProgress) -> StageOutput:
     assert state.mesh is not None
     # The texture stage's result where that stage runs; else the asset bakes the mesh's vertex colours itself.
     texture = getattr(state, "texture", None)
-    return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress)
+    return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress,
+                     state.masks)
 
 
 def _load_asset(state: RunState, record: StageRecord) -> StageOutput:

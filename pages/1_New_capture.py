@@ -35,7 +35,8 @@ def show_job(job_id: str) -> None:
         run_links(job)
         if job.status in ("failed", "cancelled") and st.button(
                 "Run it again with the same photos",
-                help="Starts a new run from the beginning with the same photos and settings; this run stays as it "
+                help="Starts a new run with the same photos and settings that keeps the stages this run finished "
+                     "(a copy of them; from the beginning when the disk has no room for it). This run stays as it "
                      "was."):
             new = intake.retry_job(store, job)
             st.query_params["job"] = new.id

@@ -13,7 +13,17 @@ from core.jobs.status import format_duration, log_tail, quality_verdict
 from core.jobs.store import Job
 from core.manifest import StageRecord
 from core.report import figures, runs
-from pages._ui import BAD_ICON, LEVEL_ICONS, OK_ICON, esc, run_links, run_picker_or_stop, setup, thumbnails
+from pages._ui import (
+    BAD_ICON,
+    LEVEL_ICONS,
+    OK_ICON,
+    esc,
+    run_links,
+    run_picker_or_stop,
+    setup,
+    shown_if_intact,
+    thumbnails,
+)
 
 store = setup("Diagnostics", ":material/monitoring:")
 st.title(":material/monitoring: Diagnostics")
@@ -219,7 +229,8 @@ for stage in manifest.stages:
     with st.expander(f"{title} — {stage.status}, {stage.seconds:.1f} s", expanded=stage.status == "failed"):
         panel = PANELS.get(stage.name)
         if panel is not None:
-            panel(run, stage)
+            with shown_if_intact(title):
+                panel(run, stage)
         numbers = scalar_metrics(stage.metrics)
         if numbers:
             st.caption("Numbers")

@@ -14,6 +14,7 @@ from conftest import REPO_ROOT, write_photos
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.store import Job, Store
+from core.report.runs import read_manifest
 
 PAGES = ["Home.py", "pages/1_New_capture.py", "pages/2_Viewer.py", "pages/3_Diagnostics.py", "pages/4_Review.py"]
 
@@ -304,3 +305,120 @@ def test_review_needs_a_login_once_reviewers_exist(finished_job, monkeypatch: py
     next(b for b in app.button if b.label == "Save decision").click()
     app.run()
     assert [r.reviewer for r in store.reviews(finished_job.id)] == ["Rita"]
+
+
+@pytest.mark.parametrize("fault", ["damaged database", "damaged job row"])
+def test_an_unexpected_error_shows_an_id_and_logs_the_trace(fault: str, finished_job, caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    """Issue 15 item 12: an exception nobody foresaw ends the page with one line and a short error id; the traceback
+    is in the server log under that id, never in the browser."""
+    import re
+
+    store = Store()
+    if fault == "damaged database":
+        store.db_path.write_bytes(b"this is not a database" * 100)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{store.db_path}{suffix}").unlink(missing_ok=True)
+    else:
+        store._update(finished_job.id, created="yesterday")  # the Recent runs cards format it as a time
+    with caplog.at_level("ERROR", logger="product_studio.pages"):
+        app = _run("Home.py")
+    assert not app.exception, app.exception  # Streamlit's own exception element (the traceback) is not shown
+    shown = [e.value for e in app.error]
+    assert len(shown) == 1 and "Something went wrong on this page" in shown[0], shown
+    error_id = re.search(r"\(error ([0-9a-f]{8})\)", shown[0]).group(1)
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None  # the trace is in the server log, under the id
+    for text in _texts(app).splitlines():
+        assert "Traceback" not in text and "File \"" not in text and str(store.root) not in text
+
+
+def _damage(run_dir: Path, change) -> None:
+    record = json.loads((run_dir / "manifest.json").read_text())
+    change(record)
+    (run_dir / "manifest.json").write_text(json.dumps(record))
+
+
+def _sfm_metrics(record: dict) -> dict:
+    return next(s for s in record["stages"] if s["name"] == "sfm")["metrics"]
+
+
+# Records that load (their fields have the types the pages compute with) but whose free-form numbers do not.
+ODD_METRICS = {
+    "photos placed as numbers": lambda r: _sfm_metrics(r).update(per_photo=[1, 2]),
+    "untrusted as a number": lambda r: _sfm_metrics(r).update(per_photo=[{"photo": "a", "untrusted": 5}]),
+    "histogram without edges": lambda r: _sfm_metrics(r).update(reprojection_error_histogram={"counts": [1, 2]}),
+    "counts as words": lambda r: [s["metrics"].update(kept_depths="many", unseen_share="x") for s in r["stages"]],
+}
+
+
+@pytest.mark.parametrize("damage", list(ODD_METRICS))
+def test_diagnostics_shows_what_a_damaged_record_still_holds(damage: str, finished_job) -> None:
+    """Issue 15 minor: wrongly typed numbers in the record give no traceback: that panel says the record is damaged
+    there, every other part of the page still shows."""
+    _damage(Store().run_dir(finished_job), ODD_METRICS[damage])
+    app = _run("pages/3_Diagnostics.py", finished_job.id)
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    warnings = [w.value for w in app.warning]
+    assert any("this part of the run's record is damaged" in w for w in warnings), warnings
+    findings = len(read_manifest(Store().run_dir(finished_job)).all_findings())
+    assert [s.value for s in app.subheader][:2] == ["Time per stage", f"Findings ({findings})"]
+    assert len(app.expander) >= 5  # every stage still has its panel
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("damage", ["not json", "wrongly typed findings", "wrongly typed stage"])
+def test_a_damaged_record_says_so_on_every_page(page: str, damage: str, finished_job) -> None:
+    """Issue 15 minor: a record that cannot be read says 'this run's record is damaged', never 'no record yet'
+    and never a traceback."""
+    run_dir = Store().run_dir(finished_job)
+    if damage == "not json":
+        (run_dir / "manifest.json").write_text("{not json")
+    elif damage == "wrongly typed findings":
+        _damage(run_dir, lambda r: r["stages"][0]["findings"].append({"level": ["x"], "message": {"a": 1}}))
+    else:
+        _damage(run_dir, lambda r: r["stages"][0].update(seconds="slow"))
+    app = _run(page, finished_job.id)
+    assert not app.exception, app.exception
+    text = _texts(app)
+    assert "no record yet" not in text and "Something went wrong" not in text
+    if page in ("pages/2_Viewer.py", "pages/3_Diagnostics.py"):
+        assert "record is damaged" in text, text
+
+
+def test_review_says_a_linked_run_does_not_exist(finished_job) -> None:
+    """Issue 15 minor: Review with an unknown ?job= says so instead of silently showing another run."""
+    app = _run("pages/4_Review.py", "20990101-000000-nosuch")
+    assert not app.exception, app.exception
+    assert any("does not exist" in w.value for w in app.warning), [w.value for w in app.warning]
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("setting", ["max jobs as a word", "data folder is a file"])
+def test_bad_operator_settings_are_one_line_on_every_page(page: str, setting: str, studio_data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 minor: PRODUCT_STUDIO_MAX_JOBS=two or a data path that is a file: one line naming the setting."""
+    if setting == "max jobs as a word":
+        monkeypatch.setenv("PRODUCT_STUDIO_MAX_JOBS", "two")
+        expected = "PRODUCT_STUDIO_MAX_JOBS='two' is not a whole number"
+    else:
+        a_file = studio_data / "data.txt"
+        a_file.write_text("x")
+        monkeypatch.setenv("PRODUCT_STUDIO_DATA", str(a_file))
+        expected = "is a file, not a folder"
+    app = _run(page)
+    assert not app.exception, app.exception
+    assert [e.value for e in app.error] and expected in app.error[0].value, [e.value for e in app.error]
+    assert "Something went wrong" not in _texts(app)
+
+
+def test_review_behind_a_proxy_needs_its_user_header(finished_job, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 12: with PRODUCT_STUDIO_AUTH_HEADER set, a request without that header cannot decide anything
+    (whatever name anyone would type)."""
+    monkeypatch.setenv("PRODUCT_STUDIO_AUTH_HEADER", "X-Forwarded-User")
+    app = _run("pages/4_Review.py", finished_job.id)
+    assert not app.exception, app.exception
+    assert any("X\\-Forwarded\\-User header" in e.value for e in app.error), [e.value for e in app.error]
+    assert not any(b.label == "Save decision" for b in app.button)
+    assert Store().reviews(finished_job.id) == []

@@ -147,3 +147,30 @@ def test_a_texture_stage_result_is_used_as_given(tmp_path: Path) -> None:
     assert validate_gltf(tmp_path / "asset" / "asset.glb").errors == 0
     data = (tmp_path / "asset" / "asset.png").read_bytes()
     assert Image.open(io.BytesIO(data)).size == (256, 256)
+
+
+def test_a_usdz_variant_over_the_face_limit_is_decimated_closed_and_baked_again(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.stages.asset import PROFILES, Profile, inspect_usdz
+
+    mesh, isolation, scene = _reconstruction(tmp_path)
+    faces = len(mesh.mesh.triangles)  # 768
+    # Apple's rule with a limit this box exceeds (the real 100k would need a 100k-face mesh and a minute of xatlas).
+    monkeypatch.setitem(PROFILES, "small_usdz", Profile("small_usdz", "Small USDZ", "usdz", max_triangles=300,
+                                                        max_texture=2048, validator=False))
+    result = run_asset(None, mesh, isolation, scene, tmp_path, AssetConfig(height_mm=HEIGHT * 1000, texture_size=512,
+                                                                           profiles=("small_usdz",)))
+    entry = result.checks["profiles"]["small_usdz"]
+    assert not entry["pass"] and f"{faces:,} triangles, over the 300 limit" in entry["reasons"]
+    assert entry["variant"]["pass"] and entry["file"] == "asset/variants/small_usdz.usdz"
+    facts = inspect_usdz(tmp_path / entry["file"])
+    assert 200 < facts.triangles <= 300 and facts.textures == [(512, 512)]
+    # Same size and pose as the full asset (the same similarity), and still a closed box.
+    assert facts.lo[1] == pytest.approx(0, abs=1e-4) and facts.hi[1] == pytest.approx(HEIGHT, rel=1e-3)
+    from pxr import Usd, UsdGeom
+
+    stage = Usd.Stage.Open(str(tmp_path / entry["file"]))  # kept: its prims die with it
+    prim = UsdGeom.Mesh(stage.GetPrimAtPath("/Product/Mesh"))
+    points = np.array(prim.GetPointsAttr().Get())
+    indices = np.array(prim.GetFaceVertexIndicesAttr().Get()).reshape(-1, 3)
+    assert trimesh.Trimesh(points, indices, process=True).is_watertight

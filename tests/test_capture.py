@@ -151,7 +151,11 @@ def test_huge_file_is_refused_before_reading(tmp_path: Path) -> None:
     path = save(tmp_path / "big.png", textured())
     check = inspect_photo(path, CaptureConfig(max_file_bytes=1000))
     assert not check.accepted
-    assert check.reason.startswith("big.png: the file is ") and "over the 1 kB limit" in check.reason
+    size = path.stat().st_size
+    assert check.reason.startswith(f"big.png: {size / 1e3:,.1f} kB is over the 1.0 kB limit;"), check.reason
+    # Near the limit the sizes differ in the message too (issue 15: never '60 MB is over the 60 MB limit').
+    check = inspect_photo(path, CaptureConfig(max_file_bytes=size - 1))
+    assert f"{size:,} bytes is over the {size - 1:,}-byte limit" in check.reason, check.reason
 
 
 def test_mixed_cameras_warn(tmp_path: Path) -> None:

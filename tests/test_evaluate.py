@@ -164,7 +164,9 @@ def test_report_and_merge(tmp_path: Path) -> None:
         {"name": "x", "description": "d", "runs": [run]},
         {"name": "gone", "skipped": "no data", "runs": []}]}
     new = {"command": "b", "machine": machine, "captures": [
-        {"name": "x", "description": "d", "runs": [{**run, "preset": "balanced", "failure_reason": "boom"}]}]}
+        {"name": "x", "description": "d", "runs": [{**run, "preset": "balanced", "failure_reason": "boom",
+                                                    "masks": {"iou_mean": 0.97, "iou_min": 0.9},
+                                                    "fusion_hull": "yes (stereo coverage 0.47)"}]}]}
     merged = merge_results(old, new)
     assert [r["preset"] for r in merged["captures"][0]["runs"]] == ["preview", "balanced"]
     write_report(merged, tmp_path / "R.md", tmp_path / "r.json")
@@ -172,3 +174,4 @@ def test_report_and_merge(tmp_path: Path) -> None:
     assert "| preview | done | 12 | 300 | 4/4 | – |" in text  # results from before "correctly placed" was counted
     assert "| preview | dense_points | 10 |" in text  # older surfaces are not dropped when the report is rewritten
     assert "| preview | isolation.points | 10 |" in text and "Skipped: no data" in text and "balanced: boom" in text
+    assert "| balanced | 0.970 | 0.900 | yes (stereo coverage 0.47) |" in text  # the masks and the hull gate

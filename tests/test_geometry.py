@@ -9,10 +9,13 @@ from core.geometry import (
     PinholeCamera,
     Similarity,
     backproject_depth,
+    boundary_cycles,
+    boundary_edges,
     compare_poses,
     intrinsics_from_fov,
     look_at,
     rotation_angle_deg,
+    triangulate_polygon,
     umeyama_similarity,
 )
 
@@ -61,3 +64,28 @@ def test_umeyama_recovers_a_similarity_and_compare_poses_is_zero_for_a_moved_cop
     errors = compare_poses(estimated, gt)
     assert errors.rotation_deg.max() < 1e-4 and errors.center_error.max() < 1e-9  # arccos noise near 0
     assert rotation_angle_deg(random_rotation(rng)) <= 180
+
+
+def test_ear_clipping_covers_a_non_convex_outline_in_its_winding() -> None:
+    angle = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    star = np.c_[np.cos(angle), np.sin(angle)] * (1 + 0.4 * np.sin(7 * angle))[:, None]  # 7 deep notches
+    for outline in (star, star[::-1]):
+        triangles = triangulate_polygon(outline)
+        assert triangles.shape == (len(outline) - 2, 3)
+        t = outline[triangles]
+        signed = 0.5 * ((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
+                        - (t[:, 1, 1] - t[:, 0, 1]) * (t[:, 2, 0] - t[:, 0, 0]))
+        x, y = outline[:, 0], outline[:, 1]
+        area = 0.5 * (x @ np.roll(y, -1) - np.roll(x, -1) @ y)
+        assert np.all(np.sign(signed) == np.sign(area))  # no flipped (overlapping) triangle
+        assert signed.sum() == pytest.approx(area)
+    # Collinear points along a straight rim are clipped too (the cut of a box's side).
+    assert triangulate_polygon(np.array([[0, 0], [1, 0], [2, 0], [2, 1], [0, 1.0]])).shape == (3, 3)
+
+
+def test_boundary_cycles_follow_the_rim_across_a_flipped_face() -> None:
+    fan = np.array([[0, 1, 2], [0, 3, 2], [0, 3, 4]])  # the middle face is wound the other way
+    (cycle, forward), = boundary_cycles(boundary_edges(fan))
+    assert sorted(cycle.tolist()) == [0, 1, 2, 3, 4] and forward.sum() == 4
+    two_holes = np.array([[0, 1, 2], [3, 4, 5]])
+    assert len(boundary_cycles(boundary_edges(two_holes))) == 2

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
-from core.stages.fusion.hull import carve_hull, signed_distance_px
+from core.stages.fusion.hull import (
+    MAX_STEREO_CUT,
+    Silhouettes,
+    carve_hull,
+    fuse_with_hull,
+    signed_distance_px,
+    stereo_votes,
+)
 
 BOX = np.array([0.12, 0.07, 0.18])
 """Width, depth, height of the box (metres), standing on z = 0, centred on the z axis."""
@@ -85,3 +92,56 @@ def test_a_view_that_does_not_see_a_voxel_does_not_carve_it() -> None:
     hull = carve_hull(cameras, masks, np.array([-0.2, -0.2, -0.05]), np.array([0.2, 0.2, 0.3]), 64,
                       plane=np.array([0.0, 0.0, 1.0, 0.0]))
     assert hull.volume() > float(np.prod(BOX))
+
+
+def _face(camera: PinholeCamera, corners: np.ndarray) -> np.ndarray:
+    """Pixels inside the projection of a flat convex face (its corners, world)."""
+    uv, _ = camera.project(corners)
+    mask = np.zeros((camera.height, camera.width), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round((uv - 0.5) * 16).astype(np.int32)), 1, shift=4)
+    return mask.astype(bool)
+
+
+def test_the_hull_fills_only_where_no_photo_has_confirmed_stereo(hull) -> None:
+    """Stereo confirmed the box's top in every photo: the hull's roof over it is not added, its sides are."""
+    cameras = _orbit(24)
+    top = _corners()[_corners()[:, 2] > 0]
+    confirmed = [_face(c, top) for c in cameras]
+    images = [np.full((c.height, c.width, 3), 128, np.uint8) for c in cameras]
+    none = np.empty((0, 3))
+    without = fuse_with_hull(none, none, np.empty((0, 3), np.uint8), hull, cameras, images, 0.002)
+    with_stereo = fuse_with_hull(none, none, np.empty((0, 3), np.uint8), hull, cameras, images, 0.002,
+                                 confirmed=confirmed)
+    roof = BOX[2] + hull.voxel  # the hull's roof over the top: the photos see stereo's top there
+    assert (without.points[:, 2] > roof).sum() > 200  # without stereo's word the roof is filled in
+    assert (with_stereo.points[:, 2] > roof).sum() < 0.02 * (without.points[:, 2] > roof).sum()
+    sides = (without.points[:, 2] > 0.2 * BOX[2]) & (without.points[:, 2] < 0.8 * BOX[2])
+    kept_sides = (with_stereo.points[:, 2] > 0.2 * BOX[2]) & (with_stereo.points[:, 2] < 0.8 * BOX[2])
+    assert kept_sides.sum() == sides.sum()  # where stereo has nothing the hull stays
+    assert with_stereo.stats["hull_points_under_stereo"] > 200
+
+
+def _box_surface(count: int) -> np.ndarray:
+    """Points on the box's four sides and top (what stereo sees of a textured box)."""
+    rng = np.random.default_rng(1)
+    points = (rng.random((count, 3)) - np.array([0.5, 0.5, 0.0])) * BOX
+    face = rng.integers(0, 5, count)
+    for k, (axis, value) in enumerate([(0, -BOX[0] / 2), (0, BOX[0] / 2), (1, -BOX[1] / 2), (1, BOX[1] / 2),
+                                       (2, BOX[2])]):
+        points[face == k, axis] = value
+    return points
+
+
+def test_a_mask_that_cuts_off_confirmed_stereo_does_not_carve() -> None:
+    cameras = _orbit(24)
+    masks = [_silhouette(c) for c in cameras]
+    ys, xs = np.nonzero(masks[5])
+    masks[5][ys.min() + (ys.max() - ys.min()) // 2:, :xs.min() + (xs.max() - xs.min()) // 2] = False  # a bite
+    silhouettes = Silhouettes([f"{k}.png" for k in range(24)], cameras, masks, np.array([0.0, 0.0, 1.0, 0.0]),
+                              np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), 0.2)
+    points = _box_surface(5000)
+    allowed, cuts = stereo_votes(points, silhouettes, spacing=0.001)
+    assert allowed[points[:, 2] > 0.01].all()  # one wrong mask does not drop confirmed stereo...
+    assert not allowed[points[:, 2] < 0.002].any()  # ...but what touches the table is table
+    assert cuts[5] > MAX_STEREO_CUT
+    assert np.delete(cuts, 5).max() < 0.25 * MAX_STEREO_CUT  # exact masks cut nothing (outline tolerance)

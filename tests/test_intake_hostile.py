@@ -67,3 +67,41 @@ def test_retention_keeps_the_newest_sample_runs(studio_data: Path, monkeypatch: 
     assert store.get_job(jobs[0].id) is None and not store.run_dir(jobs[0]).exists()
     assert store.get_job(jobs[3].id) is not None and store.get_job(other.id) is not None
     assert photos_dir.is_dir()  # shared with jobs that stay
+
+
+def test_finished_runs_nobody_approved_expire_after_the_operators_days(studio_data: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 12: retention for runs: with PRODUCT_STUDIO_RUN_DAYS set, finished runs older than that are
+    deleted unless approved; running and recent runs stay (0, the default, keeps every run)."""
+    from core.jobs.store import Store
+
+    store = Store(studio_data)
+    photos_dir = studio_data / "uploads" / "y"
+    photos_dir.mkdir(parents=True)
+    made = {}
+    for name in ("old", "old approved", "recent", "old running"):
+        job = store.create_job(product_name=name, sku=name, preset="test", config_json="{}", photos_dir=photos_dir)
+        if name != "old running":
+            store.finish(job.id, "done")
+        store.run_dir(job).mkdir(parents=True)
+        made[name] = job
+    for name in ("old", "old approved", "old running"):
+        store._update(made[name].id, created=time.time() - 10 * 86400, updated=time.time() - 10 * 86400)
+    store.add_review(made["old approved"].id, "Rita", "approved", "")
+    assert store.apply_retention() == []  # the default keeps every run
+    monkeypatch.setenv("PRODUCT_STUDIO_RUN_DAYS", "7")
+    assert store.apply_retention() == [made["old"].id]
+    assert not store.run_dir(made["old"]).exists()
+    assert all(store.get_job(made[n].id) is not None for n in ("old approved", "recent", "old running"))
+    monkeypatch.setenv("PRODUCT_STUDIO_RUN_DAYS", "a week")
+    with pytest.raises(SettingsError, match="PRODUCT_STUDIO_RUN_DAYS='a week'"):
+        store.apply_retention()
+
+
+def test_deployment_defaults_listen_locally_and_show_no_tracebacks() -> None:
+    """Issue 15 item 12: the server binds to this machine only and never shows tracebacks (pages/_ui shows an id)."""
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "localhost"
+    assert config["client"]["showErrorDetails"] == "none"

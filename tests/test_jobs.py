@@ -452,3 +452,64 @@ def test_wording_of_counts_sizes_and_long_names() -> None:
     assert "60,000,003 bytes is over the 60,000,000-byte limit" in refused.reason, refused.reason
     bigger = intake._receive_photo(Path("/nonexistent"), "big.jpg", b"\xff\xd8\xff" + b"0" * 61_200_000, 0, limits)
     assert "61.2 MB is over the 60.0 MB limit" in bigger.reason, bigger.reason
+
+
+def test_run_it_again_keeps_the_stages_the_failed_run_finished(studio_data: Path, tmp_path: Path) -> None:
+    """Issue 15 minor: 'Run it again' resumes from the last finished stage (the real pipeline in a real worker:
+    three unrelated pictures pass the capture and fail SfM), and the failed run's folder stays as it was."""
+    write_photos(tmp_path / "unrelated", count=3, seed=0)
+    store = Store()
+    first = _wait(store, _submit(store, tmp_path / "unrelated", "again").id, lambda j: j.is_final, timeout=120)
+    assert first.status == "failed"
+    old_record = (store.run_dir(first) / "manifest.json").read_bytes()
+    assert load_manifest(store.run_dir(first)).stage("capture").status == "done"
+    again = _wait(store, intake.retry_job(store, first).id, lambda j: j.is_final, timeout=120)
+    assert again.status == "failed" and again.retry_of == first.id
+    manifest = load_manifest(store.run_dir(again))
+    assert manifest.run_id == again.id
+    assert manifest.stage("capture").resumed and not manifest.stage("sfm").resumed
+    assert (store.run_dir(first) / "manifest.json").read_bytes() == old_record
+
+
+_MAKE_HUGE = """
+import sys
+import numpy as np
+from PIL import Image
+pixels = np.zeros((8600, 11500, 3), np.uint8)  # 98.9 MP: under the 100 MP limit, so it must be checked
+pixels[::50] = 200
+pixels[:, ::70, 1] = 120
+Image.fromarray(pixels).save(sys.argv[1] + "/huge.png", compress_level=6)
+Image.fromarray(pixels).save(sys.argv[1] + "/huge.jpg", quality=80)
+"""
+
+_RECEIVE_MEASURED = """
+import json, sys
+from pathlib import Path
+from core.jobs import intake
+source = Path(sys.argv[1])
+photo = intake.receive_upload(Path(sys.argv[2]), source.name, source.read_bytes(), existing=0)[0]
+# VmHWM: this program's own peak (ru_maxrss would carry the forking test process's size across exec).
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"accepted": photo.accepted, "reason": photo.reason, "size": [photo.width, photo.height],
+                  "thumbnail": photo.thumbnail, "peak_mb": peak_kb / 1024}))
+"""
+
+
+def test_a_99_megapixel_upload_is_never_decoded_whole_in_the_server(tmp_path: Path) -> None:
+    """Issue 15 minor: a 99 MP photo (11500 x 8600, a few hundred kB as PNG) decoded inside the app's process cost
+    +1.4 GB. A JPEG is decoded at a reduced scale, a PNG is checked in a child process; the checking process (here a
+    fresh one, standing in for the server) stays small, and the check and thumbnail are the usual ones."""
+    import json
+
+    subprocess.run([sys.executable, "-c", _MAKE_HUGE, str(tmp_path)], check=True, timeout=300)
+    for name in ("huge.png", "huge.jpg"):
+        draft = tmp_path / f"draft-{name}"
+        done = subprocess.run([sys.executable, "-c", _RECEIVE_MEASURED, str(tmp_path / name), str(draft)],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                              check=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["accepted"] and result["size"] == [11500, 8600], result
+        assert (draft / "thumbs" / result["thumbnail"]).is_file()
+        # The process's own imports (numpy, OpenCV, Pillow) peak near 120 MB; one full decode is 400 MB, the old
+        # path's copies 1.4 GB.
+        assert result["peak_mb"] < 300, (name, result["peak_mb"])

@@ -105,6 +105,8 @@ def test_schema_1_records_are_migrated_on_load(tmp_path: Path) -> None:
     ('["a list"]', "not a JSON object"),
     ('{"run_id": "x", "created": "y", "stages": [{"name": "sfm", "seconds": "slow"}]}', "wrongly typed"),
     ('{"run_id": "x", "created": "y", "photos": [{"nonsense": 1}]}', "damaged"),
+    ('{"run_id": "x", "created": "y", "stages": [{"name": "sfm", "findings": [{"level": ["x"], "message": 1}]}]}',
+     "wrongly typed: findings of stage 'sfm'"),
     ('{"run_id": "x", "created": "y", "schema_version": 99}', "schema version 99"),
 ])
 def test_a_damaged_record_says_so(tmp_path: Path, content: str, problem: str) -> None:

@@ -56,6 +56,30 @@ def test_mesh_of_a_can_is_closed_coloured_and_on_budget(tmp_path: Path) -> None:
     assert result.artifacts == list(MESH) and all(a.path(tmp_path).is_file() for a in MESH)
 
 
+def test_the_can_is_watertight_with_its_unseen_base_capped_flat(tmp_path: Path) -> None:
+    result = run_mesh(_can_cloud(), tmp_path, MeshConfig(target_faces=4000, poisson_depth=8))
+    m = result.metrics
+    assert m["boundary_edges"] == 0 and m["closed"] == 1 and m["watertight"] == 1
+    assert m["base_capped"] == 1 and m["base_cycles_capped"] == 1
+    vertices, triangles = np.asarray(result.mesh.vertices), np.asarray(result.mesh.triangles)
+    assert trimesh.Trimesh(vertices, triangles, process=False).is_watertight
+    # The base is the can's footprint on the table (z = 0): about pi r^2 of flat, downward faces.
+    tri = vertices[triangles]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    base = (np.abs(tri[:, :, 2]).max(1) < 1e-9) & (cross[:, 2] < 0)
+    assert m["base_faces"] >= base.sum() > 0
+    assert 0.5 * np.linalg.norm(cross[base], axis=1).sum() == pytest.approx(np.pi * RADIUS**2, rel=0.1)
+    assert vertices[:, 2].min() == pytest.approx(0.0, abs=1e-9)  # nothing under the table
+
+
+def test_every_hole_is_closed_without_a_support_plane(tmp_path: Path) -> None:
+    cloud = _can_cloud()
+    cloud.plane = None  # no table found: the open bottom is closed like any other hole, and not called a base
+    result = run_mesh(cloud, tmp_path, MeshConfig(target_faces=4000, poisson_depth=8))
+    m = result.metrics
+    assert m["boundary_edges"] == 0 and m["base_capped"] == 0 and m["holes_filled"] >= 1
+
+
 def test_exports_reload_with_the_same_faces(tmp_path: Path) -> None:
     mesh = o3d.geometry.TriangleMesh.create_box(0.1, 0.2, 0.4).subdivide_midpoint(2)
     mesh.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.vertices) / np.array([0.1, 0.2, 0.4]))

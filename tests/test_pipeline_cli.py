@@ -22,7 +22,7 @@ def test_help_documents_every_option() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     for option in ("--out", "--preset", "--depth-prior-dir", "--depth-model", "--no-depth-prior", "--allow-download",
-                   "--seed", "--target-faces", "--height-mm", "--width-mm", "--depth-mm",
+                   "--seed", "--target-faces", "--hull", "--no-hull", "--height-mm", "--width-mm", "--depth-mm",
                    "--verbose", "preview", "balanced", "full", "Exit status"):
         assert option in result.stdout, option
 
@@ -35,6 +35,22 @@ def test_a_known_dimension_goes_to_the_asset_section_and_must_be_positive(tmp_pa
     assert config.asset.height_mm == 213.0 and config.asset.width_mm is None
     result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--height-mm", "-5")
     assert result.returncode == 2 and "not a positive length in millimetres" in result.stderr
+
+
+def test_the_hull_is_automatic_unless_forced_and_old_records_keep_their_choice(tmp_path: Path) -> None:
+    from core.cli.run import build_parser, config_from_args
+    from core.config import PipelineConfig
+
+    def silhouettes(*extra: str) -> str:
+        args = build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "r"), *extra])
+        return config_from_args(args).fusion.silhouettes
+
+    assert (silhouettes(), silhouettes("--hull"), silhouettes("--no-hull")) == ("auto", "on", "off")
+    result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--hull", "--no-hull")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
+    # A record from before the automatic hull held a bool: its run resumes with the choice it made.
+    assert PipelineConfig.from_dict({"fusion": {"silhouettes": False}}).fusion.silhouettes == "off"
+    assert PipelineConfig.from_dict({"fusion": {"silhouettes": True}}).fusion.silhouettes == "on"
 
 
 def test_a_folder_without_usable_photos_fails_with_a_reason_and_a_manifest(tmp_path: Path) -> None:
@@ -53,6 +69,24 @@ def test_a_folder_without_usable_photos_fails_with_a_reason_and_a_manifest(tmp_p
     assert manifest.stages[0].name == "capture" and manifest.stages[0].status == "failed"
     assert {p.name: p.status for p in manifest.photos} == {"empty.jpg": "rejected", "readme.txt": "rejected"}
     assert (run_dir / "logs" / "run.log").exists()
+
+
+def test_colmap_log_lines_go_to_the_run_log_not_the_terminal(tmp_path: Path) -> None:
+    """Issue 15 minor: no raw glog lines ('I1203 ...', 'E1203 ...') between the CLI's own progress and findings
+    (three unrelated pictures: COLMAP extracts, matches and fails to place them, logging an ERROR)."""
+    import re
+
+    from conftest import write_photos
+
+    write_photos(tmp_path / "photos", count=3, seed=0)
+    run_dir = tmp_path / "run"
+    result = run_cli(str(tmp_path / "photos"), "--out", str(run_dir), "--preset", "preview")
+    assert result.returncode == 1 and "error: COLMAP could not place the cameras" in result.stderr
+    assert "Placing cameras (structure from motion)" in result.stderr  # our own progress lines stay
+    glog_line = re.compile(r"^[IWEF]\d{4,8} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]", re.MULTILINE)
+    assert not glog_line.search(result.stderr + result.stdout), result.stderr
+    colmap_logs = list((run_dir / "logs").glob("colmap.*"))
+    assert colmap_logs and "Failed to create any sparse model" in colmap_logs[0].read_text()
 
 
 def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:

@@ -143,3 +143,23 @@ def test_relative_depth_gives_the_product_a_plausible_depth(tmp_path: Path, conf
     width, deep = np.ptp(vertices[:, 0]), np.ptp(vertices[:, 1])  # x right, y away from the camera
     assert deep / width == pytest.approx(relief.PRODUCT_DEPTH_OVER_WIDTH, rel=0.2)
     assert any("as deep as it is wide" in f.message for f in result.findings)
+
+
+@pytest.mark.parametrize("garbage, problem", [
+    (np.zeros((0, 4), np.float32), "is empty or a single line (shape (0, 4))"),
+    (np.full((120, 160), np.nan, np.float32), "holds no depth"),
+    (-np.ones((120, 160), np.float32), "holds no depth"),
+    (np.ones((4, 5, 6), np.float32), "expected a 2-D depth map, got shape (4, 5, 6)"),
+    (np.array(["a", "b"], dtype=object), "not a NumPy .npy array of numbers"),
+])
+def test_a_garbage_supplied_depth_map_fails_the_relief_with_its_name(tmp_path: Path, config, no_depth_model: Path,
+                                                                     garbage: np.ndarray, problem: str) -> None:
+    """Issue 15 item 8 (the relief's side): a garbage depth map is named with the photo and the problem, never an
+    internal error or an internal folder name."""
+    photo, _ = _photo_and_depth(tmp_path)
+    (tmp_path / "depth").mkdir()
+    np.save(tmp_path / "depth" / "product.npy", garbage, allow_pickle=True)
+    result = build_relief(photo, tmp_path / "out", config, depth_file=tmp_path / "depth" / "product.npy")
+    assert not result.ok
+    assert result.failure.startswith("The depth map supplied for product.jpg could not be read (product.npy: ")
+    assert problem in result.failure and str(tmp_path) not in result.failure

@@ -16,6 +16,8 @@ from core.manifest import load_manifest
 from core.photos import PhotoSet
 from core.pipeline import run_pipeline
 from core.scene import load_sparse_scene
+from core.stages.asset import PROFILES, Profile, inspect_glb, run_asset
+from core.stages.mesh import MeshResult
 from core.stages.texture import atlas_layout, load_textured, render_mesh
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,65 @@ def test_texture_reproduces_the_photos_better_than_vertex_colours(run: Path) -> 
     # preset's mesh misses part of the box, so much of the error is the geometry's, which no texture fixes; the
     # texture must still win on every photo.
     assert min(gains) > 0.1
+
+
+def test_the_mesh_is_watertight_with_its_unseen_base_capped(run: Path) -> None:
+    import open3d as o3d
+    import trimesh
+
+    manifest = load_manifest(run)
+    metrics = manifest.stage("mesh").metrics
+    assert metrics["boundary_edges"] == 0 and metrics["closed"] == 1 and metrics["watertight"] == 1
+    assert metrics["base_capped"] == 1 and metrics["base_faces"] > 0 and 0 < metrics["base_area_share"] < 0.5
+    mesh = o3d.io.read_triangle_mesh(str(run / manifest.artifacts["mesh.ply"].path))
+    assert trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles), process=False).is_watertight
+    asset = manifest.stage("asset").metrics
+    assert asset["closed"] == 1 and asset["boundary_edges"] == 0 and asset["validator_errors"] == 0
+    assert asset["base_capped"] == 1 and asset["base_faces"] == metrics["base_faces"]  # the shop sees the flag too
+
+
+def test_a_variant_over_a_face_limit_is_decimated_and_baked_again(run: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import open3d as o3d
+
+    from core.config import AssetConfig
+
+    manifest = load_manifest(run)
+    scene = load_sparse_scene(run / manifest.artifacts["sfm.undistorted"].path, PhotoSet(manifest.accepted_photos))
+    mesh = o3d.io.read_triangle_mesh(str(run / manifest.artifacts["mesh.ply"].path))
+    limit = len(mesh.triangles) // 3
+    monkeypatch.setitem(PROFILES, "small", Profile("small", "Small", "glb", max_triangles=limit, max_texture=1024,
+                                                   real_size=False))
+    frame = json.loads((run / manifest.artifacts["isolation.frame"].path).read_text(encoding="utf-8"))
+    result = run_asset(load_textured(run), MeshResult(mesh=mesh), SimpleNamespace(up=np.array(frame["up"])), scene,
+                       tmp_path, AssetConfig(profiles=("small",)))
+    entry = result.checks["profiles"]["small"]
+    assert not entry["pass"] and any("triangles" in r for r in entry["reasons"])
+    assert entry["variant"]["pass"], entry["variant"]["reasons"]
+    variant = tmp_path / entry["variant"]["file"]
+    facts = inspect_glb(variant)
+    side = min(result.metrics["texture_size"], 1024)
+    assert 0.8 * limit < facts.triangles <= limit and facts.textures == [(side, side)]
+    assert facts.validator_errors == 0
+    # Baked again from the photos (not the full asset's atlas squeezed): its texture reproduces a photo, and the
+    # decimated surface is still closed.
+    import trimesh
+
+    glb = trimesh.load(variant, force="mesh", process=False)
+    welded = trimesh.Trimesh(glb.vertices, glb.faces, process=True)
+    assert welded.is_watertight
+    atlas = np.asarray(glb.visual.material.baseColorTexture.convert("RGB"))
+    camera = scene.cameras[0]
+    image = cv2.cvtColor(cv2.imread(str(scene.image_paths[0])), cv2.COLOR_BGR2RGB).astype(np.float32)
+    back = np.linalg.inv(np.array(result.metrics["asset_from_reconstruction"]))
+    vertices = glb.vertices @ back[:3, :3].T + back[:3, 3]
+    rendered, hit = render_mesh(vertices, glb.faces, camera, uv=glb.visual.uv * [1, -1] + [0, 1], texture=atlas)
+    psnr = 10 * np.log10(255.0**2 / np.mean((rendered[hit] - image[hit]) ** 2))
+    logger.warning("variant of %d faces: %.2f dB on photo 0", facts.triangles, psnr)
+    assert psnr > 18
 
 
 def test_load_textured_round_trips(run: Path) -> None:

@@ -88,9 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="download the depth model when it is not found locally (needs network)")
     parser.add_argument("--masks-dir", type=Path, help="folder of product masks named like the photos (any image "
                                                        "format, white = product); used instead of computed ones")
-    parser.add_argument("--hull", action="store_true",
-                        help="fuse stereo with the visual hull carved from the product masks (for plain, untextured "
-                             "products; it hurts textured ones)")
+    hull = parser.add_mutually_exclusive_group()
+    hull.add_argument("--hull", action="store_true",
+                      help="always fuse stereo with the visual hull carved from the product masks (by default only "
+                           "where stereo finds too little of the product, as on plain products)")
+    hull.add_argument("--no-hull", action="store_true", help="never use the visual hull: stereo alone")
     parser.add_argument("--no-masks", action="store_true",
                         help="no product masks (and so no visual hull): stereo alone, as before")
     parser.add_argument("--sticker", metavar="THEME",
@@ -155,8 +157,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                                           "relief": {}, "asset": {}}
     if args.masks_dir:
         changes["masks"]["supplied_dir"] = str(args.masks_dir.resolve())
-    if args.hull:
-        changes.setdefault("fusion", {})["silhouettes"] = True
+    if args.hull or args.no_hull:
+        changes.setdefault("fusion", {})["silhouettes"] = "on" if args.hull else "off"
     if args.no_masks:
         changes["masks"]["enabled"] = False
     if args.depth_prior_dir:

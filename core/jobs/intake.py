@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import shutil
+import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.advice import over_size_limit
 from core.config import CaptureConfig, preset_config
 from core.jobs.dispatch import dispatch
 from core.jobs.store import REPO_ROOT, Job, JobMode, Store, UploadedPhoto
-from core.manifest import new_run_id
+from core.manifest import MANIFEST_NAME, new_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
         return _refused(name, len(data), f"{name}: over the limit of {limits.max_photos} photos per product; leave "
                                          "out near-duplicates.")
     if len(data) > limits.max_file_bytes:
-        return _refused(name, len(data), f"{name}: {_over(len(data), limits.max_file_bytes)}; "
+        return _refused(name, len(data), f"{name}: {over_size_limit(len(data), limits.max_file_bytes)}; "
                                          "export it as a JPEG of a few thousand pixels per side.")
     if budget is not None and len(data) > budget:
         return _refused(name, len(data), f"{name}: the photos of this product would take more than "
@@ -139,16 +141,46 @@ def _receive_photo(folder: Path, name: str, data: bytes, position: int, limits: 
     stored = generated_name(position + offset, name)
     path = folder / stored
     path.write_bytes(data)
-    from core.stages.capture import inspect_photo
+    from core.stages.capture import IN_PROCESS_PIXELS, declared_pixels, inspect_photo
 
-    check = inspect_photo(path, limits.capture_config(), name)
-    if not check.accepted:
+    kind, pixels = declared_pixels(path)
+    if kind not in ("JPEG", "MPO") and IN_PROCESS_PIXELS < pixels <= limits.max_pixels:
+        photo = _check_in_child(path, name, len(data), limits)  # its whole decode stays out of this process
+    else:
+        check = inspect_photo(path, limits.capture_config(), name)
+        photo = UploadedPhoto(name, stored, len(data), check.status, check.reason, list(check.warnings),
+                              check.width, check.height)
+        if check.accepted:
+            make_thumbnail(path, folder / "thumbs")
+    if not photo.accepted:
         path.unlink(missing_ok=True)
-        return _refused(name, len(data), check.reason)
-    photo = UploadedPhoto(name, stored, len(data), check.status, check.reason, list(check.warnings), check.width,
-                          check.height)
-    make_thumbnail(path, folder / "thumbs")
     return photo
+
+
+CHILD_CHECK_TIMEOUT_S = 300
+"""A 99 MP PNG is checked in ~8 s on one core, thumbnail and start-up included (measured); minutes mean the machine
+is overloaded."""
+
+
+def _check_in_child(path: Path, name: str, size: int, limits: UploadLimits) -> UploadedPhoto:
+    """The capture stage's check of one photo in a child process (core/jobs/photo_check.py), thumbnail included."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "core.jobs.photo_check", str(path), name, str(limits.max_file_bytes),
+               str(limits.max_pixels)]
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CHILD_CHECK_TIMEOUT_S,
+                              check=False)
+        found = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        found = None
+    if not isinstance(found, dict):
+        logger.error("the check of %s failed in its child process", path)
+        return _refused(name, size, f"{name}: could not be checked (too large for the studio to decode); export "
+                                    "it as a JPEG of a few thousand pixels per side and upload it again.")
+    return UploadedPhoto(name, path.name, size, found["status"], found["reason"], list(found["warnings"]),
+                         found["width"], found["height"])
 
 
 def _exact_copy(folder: Path, data: bytes) -> str:
@@ -160,18 +192,6 @@ def _exact_copy(folder: Path, data: bytes) -> str:
         if path.is_file() and path.stat().st_size == len(data) and hashlib.sha256(path.read_bytes()).digest() == digest:
             return path.name[4:] if path.name[:3].isdigit() else path.name
     return ""
-
-
-def _over(size: int, limit: int) -> str:
-    """'61.2 MB is over the 60.0 MB limit'; in bytes when the two would read the same."""
-    if _mb(size) == _mb(limit):
-        return f"{size:,} bytes is over the {limit:,}-byte limit"
-    return f"{_mb(size)} is over the {_mb(limit)} limit"
-
-
-def _mb(num_bytes: int) -> str:
-    """Sizes near a limit are shown with one decimal, so '60 MB is over the 60 MB limit' cannot happen."""
-    return f"{num_bytes / 1e6:.1f} MB" if num_bytes < 100e6 else f"{num_bytes / 1e6:.0f} MB"
 
 
 _PHOTO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*")
@@ -261,7 +281,7 @@ def _receive_zip(folder: Path, name: str, data: bytes, existing: int, limits: Up
                 position = existing + sum(r.accepted for r in results)  # only kept photos count
                 if member.file_size > limits.max_file_bytes:
                     results.append(_refused(member_name, member.file_size, f"{member_name}: "
-                                            f"{_over(member.file_size, limits.max_file_bytes)}."))
+                                            f"{over_size_limit(member.file_size, limits.max_file_bytes)}."))
                     continue
                 content = _read_member(archive, member, min(limits.max_file_bytes, max(budget, 0)))
                 results.append(_receive_photo(folder, member_name, content, position, limits, budget, offset))
@@ -299,14 +319,16 @@ def make_thumbnail(path: Path, thumbs_dir: Path, size: int = 256) -> str | None:
     """A small oriented JPEG for grids, so pages never send full-size photos to the browser."""
     from PIL import Image, ImageOps
 
+    from core.stages.capture import to_rgb8
+
     thumbs_dir.mkdir(parents=True, exist_ok=True)
     target = thumbs_dir / f"{path.stem}.jpg"
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
-            thumb = ImageOps.exif_transpose(img).convert("RGB")
-            thumb.thumbnail((size, size))
-            thumb.save(target, "JPEG", quality=85)
+        with warnings.catch_warnings(), Image.open(path) as img:
+            # The photo passed the studio's own pixel limit (100 MP) before it gets here; Pillow's is 89 MP.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.thumbnail((size, size))  # first: JPEG decodes at a reduced scale, others are reduced right away
+            to_rgb8(ImageOps.exif_transpose(img)).save(target, "JPEG", quality=85)
     except Exception:  # a thumbnail is a nicety; the photo check already reported real problems
         logger.warning("no thumbnail for %s", path, exc_info=True)
         return None
@@ -360,7 +382,7 @@ def _receive_per_photo(folder: Path, files: list[tuple[str, bytes]], photos: lis
         elif photo is None:
             problems.append(f"{label}: no accepted photo has the same name; name it like its photo.")
         elif len(data) > limits.max_file_bytes:
-            problems.append(f"{label}: over the {limits.max_file_bytes / 1e6:.0f} MB limit.")
+            problems.append(f"{label}: {over_size_limit(len(data), limits.max_file_bytes)}.")
         else:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{Path(photo.stored).stem}{suffix}").write_bytes(data)
@@ -434,12 +456,27 @@ def submit_sample(store: Store, preset: str = "preview", start: bool = True) -> 
 
 
 def retry_job(store: Store, job: Job) -> Job:
-    """Queue the same photos and settings again as a new job (the old run folder stays as it was)."""
+    """Queue the same photos and settings again as a new job that resumes from the old run's last finished stage:
+    the old run folder is copied into the new one (the worker always resumes, keeping each finished stage whose
+    inputs and artefacts are unchanged, core/pipeline.py) and stays as it was. Without room for the copy (the disk's
+    free-space floor, core/settings.py) the new run starts from the beginning."""
     # Photo rows are copied (create_job files them under the new id); the photo files themselves are shared.
     new = store.create_job(product_name=job.product_name, sku=job.sku, preset=job.preset, config_json=job.config_json,
                            photos_dir=store.photos_dir(job),
                            depth_dir=store.resolve(job.depth_dir) if job.depth_dir else None,
                            photos=store.photos(job.id), mode=job.mode, retry_of=job.id)
+    old_dir, new_dir = store.run_dir(job), store.run_dir(new)
+    if (old_dir / MANIFEST_NAME).is_file():
+        needed = folder_bytes(old_dir)
+        room = shutil.disk_usage(next(p for p in (new_dir, *new_dir.parents) if p.exists())).free
+        from core.settings import min_free_bytes
+
+        if room - needed < min_free_bytes():
+            logger.warning("job %s starts from the beginning: no room to copy the %.1f GB of run %s", new.id,
+                           needed / 1e9, job.id)
+        else:
+            # A real copy, not hard links: stages that run again rewrite their files in place.
+            shutil.copytree(old_dir, new_dir, symlinks=True, dirs_exist_ok=True)
     dispatch(store)
     return store.get_job(new.id) or new
 

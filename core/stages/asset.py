@@ -10,7 +10,9 @@ barycentric interpolation). It then
 2. writes ``RUN/asset/asset.glb`` (glTF 2.0 PBR metallic-roughness, embedded PNG), ``asset.usdz`` (UsdPreviewSurface,
    texture packaged) and ``asset.obj`` + ``asset.mtl`` + ``asset.png``;
 3. re-opens the files and checks them against each marketplace profile (``PROFILES``), writing a variant under
-   ``RUN/asset/variants/`` for each profile the asset fails where a smaller (or power-of-two) texture fixes it.
+   ``RUN/asset/variants/`` for each profile the asset fails where fewer faces and/or another texture size fix it:
+   the mesh stage's mesh decimated to the profile's budget (still closed) and its texture baked again (the texture
+   stage's ``bake_texture``, or the vertex-colour bake), then checked again.
 
 The manifest metrics hold ``asset_from_reconstruction`` (the 4x4 similarity), ``size_mm`` (or None: unknown) and
 each profile's pass/fail with its reasons; ``checks.json`` holds the same for the app.
@@ -144,8 +146,9 @@ class AssetResult(StageOutput):
 
 
 def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: Path, config: AssetConfig,
-              progress: StageProgress = no_progress) -> AssetResult:
-    """Build the shop-ready asset into ``RUN/asset/`` (module docstring)."""
+              progress: StageProgress = no_progress, masks=None) -> AssetResult:
+    """Build the shop-ready asset into ``RUN/asset/`` (module docstring). ``masks`` (the masks stage's result) are
+    used when a variant's fewer faces are re-baked from the photos."""
     start = time.perf_counter()
     folder = ASSET_GLB.path(run_dir).parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +162,8 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
         surface = bake_vertex_colours(mesh.mesh, folder / "baked.png", config.texture_size)
     vertices = np.asarray(surface.vertices, np.float64)
     faces = np.asarray(surface.faces, np.int64)
-    _, open_edges = boundary_loops(faces if source == "texture" else _welded_faces(vertices, faces))
+    # Welded first: both atlases split vertices along UV seams (the texture stage's at every face), not the surface.
+    _, open_edges = boundary_loops(_welded_faces(vertices, faces))
     if open_edges:
         findings.append(advice.asset_open(open_edges))
 
@@ -190,6 +194,31 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     progress(0.7, "checking the marketplaces' rules")
     variants = ASSET_VARIANTS.path(run_dir)
     variants.mkdir(exist_ok=True)
+
+    resurfaced: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = {}
+
+    def resurface(max_faces: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+        """The mesh stage's mesh decimated to ``max_faces`` and baked again as the asset's surface was, at ``size``:
+        vertices (reconstruction frame), faces, uv and the base-colour PNG. Once per budget (Shopify and Google
+        often ask for the same one)."""
+        from core.stages.mesh import decimate
+
+        if (max_faces, size) not in resurfaced:
+            fewer, _, _ = decimate(mesh.mesh, max_faces)
+            png = variants / f".{max_faces}_{size}_base_color.png"
+            try:
+                if source == "texture":
+                    from core.stages.texture import bake_texture
+
+                    surface = bake_texture(fewer, scene, masks, png, size)
+                else:
+                    surface = bake_vertex_colours(fewer, png, size)
+                colour = _texture_png(Path(surface.base_color), size)
+            finally:
+                png.unlink(missing_ok=True)
+            resurfaced[max_faces, size] = (np.asarray(surface.vertices, np.float64),
+                                           np.asarray(surface.faces, np.int64), np.asarray(surface.uv), colour)
+        return resurfaced[max_faces, size]
     facts = {"glb": inspect_glb(ASSET_GLB.path(run_dir)), "usdz": inspect_usdz(ASSET_USDZ.path(run_dir))}
     profiles = {}
     for name in config.profiles:
@@ -202,8 +231,8 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
         entry = {"label": profile.label, "pass": not reasons, "reasons": reasons, "file": main.run_path,
                  "variant": None}
         if reasons:
-            variant = _write_variant(profile, variants, placed, faces, uv, base_color, normal_png,
-                                     facts[profile.format])
+            variant = _write_variant(profile, variants, facts[profile.format], source == "texture", resurface,
+                                     transform, placed, faces, uv, base_color, normal_png)
             if variant is not None:
                 variant_facts = inspect_glb(variant) if profile.format == "glb" else inspect_usdz(variant)
                 variant_reasons = check_profile(profile, variant_facts, size_mm is not None)
@@ -216,7 +245,10 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     artifacts.append(ASSET_VARIANTS)
 
     glb = facts["glb"]
-    checks = {"source": source, "asset_from_reconstruction": transform.tolist(), "size_mm": size_mm,
+    mesh_metrics = getattr(mesh, "metrics", None) or {}
+    # The mesh stage's record of the made-up base (a flat cap on the table no photo saw), for the shop's listing.
+    base = {k: mesh_metrics[k] for k in ("base_capped", "base_faces", "base_area_share") if k in mesh_metrics}
+    checks = {"source": source, **base, "asset_from_reconstruction": transform.tolist(), "size_mm": size_mm,
               "known_dimension": known and {"axis": known[0], "mm": known[1]}, "profiles": profiles,
               "glb": {"bytes": glb.bytes, "triangles": glb.triangles, "textures": glb.textures,
                       "validator_errors": glb.validator_errors}}
@@ -230,6 +262,7 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
         "texture_size": glb.textures[0][0] if glb.textures else 0,
         "closed": int(open_edges == 0),
         "boundary_edges": int(open_edges),
+        **base,
         "glb_bytes": glb.bytes,
         "usdz_bytes": facts["usdz"].bytes,
         "validator_errors": glb.validator_errors,
@@ -431,15 +464,21 @@ def _resized_png(png: bytes, side: int) -> bytes:
 
 def write_glb(path: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, base_color: bytes,
               normal_map: bytes | None = None) -> Path:
-    """glTF 2.0 binary: one mesh, PBR metallic-roughness material with the embedded base-colour (and normal) PNG."""
+    """glTF 2.0 binary: one mesh, PBR metallic-roughness material with the embedded base-colour (and normal) PNG.
+
+    When every face has its own three vertices in order (the texture stage's cell atlas) the primitive has no index
+    buffer: glTF draws vertices 3k..3k+2 as face k, and the indices would add 1.2 MB per 100k faces (the balanced
+    soup can's GLB: 15.5 MB with them, over the 15 MB marketplace limit)."""
     import pygltflib as g
 
-    arrays = [vertices.astype(np.float32), smooth_normals(vertices, faces).astype(np.float32),
-              uv.astype(np.float32), faces.astype(np.uint32).reshape(-1)]
+    indexed = not np.array_equal(faces.reshape(-1), np.arange(faces.size))
+    arrays = [vertices.astype(np.float32), smooth_normals(vertices, faces).astype(np.float32), uv.astype(np.float32)]
+    if indexed:
+        arrays.append(faces.astype(np.uint32).reshape(-1))
     blob, views = b"", []
     for i, data in enumerate([*(a.tobytes() for a in arrays), base_color, *([normal_map] if normal_map else [])]):
         blob += b"\0" * (-len(blob) % 4)
-        target = g.ARRAY_BUFFER if i < 3 else g.ELEMENT_ARRAY_BUFFER if i == 3 else None
+        target = g.ARRAY_BUFFER if i < 3 else g.ELEMENT_ARRAY_BUFFER if i < len(arrays) else None
         views.append(g.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data), target=target))
         blob += data
     blob += b"\0" * (-len(blob) % 4)
@@ -448,19 +487,21 @@ def write_glb(path: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarra
                    min=arrays[0].min(0).tolist(), max=arrays[0].max(0).tolist()),
         g.Accessor(bufferView=1, componentType=g.FLOAT, count=len(vertices), type=g.VEC3),
         g.Accessor(bufferView=2, componentType=g.FLOAT, count=len(vertices), type=g.VEC2),
-        g.Accessor(bufferView=3, componentType=g.UNSIGNED_INT, count=faces.size, type=g.SCALAR),
     ]
-    images = [g.Image(bufferView=4, mimeType="image/png", name="base_color")]
+    if indexed:
+        accessors.append(g.Accessor(bufferView=3, componentType=g.UNSIGNED_INT, count=faces.size, type=g.SCALAR))
+    images = [g.Image(bufferView=len(arrays), mimeType="image/png", name="base_color")]
     material = g.Material(name="product", doubleSided=False, pbrMetallicRoughness=g.PbrMetallicRoughness(
         baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=ROUGHNESS))
     if normal_map:
-        images.append(g.Image(bufferView=5, mimeType="image/png", name="normal"))
+        images.append(g.Image(bufferView=len(arrays) + 1, mimeType="image/png", name="normal"))
         material.normalTexture = g.NormalMaterialTexture(index=1)
     gltf = g.GLTF2(
         asset=g.Asset(version="2.0", generator="Product Studio"),
         scene=0, scenes=[g.Scene(nodes=[0])], nodes=[g.Node(mesh=0, name="product")],
         meshes=[g.Mesh(name="product", primitives=[g.Primitive(
-            attributes=g.Attributes(POSITION=0, NORMAL=1, TEXCOORD_0=2), indices=3, material=0, mode=g.TRIANGLES)])],
+            attributes=g.Attributes(POSITION=0, NORMAL=1, TEXCOORD_0=2), indices=3 if indexed else None, material=0,
+            mode=g.TRIANGLES)])],
         accessors=accessors, bufferViews=views, buffers=[g.Buffer(byteLength=len(blob))],
         images=images, samplers=[g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR_MIPMAP_LINEAR,
                                            wrapS=g.CLAMP_TO_EDGE, wrapT=g.CLAMP_TO_EDGE)],
@@ -570,7 +611,8 @@ def inspect_glb(path: Path) -> FileFacts:
 
     gltf = g.GLTF2().load_binary(str(path))
     blob = gltf.binary_blob()
-    triangles = sum(gltf.accessors[p.indices].count // 3 for m in gltf.meshes for p in m.primitives)
+    triangles = sum(gltf.accessors[p.indices if p.indices is not None else p.attributes.POSITION].count // 3
+                    for m in gltf.meshes for p in m.primitives)
     textures = []
     for image in gltf.images:
         view = gltf.bufferViews[image.bufferView]
@@ -635,15 +677,54 @@ def check_profile(profile: Profile, facts: FileFacts, size_known: bool) -> list[
     return reasons
 
 
-def _write_variant(profile: Profile, folder: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray,
-                   base_color: bytes, normal_map: bytes | None, facts: FileFacts) -> Path | None:
-    """A copy with the texture resized to what ``profile`` takes; None when resizing cannot fix what fails.
+def _write_variant(profile: Profile, folder: Path, facts: FileFacts, cell_atlas: bool, resurface, transform: np.ndarray,
+                   vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, base_color: bytes,
+                   normal_map: bytes | None) -> Path | None:
+    """A copy that ``profile`` takes: fewer faces (the mesh decimated and its texture baked again by ``resurface``)
+    and/or a texture of another size; None when neither can fix what fails (e.g. an unknown real size)."""
+    plan = variant_plan(profile, facts, len(base_color) + len(normal_map or b""), cell_atlas)
+    if plan is None:
+        return None
+    side, max_faces = plan
+    path = folder / f"{profile.name}.{profile.format}"
+    writer = write_glb if profile.format == "glb" else write_usdz
+    current = max((max(t) for t in facts.textures), default=0)
+    if max_faces < facts.triangles or (cell_atlas and side < current):
+        # A cell atlas cannot be shrunk (its faces' cells would bleed into each other): it is baked again too.
+        for _ in range(2):
+            fewer, fewer_faces, fewer_uv, colour = resurface(max_faces, side)
+            placed = fewer @ transform[:3, :3].T + transform[:3, 3]
+            logger.info("asset variant %s: %d faces, %d px texture", profile.name, len(fewer_faces), side)
+            writer(path, placed, fewer_faces, fewer_uv, colour)
+            size = path.stat().st_size
+            if not profile.max_bytes or size <= profile.max_bytes:
+                break
+            # The plan scaled the texture's bytes with its area; a smaller photo atlas compresses worse per texel
+            # (4096 -> 2048 on the soup can: 15.4 MB for a 14.25 MB aim). Once more with the bytes now known.
+            per_face = (size - len(colour)) / max(len(fewer_faces), 1)
+            max_faces = int((_BYTES_ROOM * profile.max_bytes - len(colour)) / per_face)
+            if max_faces <= 0:
+                break
+        return path
+    colour = _resized_png(base_color, side)
+    normal = _resized_png(normal_map, side) if normal_map else None
+    return writer(path, vertices, faces, uv, colour, normal)
 
-    Only the texture is changed: every profile's triangle limit is above the balanced and preview meshes' budgets
-    (100k / 25k faces), and a smaller texture is also what brings a file under a size limit. Fewer triangles would
-    need a new unwrap and a re-bake (not done; the full preset's 250k-face mesh fails Apple's 100k limit).
-    """
+
+_TEXTURE_SHARE = 0.5
+"""Under a file-size limit the texture is halved (down to 1024) until it takes at most this share of the limit; the
+faces get the rest (a photo atlas's PNG is ~1.1 bytes per texel: 4.6 MB at 2048², the soup can)."""
+_BYTES_ROOM = 0.95
+"""A variant under a size limit aims this share of it (PNG compression varies with the new bake)."""
+
+
+def variant_plan(profile: Profile, facts: FileFacts, texture_bytes: int, cell_atlas: bool) -> tuple[int, int] | None:
+    """(texture side, face budget) of a variant ``profile`` takes, from what fails in ``facts``; None when neither
+    changes. The face budget respects the profile's triangle limit, its file-size limit (bytes per face as in the
+    file checked) and, for the texture stage's cell atlas, the faces the texture side can hold."""
     side = max((max(t) for t in facts.textures), default=0)
+    if side == 0:
+        return None
     target = side
     if profile.max_texture and side > profile.max_texture:
         target = profile.max_texture
@@ -651,15 +732,21 @@ def _write_variant(profile: Profile, folder: Path, vertices: np.ndarray, faces: 
         target = profile.min_texture  # upsampled: no new detail, only the format the marketplace asks for
     if profile.power_of_two and target & (target - 1):
         target = 1 << int(np.ceil(np.log2(target)))
+    faces = facts.triangles
+    if profile.max_triangles:
+        faces = min(faces, profile.max_triangles)
     if profile.max_bytes and facts.bytes > profile.max_bytes:
-        excess = facts.bytes - profile.max_bytes
-        while target > 256 and excess > 0:  # halving the side quarters the texture's bytes
-            excess -= 0.75 * len(base_color) * (target / max(side, 1)) ** 2
+        def scaled(t: int) -> float:
+            return texture_bytes * (t / side) ** 2
+
+        while target > 1024 and scaled(target) > _TEXTURE_SHARE * profile.max_bytes:
             target //= 2
-    if target == side or side == 0:
+        per_face = max(facts.bytes - texture_bytes, 1) / max(facts.triangles, 1)
+        faces = min(faces, int((_BYTES_ROOM * profile.max_bytes - scaled(target)) / per_face))
+    if cell_atlas:
+        from core.stages.texture import atlas_capacity
+
+        faces = min(faces, atlas_capacity(target))
+    if faces <= 0 or (target == side and faces == facts.triangles):
         return None
-    colour = _resized_png(base_color, target)
-    normal = _resized_png(normal_map, target) if normal_map else None
-    path = folder / f"{profile.name}.{profile.format}"
-    writer = write_glb if profile.format == "glb" else write_usdz
-    return writer(path, vertices, faces, uv, colour, normal)
+    return target, faces

@@ -48,7 +48,7 @@ FORMAT_HINT = "use JPEG, PNG, WebP or TIFF" + (" (or HEIC)" if _HEIF else "")
 
 # EXIF tags (baseline IFD and Exif sub-IFD).
 _EXIF_IFD = 0x8769
-_TAG_MAKE, _TAG_MODEL = 0x010F, 0x0110
+_TAG_MAKE, _TAG_MODEL, _TAG_ORIENTATION = 0x010F, 0x0110, 0x0112
 _TAG_FOCAL, _TAG_FOCAL_35MM = 0x920A, 0xA405
 _TAG_FOCAL_PLANE_XRES, _TAG_FOCAL_PLANE_UNIT = 0xA20E, 0xA210
 _MM_PER_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}  # inch, cm, mm, um
@@ -112,13 +112,44 @@ def safe_stem(name: str, max_length: int = 40) -> str:
 
 
 def inspect_photo(path: Path, config: CaptureConfig, display_name: str | None = None) -> PhotoCheck:
-    """Check one photo file; never raises for bad input (the reason says what is wrong and how to fix it)."""
-    check, _ = _read_photo(Path(path), config, display_name or Path(path).name)
+    """Check one photo file; never raises for bad input (the reason says what is wrong and how to fix it).
+
+    The pixels are decoded bounded (the checks measure on a ``_QUALITY_SIDE`` copy): a JPEG at a reduced scale
+    inside the decoder, other formats reduced right after decoding, so a 99 MP photo costs Pillow's one decoded
+    buffer (4 bytes a pixel; PNG and TIFF cannot decode smaller) instead of ~1.3 GB of full-size copies. The app
+    checks photos above ``IN_PROCESS_PIXELS`` that are not JPEG in a child process (core/jobs/photo_check.py)."""
+    check, _ = _read_photo(Path(path), config, display_name or Path(path).name, decode_side=2 * _QUALITY_SIDE)
     return check
 
 
-def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoCheck, np.ndarray | None]:
-    """Check and decode a photo; returns the check and the oriented RGB pixels (None when rejected)."""
+IN_PROCESS_PIXELS = 24_000_000
+"""Above this, a non-JPEG photo (decoded whole: 4 bytes a pixel, ~100 MB at 24 MP) is not decoded in a long-lived
+process such as the app's server. Measured on a 99 MP upload: the checking process peaked at 1.4 GB with full-size
+copies, 0.45 GB with the bounded decode of a PNG, 58 MB with the PNG checked in the child, 101 MB for a JPEG."""
+
+
+def declared_pixels(path: Path) -> tuple[str, int]:
+    """The format and pixel count a photo's header declares (no pixels decoded); ('', 0) when unreadable."""
+    previous_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read; the checks apply their own limit
+    try:
+        with Image.open(path) as img:
+            return (img.format or "").upper(), img.size[0] * img.size[1]
+    except Exception:  # not an image Pillow knows: the check itself names the problem
+        return "", 0
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit
+
+
+_ROTATED_ORIENTATIONS = {5, 6, 7, 8}
+"""EXIF orientations that swap width and height for display."""
+
+
+def _read_photo(path: Path, config: CaptureConfig, name: str, decode_side: int | None = None
+                ) -> tuple[PhotoCheck, np.ndarray | None]:
+    """Check and decode a photo; returns the check and the oriented RGB pixels (None when rejected). With
+    ``decode_side`` the pixels come back with a longer side of about that much (never more than twice), the
+    width and height in the check are still the photo's own."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -126,8 +157,7 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
     if size == 0:
         return _rejected(f"{name}: the file is empty (0 bytes); export or copy the photo again."), None
     if size > config.max_file_bytes:
-        limit = _human_size(config.max_file_bytes)
-        return _rejected(f"{name}: the file is {_human_size(size)}, over the {limit} limit; export it as a "
+        return _rejected(f"{name}: {advice.over_size_limit(size, config.max_file_bytes)}; export it as a "
                                  "JPEG of at most a few thousand pixels per side."), None
 
     previous_limit = Image.MAX_IMAGE_PIXELS
@@ -148,19 +178,28 @@ def _read_photo(path: Path, config: CaptureConfig, name: str) -> tuple[PhotoChec
                 return _rejected(f"{name}: has {img.n_frames} frames (animated or multi-page); upload single "
                                          "still photos instead."), None
             exif = img.getexif()
-            img.load()  # full decode: truncated or corrupt files fail here
-            oriented = to_rgb8(ImageOps.exif_transpose(img))
+            full_size = (height, width) if exif.get(_TAG_ORIENTATION) in _ROTATED_ORIENTATIONS else (width, height)
+            if decode_side:
+                img.draft("RGB", (decode_side, decode_side))  # JPEG: decode at 1/2..1/8 scale; others: no-op
+            img.load()  # the whole file is decoded: truncated or corrupt files fail here
+            decoded = img
+            if decode_side and max(img.size) >= 2 * decode_side:
+                decoded = img.reduce(max(img.size) // decode_side)  # box filter, like the checks' INTER_AREA
+                decoded.info.update(img.info)  # keeps the EXIF orientation for exif_transpose
+            oriented = to_rgb8(ImageOps.exif_transpose(decoded))
+            del decoded
     except UnidentifiedImageError:
         rgb_float = _read_float_tiff(path)  # Pillow cannot open float RGB TIFFs; OpenCV can
         if rgb_float is None:
             return _rejected(f"{name}: is not an image (or not one we can read); {FORMAT_HINT}."), None
         oriented, exif = Image.fromarray(rgb_float), Image.Exif()
+        full_size = oriented.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return _rejected(f"{name}: is corrupt or truncated ({exc}); copy it from the camera again."), None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
 
-    width, height = oriented.size
+    width, height = full_size if decode_side else oriented.size
     if min(width, height) < config.min_side:
         return _rejected(f"{name}: is only {width}×{height} pixels; photos need at least {config.min_side} "
                                  "pixels on the shorter side. Upload the full-size photo."), None
@@ -228,12 +267,6 @@ def _read_exif_focal(exif: Image.Exif, width: int, height: int, check: PhotoChec
         if xres and unit_mm:
             # Focal-plane resolution is in pixels per unit of the unrotated sensor width (the long side).
             check.focal_px = focal_mm * xres / unit_mm
-
-
-def _human_size(num_bytes: float) -> str:
-    if num_bytes >= 1e6:
-        return f"{num_bytes / 1e6:.0f} MB"
-    return f"{num_bytes / 1e3:.0f} kB" if num_bytes >= 1e3 else f"{num_bytes:.0f} bytes"
 
 
 def _positive_float(value: object) -> float | None:
@@ -471,7 +504,7 @@ def run_capture(sources: list[Path], run_dir: Path, config: CaptureConfig, progr
     if len(accepted) < needed:
         result.ok = False
         result.failure = advice.too_few_photos(len(accepted), len(sources), needed, reasons)
-    progress(1.0, f"{len(accepted)} of {len(sources)} photos accepted")
+    progress(1.0, f"{len(accepted)} of {advice.count(len(sources), 'photo')} accepted")
     return result
 
 

@@ -64,6 +64,12 @@ CONSISTENCY_MARGIN_SHARE = 0.015
 """Pixels farther than this share of the image diagonal outside the others' hull are background."""
 MIN_HULL_CONFIDENCE = 0.3
 """Masks below this confidence do not carve the consistency hull (nor, later, the visual hull)."""
+MIN_SEARCH_CONFIDENCE = 0.7
+"""Masks limit the dense search (pixels outside get no depth) only when the capture's median confidence and the
+photo's own reach this: a mask that cuts the product off loses that part for good. Measured (balanced, 24 photos):
+soup-can and cracker-box orbits, masks right (mesh silhouette IoU 0.96 / 0.80), confidences 0.73-0.86, median 0.78;
+FUZE bottle on a colourful turntable plate, masks missing the red label (IoU 0.36-0.64 with the true masks),
+confidences 0.39-0.74, median 0.52, and the mask-limited search lost 30 % of the surface (mesh recall@1% 0.73)."""
 
 
 @dataclass
@@ -99,6 +105,13 @@ class MasksResult(StageOutput):
 
     def confidence_for(self, photo: Photo) -> float:
         return self.confidence.get(photo.working, 0.0)
+
+    def search_masks(self, photos: Sequence[Photo]) -> list[np.ndarray | None] | None:
+        """Per photo, the mask that may limit the dense search (None for the photo: search it whole); None when the
+        capture's masks are not trusted enough to limit any (``MIN_SEARCH_CONFIDENCE``)."""
+        if not self.ok or not self.confidence or np.median(list(self.confidence.values())) < MIN_SEARCH_CONFIDENCE:
+            return None
+        return [self.mask_for(p) if self.confidence_for(p) >= MIN_SEARCH_CONFIDENCE else None for p in photos]
 
     def silhouettes(self, scene: SparseScene) -> Silhouettes | None:
         """The trusted masks with their cameras and the product's frame, for fusion's visual hull (None: no masks)."""

@@ -76,24 +76,37 @@ class TextureResult(StageOutput):
 def run_texture(mesh, scene: SparseScene, masks, run_dir: Path, config: TextureConfig,
                 progress: StageProgress = no_progress) -> TextureResult:
     """Unwrap ``mesh`` (a MeshResult) and bake its base colour from the scene's photos into ``RUN/texture/``."""
-    start = time.perf_counter()
     if not config.enabled:
         return TextureResult(metrics={"textured": 0})
     if mesh is None or mesh.mesh is None or len(mesh.mesh.triangles) == 0:
         return TextureResult(ok=False, failure=advice.TEXTURE_NO_MESH)
-    o3d_mesh = mesh.mesh
+    result = bake_texture(mesh.mesh, scene, masks, TEXTURE_BASE_COLOR.path(run_dir), config.size, config.max_views,
+                          progress)
+    np.savez_compressed(TEXTURE_MESH.path(run_dir), vertices=result.vertices, faces=result.faces, uv=result.uv)
+    result.artifacts = [TEXTURE_MESH, TEXTURE_BASE_COLOR]
+    result.findings = advice.texture_findings(result.metrics)
+    progress(1.0, "texture ready")
+    return result
+
+
+def bake_texture(o3d_mesh, scene: SparseScene, masks, png: Path, size: int, max_views: int = 0,
+                 progress: StageProgress = no_progress) -> TextureResult:
+    """Lay out the cell atlas of ``o3d_mesh`` (an Open3D mesh in the reconstruction frame, vertex colours for the
+    faces no photo sees) and bake its base colour from the scene's photos into ``png`` (``size`` a side, grown when
+    the faces would get too few texels). The texture stage's bake; the asset stage re-bakes decimated variants."""
+    start = time.perf_counter()
     V = np.asarray(o3d_mesh.vertices, dtype=np.float64)
     F = np.asarray(o3d_mesh.triangles, dtype=np.int64)
     vcol = np.asarray(o3d_mesh.vertex_colors) if o3d_mesh.has_vertex_colors() else np.full((len(V), 3), 0.7)
 
     progress(0.05, "laying out the texture atlas")
-    size, cell = atlas_layout(len(F), config.size)
+    size, cell = atlas_layout(len(F), size)
     uv, texel_face, texel_bary, texel_rc = _cell_atlas(len(F), size, cell)
 
     progress(0.15, "choosing a photo for every face")
     views = list(range(len(scene.cameras)))
-    if config.max_views and len(views) > config.max_views:
-        views = list(np.linspace(0, len(views) - 1, config.max_views).round().astype(int))
+    if max_views and len(views) > max_views:
+        views = list(np.linspace(0, len(views) - 1, max_views).round().astype(int))
     cameras = [scene.cameras[i] for i in views]
     photo_masks = [masks.mask_for(scene.photos[i]) if masks is not None and masks.ok else None for i in views]
     scores, centre_colors = _face_scores(V, F, cameras, [scene.image_paths[i] for i in views], photo_masks)
@@ -133,12 +146,9 @@ def run_texture(mesh, scene: SparseScene, masks, run_dir: Path, config: TextureC
     progress(0.9, "filling the gutters")
     atlas = _dilate_fill(np.clip(atlas, 0, 255).astype(np.uint8), filled, iterations=cell)
 
-    out_dir = TEXTURE_MESH.path(run_dir).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    png.parent.mkdir(parents=True, exist_ok=True)
     vertices = tri.reshape(-1, 3)
     faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
-    np.savez_compressed(TEXTURE_MESH.path(run_dir), vertices=vertices, faces=faces, uv=uv)
-    png = TEXTURE_BASE_COLOR.path(run_dir)
     if not cv2.imwrite(str(png), cv2.cvtColor(atlas, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {png}")
     metrics = {
@@ -155,10 +165,9 @@ def run_texture(mesh, scene: SparseScene, masks, run_dir: Path, config: TextureC
     }
     logger.info("texture: %d² atlas, %d faces, %d unseen, %.1f s", size, len(F), metrics["unseen_faces"],
                 metrics["seconds"])
-    progress(1.0, "texture ready")
-    return TextureResult(metrics=metrics, findings=advice.texture_findings(metrics),
-                         artifacts=[TEXTURE_MESH, TEXTURE_BASE_COLOR], vertices=vertices, faces=faces, uv=uv,
-                         base_color=png.resolve())
+    return TextureResult(metrics=metrics, vertices=vertices, faces=faces, uv=uv, base_color=png.resolve())
+
+
 
 
 def load_textured(run_dir: Path) -> TextureResult:
@@ -181,6 +190,11 @@ def atlas_layout(num_faces: int, size: int) -> tuple[int, int]:
         if cell >= _MIN_CELL or size >= 8192:
             return size, max(cell, 3)
         size *= 2
+
+
+def atlas_capacity(size: int) -> int:
+    """The most faces an atlas of ``size`` texels a side holds without growing (``atlas_layout``)."""
+    return 2 * (size // _MIN_CELL) ** 2
 
 
 def _cell_triangles(cell: int) -> np.ndarray:

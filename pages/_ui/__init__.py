@@ -8,10 +8,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.jobs import dispatch, status
 from core.jobs.store import Job, Store, data_dir
@@ -29,6 +33,7 @@ VERDICT_ICONS = {"good": ":green[:material/verified:]", "check": WARN_ICON, "poo
                  "pending": ":material/schedule:", "cancelled": ":gray[:material/block:]"}
 LEVEL_ICONS = {"info": ":material/info:", "warning": ":material/warning:", "error": ":material/error:"}
 POLL_SECONDS = 2.0
+logger = logging.getLogger("product_studio.pages")
 
 PAGE_NEW = "pages/1_New_capture.py"
 PAGE_VIEWER = "pages/2_Viewer.py"
@@ -44,9 +49,11 @@ def _store(root: str) -> Store:
 
 
 def setup(title: str, icon: str = ":material/deployed_code:") -> Store:
-    """Page config, logging, the store; and a dispatch, so queued jobs start whenever anyone opens a page."""
+    """Page config, logging, the page's error boundary, the store; and a dispatch, so queued jobs start whenever
+    anyone opens a page."""
     st.set_page_config(page_title=f"{title} · Product Studio", page_icon=icon, layout="wide")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _install_error_boundary()
     try:
         store = _store(str(checked_data_dir(data_dir())))
         dispatch.dispatch(store)
@@ -54,6 +61,41 @@ def setup(title: str, icon: str = ":material/deployed_code:") -> Store:
         st.error(f"The studio is not set up correctly: {exc}")
         st.stop()
     return store
+
+
+def _install_error_boundary() -> None:
+    """Route an unexpected exception anywhere in this page run (script, fragments, widget callbacks) to
+    ``show_unexpected_error``. Streamlit reads the handler from the run's context at the moment of the exception
+    (``ScriptRunContext.on_script_error``, the hook behind ``st.App(on_script_error=...)``); setting it here covers
+    every page without wrapping each page's code. st.stop/st.rerun are not exceptions of the page and never get here.
+    """
+    ctx = get_script_run_ctx()
+    if ctx is not None and hasattr(ctx, "on_script_error"):
+        ctx.on_script_error = show_unexpected_error
+    else:  # another Streamlit: its own generic message still shows no traceback (client.showErrorDetails = none)
+        logger.warning("this Streamlit has no on_script_error hook; unexpected errors show its generic message")
+
+
+def show_unexpected_error(exc: Exception) -> bool:
+    """The page boundary: the traceback goes to the server log under a short id, the browser gets one line with that
+    id (never the traceback or server paths). Returns True: Streamlit shows nothing more."""
+    error_id = uuid.uuid4().hex[:8]
+    logger.error("unexpected error %s on a page: %s: %s", error_id, type(exc).__name__, exc, exc_info=exc)
+    st.error(f"Something went wrong on this page (error {error_id}). Reload the page to try again; if it happens "
+             f"again, give an admin the error id {error_id}: the details are in the server log under it.",
+             icon=":material/error:")
+    return True
+
+
+@contextmanager
+def shown_if_intact(what: str) -> Iterator[None]:
+    """One part of a page drawn from a run's record: when the record's numbers there have the wrong shape (a damaged
+    or hand-edited record), that part says so and the rest of the page still shows."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        logger.warning("%s: the run record is damaged here (%s: %s)", what, type(exc).__name__, exc)
+        st.warning(f"{esc(what)}: this part of the run's record is damaged, so it cannot be shown.")
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")

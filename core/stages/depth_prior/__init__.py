@@ -145,7 +145,7 @@ def run_depth_prior(scene: SparseScene, depth_maps: DepthMaps, run_dir: Path, co
             user_map = f"{Path(records[i].photo.name).stem}{path.suffix.lower()}"
             findings.append(advice.depth_prior_unreadable(records[i].photo.name, str(exc).replace(path.name, user_map)))
     if model is not None:
-        progress(0.05, f"monocular depth for {len(need_model)} photos ({model.device})")
+        progress(0.05, f"monocular depth for {advice.count(len(need_model), 'photo')} ({model.device})")
         predicted = predict_relative_depth(model, [views[i].image for i in need_model], config.input_size)
         priors.update(zip(need_model, predicted, strict=True))
 

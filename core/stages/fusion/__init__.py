@@ -36,7 +36,13 @@ from core.stages.fusion.consistency import (
     voxel_merge,
     voxel_size,
 )
-from core.stages.fusion.hull import Silhouettes, silhouette_fusion
+from core.stages.fusion.hull import (
+    MAX_STEREO_COVERAGE,
+    Silhouettes,
+    masks_at_views,
+    silhouette_fusion,
+    stereo_coverage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +82,11 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
                progress: StageProgress = no_progress, silhouettes: Silhouettes | None = None) -> FusedCloud:
     """Fuse ``depth_maps`` into one point cloud written to ``RUN/fusion/points.ply``.
 
-    With ``silhouettes`` (trusted product masks, ``hull.Silhouettes``) and ``config.silhouettes``, stereo points
-    outside the visual hull are dropped, plain faces are completed between confident edges and what is still
-    missing comes from the hull (``hull.py``, ``fill.py``): the cloud is then the product alone, closed.
+    With ``silhouettes`` (trusted product masks, ``hull.Silhouettes``), stereo points outside the visual hull are
+    dropped, plain faces are completed between confident edges and what stereo still misses comes from the hull
+    (``hull.py``, ``fill.py``): the cloud is then the product alone, closed. ``config.silhouettes`` says when:
+    ``on``, ``off``, or ``auto``: where stereo confirms less than ``MAX_STEREO_COVERAGE`` of the product's pixels
+    (a plain product; a textured one keeps its stereo cloud as it is).
     """
     start = time.perf_counter()
     views = [load_depth_map(r.path) for r in depth_maps.maps]
@@ -87,7 +95,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
     needed = min(config.min_consistent_views, len(views) - 1)
     nearest = neighbours([v.camera for v in views])
 
-    points, colors, normals = [], [], []
+    points, colors, normals, confirmed = [], [], [], []
     counts = {"depths": 0, "low_confidence": 0, "inconsistent": 0, "kept": 0}
     per_photo_kept: dict[str, float] = {}
     for i, view in enumerate(views):
@@ -101,6 +109,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         counts["inconsistent"] += n_confident - int(keep.sum())
         counts["kept"] += int(keep.sum())
         per_photo_kept[view.photo.name] = round(float(keep.sum()) / max(n_valid, 1), 4)
+        confirmed.append(keep)
         if keep.any():
             points.append(backproject(view.camera, fused, keep))
             colors.append(view.image[keep])
@@ -122,11 +131,20 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
     rgb = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
     from_hull = np.zeros(len(pts), bool)
     carved = None
-    if silhouettes is not None and config.silhouettes:
+    use_hull = silhouettes is not None and config.silhouettes != "off"
+    if silhouettes is not None and use_hull:
+        coverage = stereo_coverage(confirmed, masks_at_views(silhouettes, views))
+        metrics["stereo_coverage"] = round(coverage, 4)
+        if config.silhouettes == "auto" and coverage >= MAX_STEREO_COVERAGE:
+            use_hull = False
+            metrics["hull_not_needed"] = 1
+            metrics["hull_reason"] = (f"confirmed stereo depth covers {coverage:.0%} of the product's pixels, "
+                                      f"enough on its own (the hull fills in below {MAX_STEREO_COVERAGE:.0%})")
+    if silhouettes is not None and use_hull:
         progress(0.85, "carving the visual hull")
-        carved = silhouette_fusion(pts, nrm, rgb, voxel, silhouettes, views, config.hull_resolution)
+        carved = silhouette_fusion(pts, nrm, rgb, voxel, silhouettes, views, config.hull_resolution, confirmed)
         if carved is None:
-            metrics["hull_reason"] = "fewer than 3 photos have a trusted product mask"
+            metrics["hull_reason"] = "fewer than 3 photos have a product mask that agrees with the stereo"
         else:
             pts, nrm, rgb, from_hull = carved.points, carved.normals, carved.colors, carved.from_hull
             metrics.update({k: v for k, v in carved.stats.items()})

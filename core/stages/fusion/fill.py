@@ -71,12 +71,7 @@ def visible_samples(camera: PinholeCamera, points: np.ndarray, mask: np.ndarray,
     idx = np.flatnonzero(ok)
     if len(idx) == 0:
         return np.empty((0, 2)), np.empty(0)
-    towards = camera.center - points[idx]
-    towards /= np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-12)
-    deepest = np.full(len(idx), -np.inf, np.float32)
-    for step in OCCLUSION_STEPS:
-        np.maximum(deepest, hull.sample(points[idx] + step * hull.voxel * towards), out=deepest)
-    idx = idx[deepest < OCCLUSION_DEPTH * hull.voxel]
+    idx = idx[in_sight(points[idx], camera, hull)]
     uv, z, col, row = uv[idx], z[idx], col[idx], row[idx]
     if len(z) == 0:
         return np.empty((0, 2)), np.empty(0)
@@ -87,6 +82,17 @@ def visible_samples(camera: PinholeCamera, points: np.ndarray, mask: np.ndarray,
     first[1:] = cells[order][1:] != cells[order][:-1]
     pick = order[first]
     return uv[pick], z[pick]
+
+
+def in_sight(points: np.ndarray, camera: PinholeCamera, hull) -> np.ndarray:
+    """(N,) bool: the line of sight from each point to the camera stays shallow in the hull (not through the
+    product's inside: a point on the far side is hidden, one on the outline is not)."""
+    towards = camera.center - points
+    towards /= np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-12)
+    deepest = np.full(len(points), -np.inf, np.float32)
+    for step in OCCLUSION_STEPS:
+        np.maximum(deepest, hull.sample(points + step * hull.voxel * towards), out=deepest)
+    return deepest < OCCLUSION_DEPTH * hull.voxel
 
 
 def complete_view(view: CompletionView, uv: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -44,6 +44,22 @@ class SfmResult(StageOutput):
     """The photos placed in the model."""
 
 
+def route_colmap_log(run_dir: Path) -> None:
+    """COLMAP logs through glog, by default onto stderr (raw ``I1203 ...``/``E1203 ...`` lines between the CLI's
+    progress lines, even at minloglevel 2: "Failed to create any sparse model" is an ERROR). Send it to
+    RUN_DIR/logs/colmap.<date>.<pid> instead (every level from warnings up, all of it when debugging) and keep
+    only FATAL on stderr; our own findings say what went wrong in words."""
+    import pycolmap
+
+    log = pycolmap.logging
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    log.logtostderr, log.alsologtostderr, log.stderrthreshold = False, False, int(log.Level.FATAL)
+    log.minloglevel = int(log.Level.INFO if logger.isEnabledFor(logging.DEBUG) else log.Level.WARNING)
+    log.set_log_destination(log.Level.INFO, str(run_dir / "logs" / "colmap."))  # this file holds every level
+    for level in (log.Level.WARNING, log.Level.ERROR):
+        log.set_log_destination(level, "")  # no second copy per level (and none in /tmp, glog's default)
+
+
 def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
             progress: StageProgress = no_progress) -> SfmResult:
     """Features, matching and incremental mapping on the capture's working images."""
@@ -59,16 +75,15 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
     work_dir.mkdir(parents=True)
     database = work_dir / "database.db"
     pycolmap.set_random_seed(config.seed)
-    # COLMAP logs every step through glog; keep its INFO lines out of the terminal unless we are debugging.
-    pycolmap.logging.minloglevel = 0 if logger.isEnabledFor(logging.DEBUG) else 2
+    route_colmap_log(run_dir)
     device = pycolmap.Device.cuda if pycolmap.has_cuda else pycolmap.Device.cpu
     threads = config.num_threads if config.num_threads > 0 else cpu_budget()  # the cores this run is given
 
     progress(0.0, f"finding features in {len(image_names)} photos")
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = config.camera_model
-    static_fraction = static_background_masks(image_dir, image_names, work_dir / "masks", config)
-    if static_fraction is not None:
+    fixed = static_background_masks(image_dir, image_names, work_dir / "masks", config)
+    if fixed is not None:
         # A fixed camera (turntable): features on the still background would place every photo at the tripod.
         reader.mask_path = str(work_dir / "masks")
     if capture.shared_camera and capture.focal_px:
@@ -138,23 +153,23 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
     result = SfmResult(photos=photos)
     db_stats = _database_stats(database, image_names)
     result.metrics.update(matching_mode=matching_mode, photos_usable=len(image_names),
-                          static_background_fraction=round(static_fraction or 0.0, 3),
+                          static_background_fraction=round(fixed.still_fraction if fixed else 0.0, 3),
                           keypoints_median=float(np.median([s["keypoints"] for s in db_stats.values()] or [0])))
     _write_match_matrix(SFM_MATCHES.path(run_dir), image_names, db_stats)
     result.artifacts.append(SFM_MATCHES)
 
-    if not models:
+    model = models[max(models, key=lambda k: models[k].num_reg_images())] if models else None
+    progress(_EXTRACT + _MATCH + _MAP, "checking that the cameras can be trusted")
+    model, report, recovery = trusted_model(model, database, image_dir, work_dir, threads, config, fixed)
+    if model is None:
         result.ok = False
-        result.failure = advice.SFM_NOTHING_PLACED
-        result.metrics.update(photos_registered=0, registered_fraction=0.0, num_models=0)
+        result.failure = advice.SFM_NOTHING_PLACED + advice.sfm_turntable_tried(report.turntable)
+        result.metrics.update(photos_registered=0, registered_fraction=0.0, num_models=0,
+                              turntable=dict(report.turntable), trust_recovery=recovery)
         result.metrics["per_photo"] = [_photo_metrics(photo, db_stats, None) for photo in photos]
         result.findings = advice.sfm_findings(result.metrics)
         return result
 
-    largest_id = max(models, key=lambda k: models[k].num_reg_images())
-    model = models[largest_id]
-    progress(_EXTRACT + _MATCH + _MAP, "checking that the cameras can be trusted")
-    model, report, recovery = trusted_model(model, database, image_dir, work_dir, threads, config)
     result.metrics.update(report.metrics(), trust_recovery=recovery)
     model_dir = SFM_MODEL.path(run_dir)
     model_dir.mkdir()
@@ -170,7 +185,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
         photos_registered=len(registered),
         registered_fraction=round(len(registered) / len(image_names), 3),
         num_models=len(models),
-        other_model_sizes=sorted((m.num_reg_images() for k, m in models.items() if k != largest_id), reverse=True),
+        other_model_sizes=sorted((m.num_reg_images() for m in models.values()), reverse=True)[1:],
         per_photo=[_photo_metrics(photo, db_stats, model, report.problems) for photo in photos],
     )
 
@@ -188,7 +203,7 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
         result.ok = False
         checks = [c for found in report.problems.values() for c in found]
         result.failure = advice.sfm_untrusted([photos.by_working(n).name for n in report.untrusted], checks,
-                                              report.folded)
+                                              report.folded) + advice.sfm_turntable_tried(report.turntable)
     elif result.metrics["camera_spread_ratio"] < advice.MIN_CAMERA_SPREAD:
         result.ok = False
         result.failure = advice.SFM_ONE_SPOT
@@ -204,13 +219,29 @@ MAX_DROPPED_SHARE = 0.25
 (a mirrored photo drags its neighbours with it) and another solver must agree, or the stage fails."""
 
 
-def trusted_model(model, database: Path, image_dir: Path, work_dir: Path, threads: int, config: SfmConfig):
+def trusted_model(model, database: Path, image_dir: Path, work_dir: Path, threads: int, config: SfmConfig,
+                  fixed: FixedCamera | None = None):
     """The solution checked by the trust checks, recovered when it can be: drop the few photos that fail, or solve
     again with global mapping (GLOMAP: rotation averaging, a different failure mode from incremental mapping) as a
-    cross-check. Returns (model, TrustReport of the model returned, how it was recovered: "" when not needed)."""
+    cross-check. A fixed-camera capture (``fixed``) is solved again as a turntable when incremental mapping left
+    photos out, placed nothing (``model`` None) or placed them wrong. Returns (model or None, TrustReport of the
+    model returned, how it was recovered: "" when not needed)."""
     import pycolmap
 
-    report = trust.check_model(model, database, seed=config.seed)
+    report = trust.check_model(model, database, seed=config.seed) if model is not None else trust.TrustReport()
+    usable = _matched_images(database)
+    placed = model.num_reg_images() if model is not None else 0
+    if report.ok and placed and (fixed is None or placed >= len(usable)):
+        return model, report, ""
+    if fixed is not None:
+        solved, solved_report, info = turntable_model(database, usable, fixed, model if report.ok and placed else None,
+                                                      config.seed)
+        report.turntable = info
+        if solved is not None and solved.num_reg_images() > (placed if report.ok else 0):
+            solved_report.turntable = info
+            return solved, solved_report, "turntable"
+    if model is None:
+        return None, report, "none found"
     if report.ok:
         return model, report, ""
     logger.warning("untrusted cameras after incremental mapping: %s", report.problems)
@@ -242,6 +273,79 @@ def trusted_model(model, database: Path, image_dir: Path, work_dir: Path, thread
     return model, report, "none found"
 
 
+MIN_TURNTABLE_TRACKS = 30
+"""Fewer multi-view tracks than this cannot tie 3+ photos to one turntable (a plain, rotationally symmetric product
+leaves none: every frame is the same)."""
+
+
+def turntable_model(database: Path, image_names: list[str], fixed: FixedCamera, model, seed: int = 0):
+    """The capture solved as one turntable (``turntable_ba``), kept only when its trust checks pass (a few failing
+    photos left out) and its camera height is determined: (model or None, TrustReport or None, what was found:
+    a dict for the metrics). ``model``: a trusted incremental solution to start from."""
+    from core.stages.sfm import turntable_ba
+
+    if len(image_names) < 3:
+        info = {"tracks": 0, "accepted": False,
+                "reason": f"only {len(image_names)} photos share verified matches with another (at least 3 needed)"}
+        logger.warning("turntable solve skipped: %s", info["reason"])
+        return None, None, info
+    tracks = turntable_ba.longest_tracks(turntable_ba.read_tracks(database, image_names))
+    info = {"tracks": tracks.num_tracks, "accepted": False}
+    if tracks.num_tracks < MIN_TURNTABLE_TRACKS:
+        info["reason"] = (f"{tracks.num_tracks} multi-view tracks between {len(image_names)} photos "
+                          f"(at least {MIN_TURNTABLE_TRACKS} needed)")
+        logger.warning("turntable solve skipped: %s", info["reason"])
+        return None, None, info
+    ring_index = {name: k for k, ring in enumerate(fixed.rings) for name in ring}
+    labels = sorted({ring_index.get(n, -1) for n in tracks.names})
+    ring_of = np.array([labels.index(ring_index.get(n, -1)) for n in tracks.names])
+    starts = turntable_ba.default_starts(tracks, ring_of)
+    if model is not None:
+        starts = turntable_ba.starts_from_model(tracks, ring_of, trust.model_cameras(model)) + starts
+    solution = turntable_ba.solve(tracks, ring_of, starts, fix_intrinsics=True)
+    solved = turntable_ba.to_reconstruction(tracks, solution)
+    report = trust.check_turntable_model(solved, database, seed=seed)
+    tilt = turntable_ba.tilt_std_deg(tracks, solution)
+    info.update(start=solution.start, rings=int(ring_of.max()) + 1, placed=solved.num_reg_images(),
+                observations_explained=solution.inliers, observations=len(tracks.observations),
+                tilt_std_deg=round(tilt, 3), untrusted=report.untrusted)
+    logger.info("turntable solution (start %s): %d of %d photos placed, %d of %d observations explained, tilt "
+                "±%.2f°; untrusted: %s", solution.start, solved.num_reg_images(), len(tracks.names),
+                solution.inliers, len(tracks.observations), tilt, report.problems)
+    if tilt > turntable_ba.TILT_STD_MAX_DEG:
+        info["reason"] = (f"the camera height is not determined by the matches (tilt ±{tilt:.2f}°, at most "
+                          f"±{turntable_ba.TILT_STD_MAX_DEG}° trusted)")
+        return None, None, info
+    if not report.ok and len(report.untrusted) <= MAX_DROPPED_SHARE * solved.num_reg_images():
+        trimmed = drop_images(solved, report.untrusted)
+        recheck = trust.check_turntable_model(trimmed, database, seed=seed)
+        if recheck.ok and trimmed.num_reg_images() >= 3:
+            recheck.dropped = list(report.untrusted)
+            solved, report = trimmed, recheck
+    if not report.ok or solved.num_reg_images() < 3:
+        info["reason"] = f"its cameras failed the trust checks: {report.problems}"
+        return None, None, info
+    info.update(accepted=True, placed=solved.num_reg_images())
+    return solved, report, info
+
+
+def _matched_images(database: Path) -> list[str]:
+    """Names of the images with at least one verified pair (the ones any solver could place)."""
+    import pycolmap
+
+    db = pycolmap.Database.open(str(database))
+    try:
+        names = {im.image_id: im.name for im in db.read_all_images()}
+        pair_ids, geometries = db.read_two_view_geometries()
+        matched = set()
+        for pair_id, geometry in zip(pair_ids, geometries, strict=True):
+            if len(geometry.inlier_matches):
+                matched.update(pycolmap.pair_id_to_image_pair(pair_id))
+        return sorted(names[i] for i in matched)
+    finally:
+        db.close()
+
+
 def drop_images(model, names: list[str]):
     """A copy of ``model`` without the named photos (their observations go; points seen by fewer than 2 go too)."""
     import pycolmap
@@ -256,15 +360,26 @@ def drop_images(model, names: list[str]):
     return trimmed
 
 
+@dataclass(frozen=True)
+class FixedCamera:
+    """What the still-background check found: a camera that did not move while the product turned."""
+
+    still_fraction: float
+    """Share of the frames that is still (masked out of feature extraction)."""
+    rings: list[list[str]]
+    """Photos taken from one spot (a camera height of the turntable), each list one ring."""
+
+
 def static_background_masks(image_dir: Path, image_names: list[str], mask_dir: Path,
-                            config: SfmConfig) -> float | None:
+                            config: SfmConfig) -> FixedCamera | None:
     """Masks hiding the still background of photos taken from a fixed camera (a turntable), when there are some.
 
     Two photos were taken from the same spot when most of the *textured* pixels of one look the same at the same
     place in the other (plain areas match anywhere, so they do not count). In a walk-around capture no photo has
     such a partner; on a turntable each has all the others from its tripod height. A pixel is then still background
     when it looks the same in at least half of its photo's partners: the product turns, the backdrop does not.
-    Returns the still share of the frames, or None (no masks written) when the camera was not fixed.
+    Returns the still share and the photos taken from each spot, or None (no masks written) when the camera was
+    not fixed.
     """
     import cv2
 
@@ -283,12 +398,16 @@ def static_background_masks(image_dir: Path, image_names: list[str], mask_dir: P
 
     still = np.zeros(small.shape, dtype=bool)
     partner_counts = []
+    ring = list(range(len(small)))  # union-find over same-spot partners: one ring per camera spot
     for i in range(len(small)):
         same = np.abs(small - small[i]) < config.static_pixel_diff
         share = (same & textured[i]).reshape(len(small), -1).sum(1) / max(int(textured[i].sum()), 1)
         share[i] = 0.0
         partners = np.flatnonzero(share > config.same_spot_share)
         partner_counts.append(len(partners))
+        for j in partners:
+            a, b = _ring_root(ring, i), _ring_root(ring, int(j))
+            ring[max(a, b)] = min(a, b)
         if len(partners) >= 2:
             still[i] = same[partners].sum(0) >= max(2, len(partners) / 2)
     if np.median(partner_counts) < 2:
@@ -299,8 +418,18 @@ def static_background_masks(image_dir: Path, image_names: list[str], mask_dir: P
         keep = cv2.dilate((~still_pixels).astype(np.uint8), np.ones((5, 5), np.uint8))  # a margin around what moves
         mask = cv2.resize(keep * 255, (full_size[1], full_size[0]), interpolation=cv2.INTER_NEAREST)
         cv2.imwrite(str(mask_dir / f"{name}.png"), mask)  # COLMAP's naming: <image name>.png
-    logger.info("fixed camera detected: %.0f%% of the frame is still and was masked", 100 * fraction)
-    return fraction
+    groups: dict[int, list[str]] = {}
+    for i, name in enumerate(image_names):
+        groups.setdefault(_ring_root(ring, i), []).append(name)
+    logger.info("fixed camera detected: %.0f%% of the frame is still and was masked; %d camera spot(s)",
+                100 * fraction, len(groups))
+    return FixedCamera(fraction, list(groups.values()))
+
+
+def _ring_root(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        i = parent[i]
+    return i
 
 
 def camera_spread_ratio(model) -> float:

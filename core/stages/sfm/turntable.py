@@ -5,11 +5,11 @@ camera turned about it: R_i = R0_ring @ R_axis(theta_i)^T, centre_i = R_axis(the
 recovers that structure from solved cameras (the axis from the pairs' relative rotations, its position from the
 camera centres) and measures how far each camera is from it; ``turntable_cameras`` gives the constrained poses.
 
-Not yet used by ``run_sfm`` (issue 10 item 2 is open): re-solving a folded fixed-camera capture from its pairs'
-essential matrices was tried and does not recover it, because those are wrong too (FUZE bottle on a plain plate,
-640x480: neighbours re-estimated 4-12° apart instead of 15°, axes scattered by tens of degrees: the bas-relief
-ambiguity of a small, plain object). The constraint must enter the estimation itself (one axis, one fixed camera,
-one angle per photo, fitted to all pairs' matches at once), or the angles come from silhouettes.
+Re-solving a folded fixed-camera capture from its pairs' essential matrices does not recover it, because those
+are wrong too (FUZE bottle on a plain plate, 640x480: neighbours re-estimated 4-12° apart instead of 15°, axes
+scattered by tens of degrees: the bas-relief ambiguity of a small, plain object). The constraint enters the
+estimation itself in ``turntable_ba`` (one axis, one fixed camera, one angle per photo, fitted to all pairs' matches
+at once); ``fit_turntable`` gives it its starting angles from a trusted incremental solution.
 """
 
 from __future__ import annotations
