@@ -210,21 +210,24 @@ def check_facing(model, report: TrustReport) -> None:
             report.flag(image.name, "facing_away")
 
 
-def pair_matches(model, database: Path, min_inliers: int, seed: int = 0
-                 ) -> list[tuple[str, str, np.ndarray, np.ndarray, int]]:
-    """(name1, name2, keypoints1, keypoints2 of the verified matches, how many the pair's own best essential
-    matrix explains within EXPLAINED_PX) for the pairs of placed photos with ``min_inliers`` matches."""
+def placed_pairs(model, database: Path, min_inliers: int, seed: int = 0, max_matches: int | None = None):
+    """Yield (name1, name2, image1, image2, keypoints1, keypoints2) of the verified matches of every pair of placed
+    photos with ``min_inliers`` of them; at most ``max_matches`` (a seeded random subset) when given."""
     import pycolmap
 
     placed = {model.images[i].name: model.images[i] for i in model.reg_image_ids()}
+    rng = np.random.default_rng(seed)
     db = pycolmap.Database.open(str(database))
     try:
         db_names = {im.image_id: im.name for im in db.read_all_images()}
         pair_ids, geometries = db.read_two_view_geometries()
-        ransac = pycolmap.RANSACOptions()
-        ransac.max_error = EXPLAINED_PX
-        ransac.random_seed = seed
-        results = []
+        keypoints: dict[int, np.ndarray] = {}
+
+        def keys(image_id: int) -> np.ndarray:
+            if image_id not in keypoints:
+                keypoints[image_id] = np.asarray(db.read_keypoints(image_id), dtype=np.float64)[:, :2]
+            return keypoints[image_id]
+
         for pair_id, geometry in zip(pair_ids, geometries, strict=True):
             matches = np.asarray(geometry.inlier_matches)
             if len(matches) < min_inliers:
@@ -233,15 +236,28 @@ def pair_matches(model, database: Path, min_inliers: int, seed: int = 0
             name1, name2 = db_names[id1], db_names[id2]
             if name1 not in placed or name2 not in placed:
                 continue
-            points1 = np.asarray(db.read_keypoints(id1), dtype=np.float64)[matches[:, 0], :2]
-            points2 = np.asarray(db.read_keypoints(id2), dtype=np.float64)[matches[:, 1], :2]
-            estimate = pycolmap.estimate_essential_matrix(points1, points2, placed[name1].camera,
-                                                          placed[name2].camera, ransac)
-            best = int(estimate["num_inliers"]) if estimate is not None else 0
-            results.append((name1, name2, points1, points2, best))
-        return results
+            if max_matches is not None and len(matches) > max_matches:
+                matches = matches[np.sort(rng.choice(len(matches), max_matches, replace=False))]
+            yield name1, name2, placed[name1], placed[name2], keys(id1)[matches[:, 0]], keys(id2)[matches[:, 1]]
     finally:
         db.close()
+
+
+def pair_matches(model, database: Path, min_inliers: int, seed: int = 0
+                 ) -> list[tuple[str, str, np.ndarray, np.ndarray, int]]:
+    """(name1, name2, keypoints1, keypoints2 of the verified matches, how many the pair's own best essential
+    matrix explains within EXPLAINED_PX) for the pairs of placed photos with ``min_inliers`` matches."""
+    import pycolmap
+
+    ransac = pycolmap.RANSACOptions()
+    ransac.max_error = EXPLAINED_PX
+    ransac.random_seed = seed
+    results = []
+    for name1, name2, image1, image2, points1, points2 in placed_pairs(model, database, min_inliers, seed):
+        estimate = pycolmap.estimate_essential_matrix(points1, points2, image1.camera, image2.camera, ransac)
+        best = int(estimate["num_inliers"]) if estimate is not None else 0
+        results.append((name1, name2, points1, points2, best))
+    return results
 
 
 def capture_up(cameras: list[PinholeCamera]) -> np.ndarray:
@@ -288,45 +304,19 @@ def relative_rotations(model, database: Path, min_inliers: int, seed: int = 0,
     for the pairs of placed photos."""
     import pycolmap
 
-    placed = {model.images[i].name: model.images[i] for i in model.reg_image_ids()}
-    db = pycolmap.Database.open(str(database))
-    try:
-        db_names = {im.image_id: im.name for im in db.read_all_images()}
-        pair_ids, geometries = db.read_two_view_geometries()
-        keypoints: dict[str, np.ndarray] = {}
-
-        def keys(name: str, image_id: int) -> np.ndarray:
-            if name not in keypoints:
-                keypoints[name] = np.asarray(db.read_keypoints(image_id), dtype=np.float64)[:, :2]
-            return keypoints[name]
-
-        ransac = pycolmap.RANSACOptions()
-        ransac.max_error = 2.0  # px; matched SIFT keypoints of a sharp capture agree within ~1 px
-        ransac.random_seed = seed
-        rng = np.random.default_rng(seed)
-        results = []
-        for pair_id, geometry in zip(pair_ids, geometries, strict=True):
-            matches = np.asarray(geometry.inlier_matches)
-            if len(matches) < min_inliers:
-                continue
-            id1, id2 = pycolmap.pair_id_to_image_pair(pair_id)
-            name1, name2 = db_names[id1], db_names[id2]
-            if name1 not in placed or name2 not in placed:
-                continue
-            if len(matches) > max_matches:
-                matches = matches[np.sort(rng.choice(len(matches), max_matches, replace=False))]
-            points1 = keys(name1, id1)[matches[:, 0]]
-            points2 = keys(name2, id2)[matches[:, 1]]
-            estimate = pycolmap.estimate_essential_matrix(points1, points2, placed[name1].camera,
-                                                          placed[name2].camera, ransac)
-            if estimate is None or estimate["num_inliers"] < min_inliers:
-                continue
-            pose = estimate["cam2_from_cam1"]
-            rotation = np.asarray(pose.rotation.matrix())
-            results.append((name1, name2, rotation, int(estimate["num_inliers"]), np.asarray(pose.translation)))
-        return results
-    finally:
-        db.close()
+    ransac = pycolmap.RANSACOptions()
+    ransac.max_error = 2.0  # px; matched SIFT keypoints of a sharp capture agree within ~1 px
+    ransac.random_seed = seed
+    results = []
+    for name1, name2, image1, image2, points1, points2 in placed_pairs(model, database, min_inliers, seed,
+                                                                       max_matches):
+        estimate = pycolmap.estimate_essential_matrix(points1, points2, image1.camera, image2.camera, ransac)
+        if estimate is None or estimate["num_inliers"] < min_inliers:
+            continue
+        pose = estimate["cam2_from_cam1"]
+        rotation = np.asarray(pose.rotation.matrix())
+        results.append((name1, name2, rotation, int(estimate["num_inliers"]), np.asarray(pose.translation)))
+    return results
 
 
 def check_two_view(model, database: Path, report: TrustReport, min_inliers: int = TWO_VIEW_MIN_INLIERS,
