@@ -15,7 +15,7 @@ from core.config import preset_config
 from core.scene import SparseScene
 from core.segmentation import mask_iou
 from core.stages.fusion.hull import MAX_STEREO_COVERAGE
-from core.stages.masks import MasksResult, find_supplied_masks, run_masks
+from core.stages.masks import MIN_SEARCH_CONFIDENCE, MasksResult, find_supplied_masks, run_masks
 
 CONFIG = preset_config("test")
 
@@ -133,3 +133,29 @@ def test_a_textured_box_keeps_its_stereo_and_the_hull_fills_only_what_stereo_mis
     # sweep at 320 px confirms only a tenth of the pixels, so the hull still fills a share (measured 0.19).
     assert stats["hull_points_under_stereo"] > 0.5 * stats["hull_points_added"], stats["hull_points_under_stereo"]
     assert stats["hull_share"] < 0.3, stats["hull_share"]
+
+
+def test_only_trusted_masks_limit_the_dense_search(tmp_path):
+    """A capture whose masks are not trusted (median confidence under MIN_SEARCH_CONFIDENCE) is searched whole; in a
+    trusted capture a photo whose own mask is weak is searched whole, the others inside their masks."""
+    from core.photos import Photo
+
+    photos = [Photo(i, f"p{i}.jpg", f"{i:03d}_p{i}.jpg") for i in range(4)]
+    for i, photo in enumerate(photos):
+        mask = np.zeros((8, 10), np.uint8)
+        mask[2:6, 1 + i:5 + i] = 255
+        cv2.imwrite(str(tmp_path / f"{photo.stem}.png"), mask)
+    high, low = MIN_SEARCH_CONFIDENCE + 0.05, MIN_SEARCH_CONFIDENCE - 0.2
+
+    untrusted = MasksResult(mask_dir=tmp_path, photos=photos,
+                            confidence={p.working: c for p, c in zip(photos, [high, low, low, low], strict=True)})
+    assert untrusted.search_masks(photos) is None
+
+    trusted = MasksResult(mask_dir=tmp_path, photos=photos,
+                          confidence={p.working: c for p, c in zip(photos, [high, high, high, low], strict=True)})
+    search = trusted.search_masks(photos)
+    assert search is not None and search[3] is None
+    assert all(m is not None and m.sum() == 16 for m in search[:3])
+    assert search[1][2, 2] and not search[1][2, 1]  # each photo gets its own mask
+    assert MasksResult(ok=False, mask_dir=tmp_path, photos=photos,
+                       confidence={p.working: high for p in photos}).search_masks(photos) is None
