@@ -124,15 +124,23 @@ def model_cameras(model) -> dict[str, PinholeCamera]:
     return {model.images[i].name: pinhole_camera(model, model.images[i]) for i in model.reg_image_ids()}
 
 
+def layout_report(model) -> TrustReport | None:
+    """The layout checks (``check_shape``) of a solved model; None when fewer than 3 photos are placed."""
+    cameras = model_cameras(model)
+    if len(cameras) < 3:
+        return None
+    report = TrustReport()
+    points = np.array([p.xyz for p in model.points3D.values()]) if model.num_points3D() else np.zeros((0, 3))
+    check_shape(cameras, points, report)
+    return report
+
+
 def check_model(model, database: Path, min_inliers: int = TWO_VIEW_MIN_INLIERS,
                 tolerance_deg: float = TWO_VIEW_TOLERANCE_DEG, seed: int = 0) -> TrustReport:
     """Every trust check on a solved model; the verified matches come from the COLMAP ``database``."""
-    report = TrustReport()
-    cameras = model_cameras(model)
-    if len(cameras) < 3:
-        return report
-    points = np.array([p.xyz for p in model.points3D.values()]) if model.num_points3D() else np.zeros((0, 3))
-    check_shape(cameras, points, report)
+    report = layout_report(model)
+    if report is None:
+        return TrustReport()
     check_two_view(model, database, report, min_inliers=min_inliers, tolerance_deg=tolerance_deg, seed=seed)
     return report
 
@@ -149,12 +157,9 @@ turntable solutions 0.9+, their mirror images below 0.2)."""
 
 def check_turntable_model(model, database: Path, seed: int = 0) -> TrustReport:
     """The trust checks for a solution tied to a turntable: layout, matches explained, points facing the camera."""
-    report = TrustReport()
-    cameras = model_cameras(model)
-    if len(cameras) < 3:
-        return report
-    points = np.array([p.xyz for p in model.points3D.values()]) if model.num_points3D() else np.zeros((0, 3))
-    check_shape(cameras, points, report)
+    report = layout_report(model)
+    if report is None:
+        return TrustReport()
     check_explained(model, database, report, seed=seed)
     check_facing(model, report)
     return report
