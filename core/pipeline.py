@@ -209,14 +209,15 @@ def _load_masks(state: RunState, record: StageRecord) -> StageOutput:
                        mask_dir=MASKS_IMAGES.path(state.run_dir).resolve(), photos=photos,
                        confidence={p.working: float(per_photo[p.name]["confidence"]) for p in photos},
                        supplied={p.working for p in photos if per_photo[p.name]["supplied"]},
-                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius)
+                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius,
+                       product_radius=geometry.product_radius, product_height=geometry.product_height)
 
 
 def _depth(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.depth import run_depth
 
     assert state.scene is not None
-    masks = state.masks.search_masks(state.scene.photos) if state.masks is not None else None
+    masks = state.masks.search_masks(state.scene) if state.masks is not None else None
     return run_depth(state.scene, state.run_dir, state.config.depth, progress, masks)
 
 

@@ -136,26 +136,50 @@ def test_a_textured_box_keeps_its_stereo_and_the_hull_fills_only_what_stereo_mis
 
 
 def test_only_trusted_masks_limit_the_dense_search(tmp_path):
-    """A capture whose masks are not trusted (median confidence under MIN_SEARCH_CONFIDENCE) is searched whole; in a
-    trusted capture a photo whose own mask is weak is searched whole, the others inside their masks."""
+    """A trusted mask is a photo's search region. An untrusted one (capture median or the photo's own confidence
+    under MIN_SEARCH_CONFIDENCE) is not: the photo is searched inside the image of the product cylinder (every sparse
+    product point inside) joined with the grown mask, so a mask that lost part of the product cannot cut it off."""
+    from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
     from core.photos import Photo
 
+    size = (160, 120)
     photos = [Photo(i, f"p{i}.jpg", f"{i:03d}_p{i}.jpg") for i in range(4)]
-    for i, photo in enumerate(photos):
-        mask = np.zeros((8, 10), np.uint8)
-        mask[2:6, 1 + i:5 + i] = 255
+    cameras = []
+    for i in range(4):
+        angle = i * np.pi / 2
+        R, t = look_at(np.array([4 * np.cos(angle), 4 * np.sin(angle), 2.0]), np.array([0.0, 0.0, 0.5]))
+        cameras.append(PinholeCamera(intrinsics_from_fov(*size, 50.0), R, t, *size))
+    rng = np.random.default_rng(0)
+    angles, heights = rng.uniform(0, 2 * np.pi, 300), rng.uniform(0.05, 1.0, 300)
+    product = np.stack([0.3 * np.cos(angles), 0.3 * np.sin(angles), heights], axis=1)  # a can, r 0.3, 1 high
+    scene = SparseScene(photos, [tmp_path / p.working for p in photos], cameras, product, np.zeros_like(product,
+                        np.uint8), [np.arange(len(product))] * 4)
+    for photo, camera in zip(photos, cameras, strict=True):
+        mask = np.zeros((size[1], size[0]), np.uint8)
+        uv, _ = camera.project(product[product[:, 2] > 0.5])  # the mask lost the can's lower half
+        mask[np.clip(uv[:, 1].astype(int), 0, size[1] - 1), np.clip(uv[:, 0].astype(int), 0, size[0] - 1)] = 255
         cv2.imwrite(str(tmp_path / f"{photo.stem}.png"), mask)
+    cylinder = {"plane": np.array([0.0, 0.0, 1.0, 0.0]), "up": np.array([0.0, 0.0, 1.0]), "focus": np.zeros(3),
+                "product_radius": 0.35, "product_height": 1.15}
     high, low = MIN_SEARCH_CONFIDENCE + 0.05, MIN_SEARCH_CONFIDENCE - 0.2
 
-    untrusted = MasksResult(mask_dir=tmp_path, photos=photos,
+    untrusted = MasksResult(mask_dir=tmp_path, photos=photos, **cylinder,
                             confidence={p.working: c for p, c in zip(photos, [high, low, low, low], strict=True)})
-    assert untrusted.search_masks(photos) is None
+    search = untrusted.search_masks(scene)
+    assert search is not None
+    for region, camera, photo in zip(search, cameras, photos, strict=True):
+        uv, _ = camera.project(product)
+        assert region[uv[:, 1].astype(int), uv[:, 0].astype(int)].all()  # the lower half too
+        assert region.mean() < 0.5  # the backdrop is not searched
+        assert (region & ~untrusted.mask_for(photo)).any()
+    no_cylinder = {**cylinder, "product_radius": 0.0}
+    assert MasksResult(mask_dir=tmp_path, photos=photos, **no_cylinder,
+                       confidence={p.working: low for p in photos}).search_masks(scene) is None
 
-    trusted = MasksResult(mask_dir=tmp_path, photos=photos,
+    trusted = MasksResult(mask_dir=tmp_path, photos=photos, **no_cylinder,
                           confidence={p.working: c for p, c in zip(photos, [high, high, high, low], strict=True)})
-    search = trusted.search_masks(photos)
+    search = trusted.search_masks(scene)
     assert search is not None and search[3] is None
-    assert all(m is not None and m.sum() == 16 for m in search[:3])
-    assert search[1][2, 2] and not search[1][2, 1]  # each photo gets its own mask
+    assert all(np.array_equal(m, trusted.mask_for(p)) for m, p in zip(search[:3], photos, strict=False))
     assert MasksResult(ok=False, mask_dir=tmp_path, photos=photos,
-                       confidence={p.working: high for p in photos}).search_masks(photos) is None
+                       confidence={p.working: high for p in photos}).search_masks(scene) is None

@@ -64,6 +64,14 @@ CONSISTENCY_MARGIN_SHARE = 0.015
 """Pixels farther than this share of the image diagonal outside the others' hull are background."""
 MIN_HULL_CONFIDENCE = 0.3
 """Masks below this confidence do not carve the consistency hull (nor, later, the visual hull)."""
+MIN_PRODUCT_POINTS = 50
+"""Sparse product points needed to bound the product by their cylinder (fewer say too little about its extent)."""
+PRODUCT_BOUND_PAD = 1.15
+"""The product cylinder is the points' 99th-percentile radius and height times this: the extreme points sit a few
+per cent inside the true outline (measured on the FUZE turntable: GT silhouette inside the bound in every photo)."""
+UNTRUSTED_MASK_GROWTH = 0.03
+"""An untrusted mask joins the search region grown by this share of the longer image side (a plain cap above the
+last product point is inside it)."""
 MIN_SEARCH_CONFIDENCE = 0.7
 """Masks limit the dense search (pixels outside get no depth) only when the capture's median confidence and the
 photo's own reach this: a mask that cuts the product off loses that part for good. Measured (balanced, 24 photos):
@@ -90,6 +98,9 @@ class MasksResult(StageOutput):
     """Where the cameras' axes meet (on the plane when there is one)."""
     radius: float = 0.0
     """Generous radius around the focus inside which the product stands."""
+    product_radius: float = 0.0
+    """The padded cylinder holding the sparse product points (``SceneGeometry``); 0 when it is not known."""
+    product_height: float = 0.0
 
     def path_for(self, photo: Photo) -> Path | None:
         if self.mask_dir is None:
@@ -106,12 +117,37 @@ class MasksResult(StageOutput):
     def confidence_for(self, photo: Photo) -> float:
         return self.confidence.get(photo.working, 0.0)
 
-    def search_masks(self, photos: Sequence[Photo]) -> list[np.ndarray | None] | None:
-        """Per photo, the mask that may limit the dense search (None for the photo: search it whole); None when the
-        capture's masks are not trusted enough to limit any (``MIN_SEARCH_CONFIDENCE``)."""
-        if not self.ok or not self.confidence or np.median(list(self.confidence.values())) < MIN_SEARCH_CONFIDENCE:
+    def search_masks(self, scene: SparseScene) -> list[np.ndarray | None] | None:
+        """Per photo of ``scene``, the region that limits the dense search (None for the photo: search it whole);
+        None when nothing limits any photo.
+
+        A trusted mask (``MIN_SEARCH_CONFIDENCE``, for the capture and the photo) is the region. Otherwise the
+        product cylinder's image (every sparse product point inside, padded) joined with the untrusted mask grown by
+        ``UNTRUSTED_MASK_GROWTH``: a mask that took the label for the plate cannot cut the product off, and the
+        backdrop around the product is still not searched (FUZE turntable: 10 % of the frame instead of all of it).
+        """
+        if not self.ok or not self.confidence:
             return None
-        return [self.mask_for(p) if self.confidence_for(p) >= MIN_SEARCH_CONFIDENCE else None for p in photos]
+        trusted = np.median(list(self.confidence.values())) >= MIN_SEARCH_CONFIDENCE
+        regions: list[np.ndarray | None] = []
+        for photo, camera in zip(scene.photos, scene.cameras, strict=True):
+            mask = self.mask_for(photo)
+            if trusted and mask is not None and self.confidence_for(photo) >= MIN_SEARCH_CONFIDENCE:
+                regions.append(mask)
+                continue
+            bound = self.product_bound(camera)
+            if bound is not None and mask is not None and mask.shape == bound.shape:
+                radius = max(1, round(UNTRUSTED_MASK_GROWTH * max(mask.shape)))
+                kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+                bound |= cv2.dilate(mask.astype(np.uint8), kernel) > 0
+            regions.append(bound)
+        return regions if any(r is not None for r in regions) else None
+
+    def product_bound(self, camera: PinholeCamera) -> np.ndarray | None:
+        """The image of the product cylinder in ``camera`` (None when the cylinder is not known)."""
+        if self.plane is None or self.product_radius <= 0 or self.product_height <= 0:
+            return None
+        return cylinder_region(camera, self.focus, self.up, self.product_radius, (0.0, self.product_height))
 
     def silhouettes(self, scene: SparseScene) -> Silhouettes | None:
         """The trusted masks with their cameras and the product's frame, for fusion's visual hull (None: no masks)."""
@@ -189,7 +225,8 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
     progress(1.0, "masks ready")
     return MasksResult(metrics=metrics, findings=findings, artifacts=[MASKS_IMAGES], mask_dir=mask_dir.resolve(),
                        photos=photos, confidence=confidence, supplied={photos[i].working for i in given},
-                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius)
+                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius,
+                       product_radius=geometry.product_radius, product_height=geometry.product_height)
 
 
 def find_supplied_masks(folder: Path, photos: Sequence[Photo], sources: Sequence[Path]) -> dict[int, Path]:
@@ -255,6 +292,10 @@ class SceneGeometry:
     """Generous height of that region above the plane (or around the focus without one)."""
     product_points: np.ndarray
     neighbours: list[list[int]]
+    product_radius: float = 0.0
+    """Radius around the axis of the cylinder that holds the product points (padded); 0 when too few points."""
+    product_height: float = 0.0
+    """Height above the plane of that cylinder (padded)."""
 
     @classmethod
     def from_scene(cls, scene: SparseScene) -> SceneGeometry:
@@ -273,7 +314,13 @@ class SceneGeometry:
             above = points @ up + plane[3]
             offset = points - focus
             radial = np.linalg.norm(offset - np.outer(offset @ up, up), axis=1)
-            product = points[(above > PRODUCT_HEIGHT_SHARE * distance) & (radial < radius)]
+            keep = (above > PRODUCT_HEIGHT_SHARE * distance) & (radial < radius)
+            product = points[keep]
+            if keep.sum() >= MIN_PRODUCT_POINTS:
+                product_radius = float(np.quantile(radial[keep], 0.99)) * PRODUCT_BOUND_PAD
+                product_height = float(np.quantile(above[keep], 0.99)) * PRODUCT_BOUND_PAD
+                return cls(cameras, plane, up, focus, radius, height, product, _neighbours(cameras),
+                           min(product_radius, radius), min(product_height, height))
         return cls(cameras, plane, up, focus, radius, height, product, _neighbours(cameras))
 
     def hints(self, index: int, images: list[np.ndarray]) -> SegmentationHints:
@@ -294,21 +341,8 @@ class SceneGeometry:
 
     def _possible(self, camera: PinholeCamera) -> np.ndarray:
         """Pixels whose ray passes through the cylinder (radius, height) standing on the plane around the axis."""
-        ring = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        e1 = np.cross(self.up, [1.0, 0, 0] if abs(self.up[0]) < 0.9 else [0, 1.0, 0])
-        e1 /= np.linalg.norm(e1)
-        e2 = np.cross(self.up, e1)
-        circle = self.radius * (np.outer(np.cos(ring), e1) + np.outer(np.sin(ring), e2))
-        base = 0.0 if self.plane is not None else -self.height / 2
-        top = self.height if self.plane is not None else self.height / 2
-        points = np.concatenate([self.focus + circle + base * self.up, self.focus + circle + top * self.up])
-        uv, z = camera.project(points)
-        region = np.zeros((camera.height, camera.width), np.uint8)
-        if (z <= 0).any():  # the camera is inside or beside the cylinder: no useful bound
-            return np.ones(region.shape, bool)
-        hull = cv2.convexHull(np.round(uv).astype(np.int32))
-        cv2.fillConvexPoly(region, hull, 1)
-        return region.astype(bool)
+        return cylinder_region(camera, self.focus, self.up, self.radius,
+                               (0.0, self.height) if self.plane is not None else (-self.height / 2, self.height / 2))
 
     def _on_plane(self, index: int, images: list[np.ndarray]) -> np.ndarray:
         """Pixels that a neighbouring photo, warped through the support plane, shows the same (ZNCC)."""
@@ -331,6 +365,25 @@ class SceneGeometry:
         # Speckle on the product (a chance match) is removed; the mat is large and solid.
         on_plane = cv2.morphologyEx(on_plane, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         return on_plane.astype(bool)
+
+
+def cylinder_region(camera: PinholeCamera, base_centre: np.ndarray, up: np.ndarray, radius: float,
+                    span: tuple[float, float]) -> np.ndarray:
+    """(H, W) bool: pixels whose ray passes through the upright cylinder of ``radius`` around ``base_centre`` from
+    ``span[0]`` to ``span[1]`` along ``up`` (a convex solid: its image is the hull of its two rims' images)."""
+    ring = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    e1 = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(up, e1)
+    circle = radius * (np.outer(np.cos(ring), e1) + np.outer(np.sin(ring), e2))
+    points = np.concatenate([base_centre + circle + span[0] * up, base_centre + circle + span[1] * up])
+    uv, z = camera.project(points)
+    region = np.zeros((camera.height, camera.width), np.uint8)
+    if (z <= 0).any():  # the camera is inside or beside the cylinder: no useful bound
+        return np.ones(region.shape, bool)
+    hull = cv2.convexHull(np.round(uv).astype(np.int32))
+    cv2.fillConvexPoly(region, hull, 1)
+    return region.astype(bool)
 
 
 def plane_homography(ref: PinholeCamera, src: PinholeCamera, plane: np.ndarray) -> np.ndarray:
