@@ -83,6 +83,10 @@ def test_asset_is_real_size_standing_facing_the_first_photo_and_valid(tmp_path: 
     assert placed[:, 1].min() == pytest.approx(0, abs=1e-6)
     assert np.linalg.det(transform[:3, :3]) == pytest.approx(SCALE ** -3, rel=1e-6)
     assert validate_gltf(tmp_path / "asset" / "asset.glb").errors == 0 and m["validator_errors"] == 0
+    import pygltflib
+
+    assert [im.mimeType for im in pygltflib.GLTF2().load(str(tmp_path / "asset" / "asset.glb")).images] == \
+        ["image/jpeg"]  # the base colour as JPEG keeps a balanced GLB under 15 MB
 
     # USDZ: a Y-up metre stage, the material bound, its texture inside the package.
     from pxr import Usd, UsdGeom, UsdShade
@@ -95,7 +99,7 @@ def test_asset_is_real_size_standing_facing_the_first_photo_and_valid(tmp_path: 
     assert material and material.GetPath() == "/Product/Material"
     assert UsdGeom.PrimvarsAPI(prim).GetPrimvar("st").HasValue()
     names = zipfile.ZipFile(usdz).namelist()
-    assert names[0].endswith(".usdc") and any(n.endswith("base_color.png") for n in names)
+    assert names[0].endswith(".usdc") and any(n.endswith("base_color.jpg") for n in names)
 
     # OBJ + MTL + PNG reload with the texture.
     obj = trimesh.load(tmp_path / "asset" / "asset.obj", force="mesh")
