@@ -165,6 +165,7 @@ def test_only_trusted_masks_limit_the_dense_search(tmp_path):
 
     untrusted = MasksResult(mask_dir=tmp_path, photos=photos, **cylinder,
                             confidence={p.working: c for p, c in zip(photos, [high, low, low, low], strict=True)})
+    assert not any(untrusted.trusted(p) for p in photos)  # the capture's median is low: none, not even photo 0
     search = untrusted.search_masks(scene)
     assert search is not None
     for region, camera, photo in zip(search, cameras, photos, strict=True):
@@ -178,6 +179,7 @@ def test_only_trusted_masks_limit_the_dense_search(tmp_path):
 
     trusted = MasksResult(mask_dir=tmp_path, photos=photos, **no_cylinder,
                           confidence={p.working: c for p, c in zip(photos, [high, high, high, low], strict=True)})
+    assert [trusted.trusted(p) for p in photos] == [True, True, True, False]  # texture uses the same rule
     search = trusted.search_masks(scene)
     assert search is not None and search[3] is None
     assert all(np.array_equal(m, trusted.mask_for(p)) for m, p in zip(search[:3], photos, strict=False))

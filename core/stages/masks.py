@@ -117,6 +117,12 @@ class MasksResult(StageOutput):
     def confidence_for(self, photo: Photo) -> float:
         return self.confidence.get(photo.working, 0.0)
 
+    def trusted(self, photo: Photo) -> bool:
+        """Whether the photo's mask may decide alone what is product (``MIN_SEARCH_CONFIDENCE``, for the capture
+        and the photo): where the dense search runs, which photos may colour a face."""
+        return (self.ok and bool(self.confidence) and self.confidence_for(photo) >= MIN_SEARCH_CONFIDENCE
+                and float(np.median(list(self.confidence.values()))) >= MIN_SEARCH_CONFIDENCE)
+
     def search_masks(self, scene: SparseScene) -> list[np.ndarray | None] | None:
         """Per photo of ``scene``, the region that limits the dense search (None for the photo: search it whole);
         None when nothing limits any photo.
@@ -128,11 +134,10 @@ class MasksResult(StageOutput):
         """
         if not self.ok or not self.confidence:
             return None
-        trusted = np.median(list(self.confidence.values())) >= MIN_SEARCH_CONFIDENCE
         regions: list[np.ndarray | None] = []
         for photo, camera in zip(scene.photos, scene.cameras, strict=True):
             mask = self.mask_for(photo)
-            if trusted and mask is not None and self.confidence_for(photo) >= MIN_SEARCH_CONFIDENCE:
+            if mask is not None and self.trusted(photo):
                 regions.append(mask)
                 continue
             bound = self.product_bound(camera)
