@@ -179,7 +179,7 @@ def test_only_trusted_masks_limit_the_dense_search(tmp_path):
 
     trusted = MasksResult(mask_dir=tmp_path, photos=photos, **no_cylinder,
                           confidence={p.working: c for p, c in zip(photos, [high, high, high, low], strict=True)})
-    assert [trusted.trusted(p) for p in photos] == [True, True, True, False]  # texture uses the same rule
+    assert [trusted.trusted(p) for p in photos] == [True, True, True, False]
     search = trusted.search_masks(scene)
     assert search is not None and search[3] is None
     assert all(np.array_equal(m, trusted.mask_for(p)) for m, p in zip(search[:3], photos, strict=False))

@@ -119,7 +119,7 @@ class MasksResult(StageOutput):
 
     def trusted(self, photo: Photo) -> bool:
         """Whether the photo's mask may decide alone what is product (``MIN_SEARCH_CONFIDENCE``, for the capture
-        and the photo): where the dense search runs, which photos may colour a face."""
+        and the photo): it is then where the dense search runs."""
         return (self.ok and bool(self.confidence) and self.confidence_for(photo) >= MIN_SEARCH_CONFIDENCE
                 and float(np.median(list(self.confidence.values()))) >= MIN_SEARCH_CONFIDENCE)
 

@@ -108,10 +108,10 @@ def bake_texture(o3d_mesh, scene: SparseScene, masks, png: Path, size: int, max_
     if max_views and len(views) > max_views:
         views = list(np.linspace(0, len(views) - 1, max_views).round().astype(int))
     cameras = [scene.cameras[i] for i in views]
-    # Only trusted masks keep a photo off a face: an untrusted one (FUZE turntable: the label taken for the plate)
-    # left 37 % of the faces with no photo at all.
-    photo_masks = [masks.mask_for(scene.photos[i]) if masks is not None and masks.trusted(scene.photos[i]) else None
-                   for i in views]
+    # Every mask keeps photos off the faces outside it, trusted or not. Measured (balanced, novel-view PSNR): with
+    # only trusted masks the FUZE turntable's faces with no photo fell from 37 % to 0.7 % but PSNR from 23.5 to
+    # 21.9 dB (the soup turntable on a textured backdrop gained 0.5 dB: 21.0 -> 21.5).
+    photo_masks = [masks.mask_for(scene.photos[i]) if masks is not None and masks.ok else None for i in views]
     scores, centre_colors = _face_scores(V, F, cameras, [scene.image_paths[i] for i in views], photo_masks)
     labels = _smooth_labels(scores, _face_neighbours(F))
     seen = scores[np.arange(len(F)), labels] > 0
