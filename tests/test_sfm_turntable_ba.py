@@ -195,3 +195,15 @@ def test_photos_without_matches_fail_with_the_reason(tmp_path: Path) -> None:
     model, report, how = trusted_model(None, database, tmp_path, tmp_path, 2, SfmConfig(), fixed)
     assert model is None and how == "none found"
     assert report.turntable["reason"].startswith("only 0 photos share verified matches")
+
+
+def test_a_turntable_solved_without_the_lens_focal_length_warns_that_proportions_may_be_off() -> None:
+    """The turns do not measure the focal length: without EXIF the solution's proportions rest on an assumed lens."""
+    from core.advice import TURNTABLE_FOCAL_ASSUMED, sfm_findings
+
+    metrics = {"photos_usable": 20, "photos_registered": 20, "registered_fraction": 1.0, "trust_recovery": "turntable",
+               "turntable": {"accepted": True, "placed": 20, "tilt_std_deg": 0.2}}
+    assumed = sfm_findings({**metrics, "focal_from_photos": 0})
+    assert TURNTABLE_FOCAL_ASSUMED in assumed and TURNTABLE_FOCAL_ASSUMED.level == "warning"
+    assert TURNTABLE_FOCAL_ASSUMED not in sfm_findings({**metrics, "focal_from_photos": 1})
+    assert TURNTABLE_FOCAL_ASSUMED not in sfm_findings({**metrics, "focal_from_photos": 0, "trust_recovery": ""})

@@ -152,7 +152,8 @@ def run_sfm(capture: CaptureResult, run_dir: Path, config: SfmConfig,
 
     result = SfmResult(photos=photos)
     db_stats = _database_stats(database, image_names)
-    result.metrics.update(matching_mode=matching_mode, photos_usable=len(image_names),
+    result.metrics.update(focal_from_photos=int(bool(capture.shared_camera and capture.focal_px)),
+                          matching_mode=matching_mode, photos_usable=len(image_names),
                           static_background_fraction=round(fixed.still_fraction if fixed else 0.0, 3),
                           keypoints_median=float(np.median([s["keypoints"] for s in db_stats.values()] or [0])))
     _write_match_matrix(SFM_MATCHES.path(run_dir), image_names, db_stats)
