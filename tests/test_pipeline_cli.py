@@ -23,6 +23,7 @@ def test_help_documents_every_option() -> None:
     assert result.returncode == 0
     for option in ("--out", "--preset", "--depth-prior-dir", "--depth-model", "--no-depth-prior", "--allow-download",
                    "--seed", "--target-faces", "--hull", "--no-hull", "--height-mm", "--width-mm", "--depth-mm",
+                   "--known-distance",
                    "--verbose", "preview", "balanced", "full", "Exit status"):
         assert option in result.stdout, option
 
@@ -35,6 +36,28 @@ def test_a_known_dimension_goes_to_the_asset_section_and_must_be_positive(tmp_pa
     assert config.asset.height_mm == 213.0 and config.asset.width_mm is None
     result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--height-mm", "-5")
     assert result.returncode == 2 and "not a positive length in millimetres" in result.stderr
+
+
+def test_a_known_distance_goes_to_the_asset_section_in_its_one_form_and_bad_syntax_is_refused(tmp_path: Path) -> None:
+    from core.cli.run import build_parser, config_from_args
+    from core.known_distance import parse_known_distance
+
+    args = build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "r"),
+                                      "--known-distance", " My photo: 2.jpg:812.0,640:1490.25,655:85 "])
+    config = config_from_args(args)
+    assert config.asset.known_distance == "My photo: 2.jpg:812,640:1490.25,655:85"  # a colon in the name is fine
+    known = parse_known_distance(config.asset.known_distance)
+    assert (known.photo, known.first, known.second, known.mm) == ("My photo: 2.jpg", (812, 640), (1490.25, 655), 85)
+    for bad, says in (("IMG_1.jpg:812,640:85", "is not PHOTO:X1,Y1:X2,Y2:MM"),
+                      ("IMG_1.jpg:812;640:1490,655:85", "the first point '812;640' is not X,Y in pixels"),
+                      ("IMG_1.jpg:812,640:1490,655:0", "'0' is not a positive distance in millimetres"),
+                      ("IMG_1.jpg:-3,640:1490,655:85", "must be two pixel positions of 0 or more")):
+        result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--known-distance", bad)
+        assert result.returncode == 2 and says in result.stderr, (bad, result.stderr)
+        assert "Traceback" not in result.stderr
+    result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--height-mm", "213",
+                     "--known-distance", "a.jpg:1,1:100,1:50")
+    assert result.returncode == 2 and "--known-distance and --height-mm both set the real size" in result.stderr
 
 
 def test_the_hull_is_automatic_unless_forced_and_old_records_keep_their_choice(tmp_path: Path) -> None:
