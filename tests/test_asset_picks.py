@@ -175,3 +175,80 @@ def test_an_unplaced_unknown_or_outside_pick_and_the_same_point_twice_say_what_t
     with pytest.raises(KnownDistanceError, match="was rejected .*too blurry.* pick the two points on another photo"):
         measure_known_distance(KnownDistance(photo, a, b, 80.0), [rejected], placed.sfm.model_dir,
                                np.asarray(placed.mesh.vertices), np.asarray(placed.mesh.triangles))
+
+
+def test_the_viewer_sets_the_real_size_from_two_points(placed, studio_data: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest: the Viewer's control on a finished run with real capture, SfM, mesh and asset files; the picks are
+    checked on the mesh and a new run is queued with the known distance (the dimension cleared)."""
+    import json
+    import os
+    import shutil
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.artifacts import CAPTURE_IMAGES, MESH_PLY, SFM_MODEL, checksum
+    from core.jobs.intake import submit_folder
+    from core.jobs.store import Store
+    from core.manifest import ArtifactRecord, RunManifest, StageRecord
+
+    monkeypatch.setenv("PRODUCT_STUDIO_WORKER", "tests.slow_worker")
+    store = Store()
+    job = submit_folder(store, placed.truth.image_dir, product_name="Box", sku="BOX", preset="preview", start=False)
+    run_dir = store.run_dir(job)
+    for artifact in (CAPTURE_IMAGES, SFM_MODEL):
+        shutil.copytree(artifact.path(placed.run_dir), artifact.path(run_dir))
+    MESH_PLY.path(run_dir).parent.mkdir(parents=True)
+    o3d.io.write_triangle_mesh(str(MESH_PLY.path(run_dir)), placed.mesh)
+    true_height = 1000 * float(placed.truth.bbox_max[2] - placed.truth.bbox_min[2])
+    asset = run_asset(None, MeshResult(mesh=placed.mesh), placed.isolation, placed.scene, run_dir,
+                      AssetConfig(height_mm=1.5 * true_height, texture_size=256, profiles=("web",)))
+    assert asset.ok and validate_gltf(run_dir / "asset" / "asset.glb").errors == 0
+    manifest = RunManifest.new(preset_config("preview").to_dict())
+    manifest.photos = placed.capture.photos
+    manifest.stages = [StageRecord(name, "done", 1.0) for name in ("capture", "sfm", "mesh", "asset")]
+    manifest.artifacts = {a.key: ArtifactRecord(a.run_path, *checksum(a.path(run_dir)))
+                          for a in (CAPTURE_IMAGES, SFM_MODEL, MESH_PLY, *asset.artifacts)}
+    manifest.status = "done"
+    manifest.save(run_dir)
+    store.mark_running(job.id, pid=os.getpid())
+    store.finish(job.id, "done", message="Finished")
+
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "Home.py"), default_timeout=60)
+    app.switch_page("pages/2_Viewer.py")
+    app.query_params["job"] = job.id
+    app.run()
+    assert not app.exception, app.exception
+    assert "Set the real size from two points" in [e.label for e in app.expander]
+    photo = placed.truth.image_names[4]
+    app.selectbox(key="pick-photo").set_value(photo).run()
+    assert len(app.get("plotly_chart")) == 2  # the photo to click on, and the reconstruction
+    (x1, y1), (x2, y2) = _product_pixels(placed, photo)
+    mm = round(1000 * float(np.linalg.norm(np.subtract(*_true_points(placed, photo, np.array([[x1, y1], [x2, y2]]))))),
+               2)
+    # A pick off the product is refused at once, naming the photo; no run is queued.
+    for key, value in (("pick-x1", 3.0), ("pick-y1", 3.0), ("pick-x2", x2), ("pick-y2", y2), ("pick-mm", mm)):
+        app.number_input(key=key).set_value(value)
+    app.run()  # the button is enabled once both points and the distance are set, as in a browser
+    app.button(key="pick-apply").click().run()
+    assert not app.exception, app.exception
+    assert any(f"On '{photo}', the first point misses the model" in e.value.replace("\\", "") for e in app.error)
+    assert len(store.list_jobs()) == 1
+    app.number_input(key="pick-x1").set_value(x1)
+    app.number_input(key="pick-y1").set_value(y1)
+    app.button(key="pick-apply").click().run()
+    assert not app.exception, app.exception
+    said = [e.value.replace("\\", "") for e in app.success]
+    assert any("Queued a new run that makes the asset at this size" in t for t in said), said
+    # The size it will have: the distance is the true one, so the true height (the asset now says 1.5 times it).
+    assert any(f"{true_height:.0f} mm high" in t or f"{true_height + 1:.0f} mm high" in t
+               or f"{true_height - 1:.0f} mm high" in t for t in said), (said, true_height)
+    new = next(j for j in store.list_jobs() if j.id != job.id)
+    config = json.loads(new.config_json)["asset"]
+    assert new.retry_of == job.id and config["height_mm"] is None
+    assert parse_known_distance(config["known_distance"]) == parse_known_distance(
+        KnownDistance(photo, (x1, y1), (x2, y2), mm).text)
+    deadline = time.time() + 60  # the stand-in worker: let it finish before the data folder goes
+    while time.time() < deadline and not store.get_job(new.id).is_final:
+        time.sleep(0.5)
