@@ -156,12 +156,12 @@ def pick_figure(photo: PickPhoto, points: list[tuple[float, float] | None]):
     corner), an invisible grid of clickable points over it, and the picks so far (1, 2) with the line between."""
     import numpy as np
     import plotly.graph_objects as go
-    from PIL import Image
 
     width, height = photo.original_size
     sx, sy = width / photo.working_size[0], height / photo.working_size[1]
-    pixels = np.asarray(Image.open(photo.image).convert("RGB"))
-    fig = go.Figure(go.Image(z=pixels, x0=sx / 2, dx=sx, y0=sy / 2, dy=sy, hoverinfo="skip"))
+    # The working copy's own JPEG as a data URI: a 1024 px photo as a ``z`` array would be 2.4M numbers of JSON.
+    source = "data:image/jpeg;base64," + base64.b64encode(photo.image.read_bytes()).decode("ascii")
+    fig = go.Figure(go.Image(source=source, x0=sx / 2, dx=sx, y0=sy / 2, dy=sy, hoverinfo="skip"))
     step = width / PICK_GRID_COLUMNS
     xs, ys = np.meshgrid(np.arange(step / 2, width, step), np.arange(step / 2, height, step))
     fig.add_trace(go.Scattergl(x=xs.ravel().round(1), y=ys.ravel().round(1), mode="markers", name="click",
@@ -174,6 +174,8 @@ def pick_figure(photo: PickPhoto, points: list[tuple[float, float] | None]):
                                  text=[str(i) for i, _ in picked], textposition="top center", hoverinfo="skip",
                                  marker={"size": 11, "color": "#e63946", "line": {"width": 2, "color": "white"}},
                                  line={"color": "#e63946", "width": 2}, textfont={"color": "#e63946", "size": 16},
+                                 # A click selects a grid point; Plotly then dims every other point, picks too.
+                                 unselected={"marker": {"opacity": 1}, "textfont": {"color": "#e63946"}},
                                  showlegend=False))
     fig.update_xaxes(range=[0, width], visible=False, constrain="domain")
     fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
