@@ -220,3 +220,8 @@ def test_two_points_picked_on_a_photo_size_the_reconstructed_model(tiny_capture:
                                          np.array([estimated[n].center for n in names])).scale
     assert asset.metrics["known_distance"]["metres_per_unit"] * units_per_metre == pytest.approx(1.0, rel=0.02)
     assert asset.metrics["size_mm"]["height"] == pytest.approx(truth[2], rel=0.06)
+    from core.gltf_validator import validate_gltf, validator_available
+
+    if validator_available():  # every GLB the resumed asset stage wrote, its variants too
+        glbs = [run_dir / "asset" / "asset.glb", *sorted((run_dir / "asset" / "variants").glob("*.glb"))]
+        assert {g.name: validate_gltf(g).errors for g in glbs} == {g.name: 0 for g in glbs}

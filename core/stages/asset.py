@@ -164,9 +164,17 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     findings: list[Finding] = []
     surface = texture if _usable_texture(texture) else None
     source = "texture" if surface is not None else "vertex_colours"
+    if surface is None and (mesh is None or getattr(mesh, "mesh", None) is None or len(mesh.mesh.triangles) == 0):
+        return AssetResult(ok=False, failure=advice.ASSET_NO_MESH)
+    measured: MeasuredDistance | None = None
+    if config.known_distance:  # first: a pick that cannot be used fails the stage before anything is written
+        shape = (surface.vertices, surface.faces) if surface is not None else (np.asarray(mesh.mesh.vertices),
+                                                                               np.asarray(mesh.mesh.triangles))
+        try:
+            measured = measure_known_distance(parse_known_distance(config.known_distance), photos, sfm_model, *shape)
+        except KnownDistanceError as exc:
+            return AssetResult(ok=False, failure=str(exc))
     if surface is None:
-        if mesh is None or getattr(mesh, "mesh", None) is None or len(mesh.mesh.triangles) == 0:
-            return AssetResult(ok=False, failure=advice.ASSET_NO_MESH)
         progress(0.05, "unwrapping the mesh and baking its colours")
         surface = bake_vertex_colours(mesh.mesh, folder / "baked.png", config.texture_size)
     vertices = np.asarray(surface.vertices, np.float64)
@@ -180,13 +188,6 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     up = np.asarray(isolation.up, np.float64) if isolation is not None else np.array([0.0, 0.0, 1.0])
     first = _first_camera(scene)
     known = _known_dimension(config)
-    measured: MeasuredDistance | None = None
-    if config.known_distance:
-        try:
-            measured = measure_known_distance(parse_known_distance(config.known_distance), photos, sfm_model,
-                                              vertices, faces)
-        except KnownDistanceError as exc:
-            return AssetResult(ok=False, failure=str(exc), findings=findings)
     dimension = None if measured is not None else known  # a picked distance wins over a dimension (config.py)
     transform, size_mm = asset_similarity(vertices, up, first.center if first is not None else None, dimension,
                                           measured.metres_per_unit if measured is not None else None)
