@@ -211,3 +211,23 @@ def test_links_out_of_the_photo_folder_are_not_followed_and_skipped_entries_name
     for name, why in [("escape.jpg", "leads out"), ("passwd.jpg", "leads out"), ("dangling.jpg", "dangling"),
                       ("more", "sub-folder")]:
         assert f"{name}: " in text and why in text
+
+
+def test_a_catalogues_known_distance_reaches_the_job_and_a_bad_one_names_the_line(tmp_path: Path) -> None:
+    from core.cli.batch import CatalogueError, read_catalogue, size_changes
+    from core.config import preset_config
+
+    for sku in ("MUG-1", "TIN-2"):
+        (tmp_path / "catalogue" / sku).mkdir(parents=True)
+    csv_path = tmp_path / "skus.csv"
+    csv_path.write_text("sku,known_distance\nMUG-1,\"side.jpg:10,20:310,20.5:85\"\nTIN-2,\n", encoding="utf-8")
+    skus, _ = read_catalogue(tmp_path / "catalogue", csv_path)
+    changes, warning = size_changes(skus[0], preset_config("test"))
+    assert changes == {"asset": {"known_distance": "side.jpg:10,20:310,20.5:85"}} and not warning
+    assert size_changes(skus[1], preset_config("test")) == ({}, "")
+    csv_path.write_text("sku,known_distance\nMUG-1,\"side.jpg:10,20:85\"\n", encoding="utf-8")
+    with pytest.raises(CatalogueError, match=r"skus.csv line 2: known distance .* is not PHOTO:X1,Y1:X2,Y2:MM"):
+        read_catalogue(tmp_path / "catalogue", csv_path)
+    csv_path.write_text("sku,height_mm,known_distance\nMUG-1,95,\"side.jpg:10,20:310,20:85\"\n", encoding="utf-8")
+    with pytest.raises(CatalogueError, match="line 2: give a known dimension or a known_distance, not both"):
+        read_catalogue(tmp_path / "catalogue", csv_path)
