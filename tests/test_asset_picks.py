@@ -179,8 +179,9 @@ def test_an_unplaced_unknown_or_outside_pick_and_the_same_point_twice_say_what_t
 
 def test_the_viewer_sets_the_real_size_from_two_points(placed, studio_data: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """AppTest: the Viewer's control on a finished run with real capture, SfM, mesh and asset files; the picks are
-    checked on the mesh and a new run is queued with the known distance (the dimension cleared)."""
+    """AppTest: the Viewer's control on a finished run with real capture, SfM, mesh and asset files, the asset sized
+    by two picks (over a wrong height): the control opens on them; new picks are checked on the mesh and a new run
+    is queued with the known distance (the dimension cleared)."""
     import json
     import os
     import shutil
@@ -202,8 +203,14 @@ def test_the_viewer_sets_the_real_size_from_two_points(placed, studio_data: Path
     MESH_PLY.path(run_dir).parent.mkdir(parents=True)
     o3d.io.write_triangle_mesh(str(MESH_PLY.path(run_dir)), placed.mesh)
     true_height = 1000 * float(placed.truth.bbox_max[2] - placed.truth.bbox_min[2])
+    photo = placed.truth.image_names[4]
+    (x1, y1), (x2, y2) = _product_pixels(placed, photo)
+    mm = round(1000 * float(np.linalg.norm(np.subtract(*_true_points(placed, photo, np.array([[x1, y1], [x2, y2]]))))),
+               2)
+    first = KnownDistance(photo, (x1, y1), (x2 + 5, y2), mm)
     asset = run_asset(None, MeshResult(mesh=placed.mesh), placed.isolation, placed.scene, run_dir,
-                      AssetConfig(height_mm=1.5 * true_height, texture_size=256, profiles=("web",)))
+                      AssetConfig(height_mm=1.5 * true_height, known_distance=first.text, texture_size=256,
+                                  profiles=("web",)), photos=placed.capture.photos, sfm_model=placed.sfm.model_dir)
     assert asset.ok and validate_gltf(run_dir / "asset" / "asset.glb").errors == 0
     manifest = RunManifest.new(preset_config("preview").to_dict())
     manifest.photos = placed.capture.photos
@@ -221,23 +228,27 @@ def test_the_viewer_sets_the_real_size_from_two_points(placed, studio_data: Path
     app.run()
     assert not app.exception, app.exception
     assert "Set the real size from two points" in [e.label for e in app.expander]
-    photo = placed.truth.image_names[4]
-    app.selectbox(key="pick-photo").set_value(photo).run()
+    assert any(f"Sized by two points on {photo}" in c.value.replace("\\", "") for c in app.caption)
     assert len(app.get("plotly_chart")) == 2  # the photo to click on, and the reconstruction
-    (x1, y1), (x2, y2) = _product_pixels(placed, photo)
-    mm = round(1000 * float(np.linalg.norm(np.subtract(*_true_points(placed, photo, np.array([[x1, y1], [x2, y2]]))))),
-               2)
+    # The control opens on the picks the asset was sized by.
+    def key(name: str) -> str:
+        return f"pick-{name}-{job.id}"
+
+    assert app.selectbox(key=key("photo")).value == photo
+    assert [app.number_input(key=key(k)).value for k in ("x1", "y1", "x2", "y2", "mm")] == pytest.approx(
+        [*first.pixels[0], *first.pixels[1], mm], abs=0.01)
     # A pick off the product is refused at once, naming the photo; no run is queued.
-    for key, value in (("pick-x1", 3.0), ("pick-y1", 3.0), ("pick-x2", x2), ("pick-y2", y2), ("pick-mm", mm)):
-        app.number_input(key=key).set_value(value)
-    app.run()  # the button is enabled once both points and the distance are set, as in a browser
-    app.button(key="pick-apply").click().run()
+    for name, value in (("x1", 3.0), ("y1", 3.0), ("x2", x2)):
+        app.number_input(key=key(name)).set_value(value)
+    app.run()  # as in a browser: the inputs are sent before the click
+    app.button(key=key("apply")).click().run()
     assert not app.exception, app.exception
     assert any(f"On '{photo}', the first point misses the model" in e.value.replace("\\", "") for e in app.error)
     assert len(store.list_jobs()) == 1
-    app.number_input(key="pick-x1").set_value(x1)
-    app.number_input(key="pick-y1").set_value(y1)
-    app.button(key="pick-apply").click().run()
+    app.number_input(key=key("x1")).set_value(x1)
+    app.number_input(key=key("y1")).set_value(y1)
+    app.run()
+    app.button(key=key("apply")).click().run()
     assert not app.exception, app.exception
     said = [e.value.replace("\\", "") for e in app.success]
     assert any("Queued a new run that makes the asset at this size" in t for t in said), said
