@@ -57,7 +57,8 @@ def viewer_glb(run_dir: Path, checks: dict | None) -> Path | None:
 
 def size_caption(size_mm: dict | None) -> str:
     if not size_mm:
-        return "Real size unknown (no known dimension was given); shown in reconstruction units."
+        return ("Real size unknown (no known dimension was given); shown in reconstruction units. Set it from two "
+                "points on a photo below.")
     return (f"Real size: {size_mm['width']:.0f} mm wide × {size_mm['height']:.0f} mm high × "
             f"{size_mm['depth']:.0f} mm deep.")
 

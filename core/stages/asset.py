@@ -693,7 +693,8 @@ def check_profile(profile: Profile, facts: FileFacts, size_known: bool) -> list[
     if profile.max_bytes and facts.bytes > profile.max_bytes:
         reasons.append(f"{facts.bytes / 1e6:.1f} MB, over the {profile.max_bytes / 1e6:.0f} MB limit")
     if profile.real_size and not size_known:
-        reasons.append("real size unknown (give a known height, width or depth in millimetres)")
+        reasons.append("real size unknown (give a known height, width or depth in millimetres, or a known distance "
+                       "between two points on a photo)")
     if profile.on_floor_centred:
         extent = np.maximum(facts.hi - facts.lo, 1e-12)
         centre = 0.5 * (facts.lo + facts.hi)
