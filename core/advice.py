@@ -621,7 +621,16 @@ ASSET_NO_MESH = "There is no mesh to turn into an asset; the mesh stage made non
 ASSET_SIZE_UNKNOWN = Finding("warning", "The model's real size is unknown, so it is in reconstruction units, not "
                                         "millimetres; marketplaces that need a real size will refuse it.",
                              "Give one known dimension: --height-mm (or --width-mm, --depth-mm), or the known "
-                             "dimension in the New capture form.")
+                             "dimension in the New capture form; or a known distance between two points on a "
+                             "photo: --known-distance, or 'Set the real size from two points' in the Viewer.")
+
+
+def asset_distance_over_dimension(axis: str, given_mm: float, measured_mm: float, photo: str) -> Finding:
+    """Both a known dimension and a known distance were given: the distance was used; how far apart they are."""
+    return Finding("warning", f"Both a known {axis} ({given_mm:g} mm) and a known distance on {photo} were given; "
+                              f"the distance was used, which makes the {axis} {measured_mm:.0f} mm "
+                              f"({100 * (measured_mm / given_mm - 1):+.1f} % from the {axis} given).",
+                   "Give only one of them (a large difference means one of them is wrong).")
 
 
 def asset_open(boundary_edges: int) -> Finding:

@@ -238,6 +238,11 @@ class AssetConfig:
     """Known width (left to right as seen from the first photo), used when no height is given."""
     depth_mm: float | None = None
     """Known depth (front to back as seen from the first photo), used when neither height nor width is given."""
+    known_distance: str | None = None
+    """A known distance between two points picked on a photo, ``PHOTO:X1,Y1:X2,Y2:MM`` (core/known_distance.py): the
+    user's photo name, two pixel positions in the original photo as the user sees it, the distance in millimetres.
+    The model is scaled so the two points, found on the mesh along the photo's camera rays, are that far apart. It
+    wins over a height, width or depth given as well (a warning then compares the two)."""
     profiles: tuple[str, ...] = ("shopify", "amazon", "google", "apple", "web")
     """Marketplace profiles the asset is checked against (core/stages/asset/profiles.py); a variant is written for
     each one the asset fails where fewer triangles or a smaller texture can fix it."""

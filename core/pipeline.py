@@ -365,7 +365,8 @@ def _asset(state: RunState, progress: StageProgress) -> StageOutput:
     # The texture stage's result where that stage runs; else the asset bakes the mesh's vertex colours itself.
     texture = getattr(state, "texture", None)
     return run_asset(texture, state.mesh, state.isolation, state.scene, state.run_dir, state.config.asset, progress,
-                     state.masks)
+                     state.masks, photos=state.capture.photos if state.capture is not None else (),
+                     sfm_model=state.sfm.model_dir if state.sfm is not None else None)
 
 
 def _load_asset(state: RunState, record: StageRecord) -> StageOutput:

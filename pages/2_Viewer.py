@@ -9,7 +9,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from core.report import asset_view, figures, runs
-from pages._ui import BAD_ICON, OK_ICON, PAGE_NEW, esc, run_links, run_picker_or_stop, setup
+from pages._ui import BAD_ICON, OK_ICON, PAGE_NEW, esc, known_size, run_links, run_picker_or_stop, setup
 from pages._ui import sticker as sticker_ui
 
 store = setup("Viewer", ":material/view_in_ar:")
@@ -76,8 +76,12 @@ if checks is not None:
             components.html(asset_view.model_viewer_html(glb, job.product_name or "product"), height=520)
         except FileNotFoundError as exc:
             st.warning(esc(str(exc)))
-    st.caption(asset_view.size_caption(checks.get("size_mm")) + " Drag to orbit, scroll to zoom; on a phone the AR "
-               "button places it in the room.")
+    st.caption(" ".join(filter(None, [asset_view.size_caption(checks.get("size_mm")), asset_view.picks_caption(checks),
+                                      "Drag to orbit, scroll to zoom; on a phone the AR button places it in the "
+                                      "room."])))
+    if manifest is not None and manifest.mode == "multi_view":
+        with st.expander("Set the real size from two points", expanded=False):
+            known_size.control(store, job, run, checks)
     for entry in checks.get("profiles", {}).values():
         variant = entry.get("variant") or {}
         if entry["pass"]:

@@ -19,7 +19,7 @@ CORE = ROOT / "core"
 # Lower layers never import higher ones (an import from a layer to a higher one is a back-edge).
 LAYERS: list[set[str]] = [
     {"core.geometry", "core.photos", "core.progress", "core.config", "core.artifacts", "core.segmentation",
-     "core.gltf_validator", "core.settings"},
+     "core.gltf_validator", "core.settings", "core.known_distance"},
     {"core.manifest", "core.scene"},
     {"core.advice"},
     {"core.stages"},

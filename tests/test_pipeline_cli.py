@@ -23,6 +23,7 @@ def test_help_documents_every_option() -> None:
     assert result.returncode == 0
     for option in ("--out", "--preset", "--depth-prior-dir", "--depth-model", "--no-depth-prior", "--allow-download",
                    "--seed", "--target-faces", "--hull", "--no-hull", "--height-mm", "--width-mm", "--depth-mm",
+                   "--known-distance",
                    "--verbose", "preview", "balanced", "full", "Exit status"):
         assert option in result.stdout, option
 
@@ -35,6 +36,28 @@ def test_a_known_dimension_goes_to_the_asset_section_and_must_be_positive(tmp_pa
     assert config.asset.height_mm == 213.0 and config.asset.width_mm is None
     result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--height-mm", "-5")
     assert result.returncode == 2 and "not a positive length in millimetres" in result.stderr
+
+
+def test_a_known_distance_goes_to_the_asset_section_in_its_one_form_and_bad_syntax_is_refused(tmp_path: Path) -> None:
+    from core.cli.run import build_parser, config_from_args
+    from core.known_distance import parse_known_distance
+
+    args = build_parser().parse_args([str(tmp_path), "--out", str(tmp_path / "r"),
+                                      "--known-distance", " My photo: 2.jpg:812.0,640:1490.25,655:85 "])
+    config = config_from_args(args)
+    assert config.asset.known_distance == "My photo: 2.jpg:812,640:1490.25,655:85"  # a colon in the name is fine
+    known = parse_known_distance(config.asset.known_distance)
+    assert (known.photo, known.first, known.second, known.mm) == ("My photo: 2.jpg", (812, 640), (1490.25, 655), 85)
+    for bad, says in (("IMG_1.jpg:812,640:85", "is not PHOTO:X1,Y1:X2,Y2:MM"),
+                      ("IMG_1.jpg:812;640:1490,655:85", "the first point '812;640' is not X,Y in pixels"),
+                      ("IMG_1.jpg:812,640:1490,655:0", "'0' is not a positive distance in millimetres"),
+                      ("IMG_1.jpg:-3,640:1490,655:85", "must be two pixel positions of 0 or more")):
+        result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--known-distance", bad)
+        assert result.returncode == 2 and says in result.stderr, (bad, result.stderr)
+        assert "Traceback" not in result.stderr
+    result = run_cli(str(tmp_path), "--out", str(tmp_path / "run"), "--height-mm", "213",
+                     "--known-distance", "a.jpg:1,1:100,1:50")
+    assert result.returncode == 2 and "--known-distance and --height-mm both set the real size" in result.stderr
 
 
 def test_the_hull_is_automatic_unless_forced_and_old_records_keep_their_choice(tmp_path: Path) -> None:
@@ -188,3 +211,23 @@ def test_links_out_of_the_photo_folder_are_not_followed_and_skipped_entries_name
     for name, why in [("escape.jpg", "leads out"), ("passwd.jpg", "leads out"), ("dangling.jpg", "dangling"),
                       ("more", "sub-folder")]:
         assert f"{name}: " in text and why in text
+
+
+def test_a_catalogues_known_distance_reaches_the_job_and_a_bad_one_names_the_line(tmp_path: Path) -> None:
+    from core.cli.batch import CatalogueError, read_catalogue, size_changes
+    from core.config import preset_config
+
+    for sku in ("MUG-1", "TIN-2"):
+        (tmp_path / "catalogue" / sku).mkdir(parents=True)
+    csv_path = tmp_path / "skus.csv"
+    csv_path.write_text("sku,known_distance\nMUG-1,\"side.jpg:10,20:310,20.5:85\"\nTIN-2,\n", encoding="utf-8")
+    skus, _ = read_catalogue(tmp_path / "catalogue", csv_path)
+    changes, warning = size_changes(skus[0], preset_config("test"))
+    assert changes == {"asset": {"known_distance": "side.jpg:10,20:310,20.5:85"}} and not warning
+    assert size_changes(skus[1], preset_config("test")) == ({}, "")
+    csv_path.write_text("sku,known_distance\nMUG-1,\"side.jpg:10,20:85\"\n", encoding="utf-8")
+    with pytest.raises(CatalogueError, match=r"skus.csv line 2: known distance .* is not PHOTO:X1,Y1:X2,Y2:MM"):
+        read_catalogue(tmp_path / "catalogue", csv_path)
+    csv_path.write_text("sku,height_mm,known_distance\nMUG-1,95,\"side.jpg:10,20:310,20:85\"\n", encoding="utf-8")
+    with pytest.raises(CatalogueError, match="line 2: give a known dimension or a known_distance, not both"):
+        read_catalogue(tmp_path / "catalogue", csv_path)

@@ -10,7 +10,9 @@ running are not queued again (failed ones are, with ``--retry-failed``); the sum
 catalogue.
 
 The optional CSV has a header row with ``sku`` and any of ``name``, ``known_dimension`` (``height 120 mm``,
-``width 8.5 cm``, ``depth 0.3 m``) or ``height_mm`` / ``width_mm`` / ``depth_mm``; a known dimension goes into the
+``width 8.5 cm``, ``depth 0.3 m``) or ``height_mm`` / ``width_mm`` / ``depth_mm``, or ``known_distance`` (two points
+on one of the SKU's photos, ``PHOTO:X1,Y1:X2,Y2:MM`` as ``--known-distance`` takes it, in quotes: it holds commas;
+spreadsheets quote it themselves); a known size goes into the
 job's configuration (the asset stage's real size) where this studio has that setting.
 
 Exit status: 0 when every SKU finished, 1 when some failed or had no photos, 2 for bad command-line use.
@@ -35,6 +37,7 @@ from core.jobs.dispatch import dispatch
 from core.jobs.intake import PHOTO_SUFFIXES, submit_folder
 from core.jobs.status import job_progress, review_row
 from core.jobs.store import Job, Store
+from core.known_distance import KnownDistanceError, parse_known_distance
 from core.manifest import ManifestError, load_manifest
 from core.progress import TerminalProgress, clock
 
@@ -57,6 +60,8 @@ class Sku:
     name: str = ""
     known_mm: dict[str, float] = field(default_factory=dict)
     """Known dimensions in millimetres: 'height', 'width', 'depth'."""
+    known_distance: str | None = None
+    """Two points on one of its photos and the distance between them (``asset.known_distance``)."""
 
     @property
     def photos(self) -> list[Path]:
@@ -81,7 +86,15 @@ def read_catalogue(catalogue: Path, csv_path: Path | None = None) -> tuple[list[
             warnings.append(f"{csv_path.name} line {row_number}: no folder {row['sku']!r} in {catalogue}; skipped.")
             continue
         sku.name = row.get("name", "")
-        sku.known_mm = _known_dimensions(row, f"{csv_path.name} line {row_number}")
+        where = f"{csv_path.name} line {row_number}"
+        sku.known_mm = _known_dimensions(row, where)
+        if row.get("known_distance"):
+            try:
+                sku.known_distance = parse_known_distance(row["known_distance"]).text
+            except KnownDistanceError as exc:
+                raise CatalogueError(f"{where}: {exc}") from None
+            if sku.known_mm:
+                raise CatalogueError(f"{where}: give a known dimension or a known_distance, not both.")
     return list(skus.values()), warnings
 
 
@@ -91,7 +104,8 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or "sku" not in [f.strip().lower() for f in reader.fieldnames]:
                 raise CatalogueError(f"{path.name}: the first line must name the columns, with at least 'sku' "
-                                     "(and 'name', 'known_dimension' or height_mm / width_mm / depth_mm).")
+                                     "(and 'name', 'known_dimension' or height_mm / width_mm / depth_mm, or "
+                                     "'known_distance').")
             rows = []
             for row in reader:
                 clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
@@ -126,11 +140,13 @@ def _known_dimensions(row: dict[str, str], where: str) -> dict[str, float]:
 def size_changes(sku: Sku, config: PipelineConfig) -> tuple[dict[str, dict[str, Any]], str]:
     """Config changes that carry the SKU's known dimensions into its job, where the studio has such settings
     (the asset stage's ``<dimension>_mm``); and a warning when it has not."""
-    if not sku.known_mm:
+    if not sku.known_mm and not sku.known_distance:
         return {}, ""
     section = getattr(config, "asset", None)
     fields = {f.name for f in dataclasses.fields(section)} if dataclasses.is_dataclass(section) else set()
-    changes = {f"{d}_mm": v for d, v in sku.known_mm.items() if f"{d}_mm" in fields}
+    changes: dict[str, Any] = {f"{d}_mm": v for d, v in sku.known_mm.items() if f"{d}_mm" in fields}
+    if sku.known_distance and "known_distance" in fields:
+        changes["known_distance"] = sku.known_distance
     if not changes:
         return {}, f"{sku.sku}: this studio cannot use a known size yet (no asset stage); the dimension is ignored."
     return {"asset": changes}, ""

@@ -2,6 +2,7 @@
 
     python -m core.pipeline PHOTOS_DIR --out RUN_DIR [--preset preview|balanced|full] [--resume | --overwrite]
                             [--height-mm MM | --width-mm MM | --depth-mm MM]   (real size of the asset)
+                            [--known-distance PHOTO:X1,Y1:X2,Y2:MM]   (or: two points on a photo, mm apart)
     python -m core.pipeline PHOTO.jpg --out RUN_DIR          (single photo -> 3D relief)
     python -m core.pipeline PHOTO.jpg --out RUN_DIR --sticker "kawaii and chibi"   (-> 3D cartoon sticker)
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import PRESET_DESCRIPTIONS, PRESETS, PipelineConfig, preset_config
+from core.known_distance import EXAMPLE, SYNTAX, KnownDistanceError, parse_known_distance
 from core.manifest import MANIFEST_NAME
 from core.pipeline import MODES, run_pipeline, run_relief, run_sticker
 from core.progress import TerminalProgress
@@ -67,6 +69,14 @@ def _millimetres(text: str) -> float:
     return value
 
 
+def _known_distance(text: str) -> str:
+    """The ``--known-distance`` value checked and written in its one form (the config's)."""
+    try:
+        return parse_known_distance(text).text
+    except KnownDistanceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m core.pipeline",
@@ -109,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{axis}-mm", type=_millimetres, metavar="MM",
                             help=f"the product's known {what} in millimetres: the asset is scaled to it "
                                  "(give one; height wins)")
+    parser.add_argument("--known-distance", type=_known_distance, metavar=SYNTAX,
+                        help="instead of a dimension: two points on one photo (its file name; pixels of the photo as "
+                             "you see it, from its top-left corner) and the true distance between them in "
+                             f"millimetres, e.g. {EXAMPLE}; the asset is scaled so they are that far apart")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step (including COLMAP's)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
@@ -181,6 +195,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         value = getattr(args, f"{axis}_mm")
         if value is not None:
             changes["asset"][f"{axis}_mm"] = value
+    if args.known_distance:
+        changes["asset"]["known_distance"] = args.known_distance
     return preset_config(args.preset).with_changes(changes)
 
 
@@ -196,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.photos} does not exist")
     if args.sticker is not None and args.photos.is_dir():
         parser.error("--sticker makes a sticker from one photo: give a photo file, not a folder")
+    given = [f"--{axis}-mm" for axis in ("height", "width", "depth") if getattr(args, f"{axis}_mm") is not None]
+    if args.known_distance and given:
+        parser.error(f"--known-distance and {given[0]} both set the real size; give one of them")
     config = config_from_args(args)
     problem = check_run_folder(args.out, args.photos, args.resume, args.overwrite)
     if problem:

@@ -348,6 +348,16 @@ def known_size_changes(axis: str, millimetres: float | None) -> dict[str, dict[s
     return {"asset": {f"{axis}_mm": float(millimetres)}}
 
 
+def known_distance_changes(photo: str, first: tuple[float, float], second: tuple[float, float],
+                           millimetres: float) -> dict[str, dict[str, Any]]:
+    """The config change that sizes the asset by two points on a photo (core/known_distance.py); the known
+    dimensions are cleared, so the distance the user just measured is the one the asset is scaled to."""
+    from core.known_distance import KnownDistance, parse_known_distance
+
+    text = parse_known_distance(KnownDistance(photo, first, second, millimetres).text).text  # checked: raises
+    return {"asset": {"known_distance": text, **{f"{axis}_mm": None for axis in KNOWN_DIMENSIONS}}}
+
+
 def receive_depth_maps(folder: Path, files: list[tuple[str, bytes]], photos: list[UploadedPhoto],
                        limits: UploadLimits = UPLOAD_LIMITS) -> tuple[int, list[str]]:
     """Store depth maps under the generated names of the photos they belong to (matched by the user's stems).
@@ -455,13 +465,20 @@ def submit_sample(store: Store, preset: str = "preview", start: bool = True) -> 
                          start=start)
 
 
-def retry_job(store: Store, job: Job) -> Job:
+def retry_job(store: Store, job: Job, changes: Mapping[str, Mapping[str, Any]] | None = None) -> Job:
     """Queue the same photos and settings again as a new job that resumes from the old run's last finished stage:
     the old run folder is copied into the new one (the worker always resumes, keeping each finished stage whose
     inputs and artefacts are unchanged, core/pipeline.py) and stays as it was. Without room for the copy (the disk's
-    free-space floor, core/settings.py) the new run starts from the beginning."""
+    free-space floor, core/settings.py) the new run starts from the beginning. ``changes`` change the settings
+    (``PipelineConfig.with_changes``): only the stages whose sections changed, and those after them, run again
+    (a new real size: the asset stage alone)."""
+    config_json = job.config_json
+    if changes:
+        from core.jobs.worker import job_config
+
+        config_json = json.dumps(job_config(job).with_changes(changes).to_dict())
     # Photo rows are copied (create_job files them under the new id); the photo files themselves are shared.
-    new = store.create_job(product_name=job.product_name, sku=job.sku, preset=job.preset, config_json=job.config_json,
+    new = store.create_job(product_name=job.product_name, sku=job.sku, preset=job.preset, config_json=config_json,
                            photos_dir=store.photos_dir(job),
                            depth_dir=store.resolve(job.depth_dir) if job.depth_dir else None,
                            photos=store.photos(job.id), mode=job.mode, retry_of=job.id)

@@ -6,7 +6,10 @@ texture stage off or absent), bakes the mesh stage's vertex colours into a UV at
 barycentric interpolation). It then
 
 1. moves the model into the asset frame (metres, Y up, resting on Y = 0, centred on the vertical axis, its front -
-   the first photo's side - toward +Z), scaled to the known dimension when one is given (``AssetConfig``);
+   the first photo's side - toward +Z), scaled to the known distance between two points picked on a photo
+   (core/known_distance.py: the picks cast onto the mesh along that photo's camera rays) or else to the known
+   dimension, when one is given (``AssetConfig``); a known distance that cannot be measured (its photo unknown or not
+   placed, a pick off the model, both picks the same point) fails the stage with a reason naming the photo;
 2. writes ``RUN/asset/asset.glb`` (glTF 2.0 PBR metallic-roughness, embedded JPEG base colour), ``asset.usdz``
    (UsdPreviewSurface,
    texture packaged) and ``asset.obj`` + ``asset.mtl`` + ``asset.png``;
@@ -15,8 +18,10 @@ barycentric interpolation). It then
    the mesh stage's mesh decimated to the profile's budget (still closed) and its texture baked again (the texture
    stage's ``bake_texture``, or the vertex-colour bake), then checked again.
 
-The manifest metrics hold ``asset_from_reconstruction`` (the 4x4 similarity), ``size_mm`` (or None: unknown) and
-each profile's pass/fail with its reasons; ``checks.json`` holds the same for the app.
+The manifest metrics hold ``asset_from_reconstruction`` (the 4x4 similarity), ``size_mm`` (or None: unknown),
+``size_from`` (``known_distance``, ``height``, ``width``, ``depth`` or None), ``known_distance`` (the picks, their two
+3D points, their distance in reconstruction units and the scale used, or None) and each profile's pass/fail with its
+reasons; ``checks.json`` holds the same for the app.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import shutil
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -48,7 +54,8 @@ from core.artifacts import (
 )
 from core.config import AssetConfig
 from core.geometry import boundary_loops
-from core.manifest import Finding
+from core.known_distance import KnownDistanceError, MeasuredDistance, measure_known_distance, parse_known_distance
+from core.manifest import Finding, PhotoRecord
 from core.progress import StageProgress, no_progress
 from core.stages import StageOutput
 
@@ -152,18 +159,28 @@ class AssetResult(StageOutput):
 
 
 def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: Path, config: AssetConfig,
-              progress: StageProgress = no_progress, masks=None) -> AssetResult:
+              progress: StageProgress = no_progress, masks=None, *, photos: Sequence[PhotoRecord] = (),
+              sfm_model: Path | None = None) -> AssetResult:
     """Build the shop-ready asset into ``RUN/asset/`` (module docstring). ``masks`` (the masks stage's result) are
-    used when a variant's fewer faces are re-baked from the photos."""
+    used when a variant's fewer faces are re-baked from the photos; ``photos`` (the capture stage's records) and
+    ``sfm_model`` (COLMAP's model folder) when a known distance is picked on a photo."""
     start = time.perf_counter()
     folder = ASSET_GLB.path(run_dir).parent
     folder.mkdir(parents=True, exist_ok=True)
     findings: list[Finding] = []
     surface = texture if _usable_texture(texture) else None
     source = "texture" if surface is not None else "vertex_colours"
+    if surface is None and (mesh is None or getattr(mesh, "mesh", None) is None or len(mesh.mesh.triangles) == 0):
+        return AssetResult(ok=False, failure=advice.ASSET_NO_MESH)
+    measured: MeasuredDistance | None = None
+    if config.known_distance:  # first: a pick that cannot be used fails the stage before anything is written
+        shape = (surface.vertices, surface.faces) if surface is not None else (np.asarray(mesh.mesh.vertices),
+                                                                               np.asarray(mesh.mesh.triangles))
+        try:
+            measured = measure_known_distance(parse_known_distance(config.known_distance), photos, sfm_model, *shape)
+        except KnownDistanceError as exc:
+            return AssetResult(ok=False, failure=str(exc))
     if surface is None:
-        if mesh is None or getattr(mesh, "mesh", None) is None or len(mesh.mesh.triangles) == 0:
-            return AssetResult(ok=False, failure=advice.ASSET_NO_MESH)
         progress(0.05, "unwrapping the mesh and baking its colours")
         surface = bake_vertex_colours(mesh.mesh, folder / "baked.png", config.texture_size)
     vertices = np.asarray(surface.vertices, np.float64)
@@ -177,9 +194,16 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     up = np.asarray(isolation.up, np.float64) if isolation is not None else np.array([0.0, 0.0, 1.0])
     first = _first_camera(scene)
     known = _known_dimension(config)
-    transform, size_mm = asset_similarity(vertices, up, first.center if first is not None else None, known)
+    dimension = None if measured is not None else known  # a picked distance wins over a dimension (config.py)
+    transform, size_mm = asset_similarity(vertices, up, first.center if first is not None else None, dimension,
+                                          measured.metres_per_unit if measured is not None else None)
     if size_mm is None:
         findings.append(advice.ASSET_SIZE_UNKNOWN)
+    elif measured is not None and known is not None:
+        findings.append(advice.asset_distance_over_dimension(known[0], known[1], size_mm[known[0]],
+                                                              measured.known.photo))
+    size_from = "known_distance" if measured is not None else dimension[0] if dimension is not None else None
+    picks = measured.record() if measured is not None else None
     placed = vertices @ transform[:3, :3].T + transform[:3, 3]
 
     progress(0.5, "writing GLB, USDZ and OBJ")
@@ -255,7 +279,8 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     # The mesh stage's record of the made-up base (a flat cap on the table no photo saw), for the shop's listing.
     base = {k: mesh_metrics[k] for k in ("base_capped", "base_faces", "base_area_share") if k in mesh_metrics}
     checks = {"source": source, **base, "asset_from_reconstruction": transform.tolist(), "size_mm": size_mm,
-              "known_dimension": known and {"axis": known[0], "mm": known[1]}, "profiles": profiles,
+              "known_dimension": dimension and {"axis": dimension[0], "mm": dimension[1]}, "size_from": size_from,
+              "known_distance": picks, "profiles": profiles,
               "glb": {"bytes": glb.bytes, "triangles": glb.triangles, "textures": glb.textures,
                       "validator_errors": glb.validator_errors}}
     ASSET_CHECKS.path(run_dir).write_text(json.dumps(checks, indent=1), encoding="utf-8")
@@ -264,6 +289,8 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
         "source": source,
         "asset_from_reconstruction": [[round(float(x), 9) for x in row] for row in transform],
         "size_mm": size_mm,
+        "size_from": size_from,
+        "known_distance": picks,
         "triangles": glb.triangles,
         "texture_size": glb.textures[0][0] if glb.textures else 0,
         "closed": int(open_edges == 0),
@@ -318,12 +345,14 @@ def _first_camera(scene):
 
 
 def asset_similarity(vertices: np.ndarray, up: np.ndarray, front_camera: np.ndarray | None,
-                     known: tuple[str, float] | None) -> tuple[np.ndarray, dict[str, float] | None]:
+                     known: tuple[str, float] | None,
+                     metres_per_unit: float | None = None) -> tuple[np.ndarray, dict[str, float] | None]:
     """The 4x4 similarity from the reconstruction frame to the asset frame, and the size in mm (None: unknown).
 
     Asset frame: Y = ``up``; +Z = the horizontal direction from the model's axis toward ``front_camera``; X = Y x Z;
-    lowest point on Y = 0; bounding box centred on the Y axis. Scaled so the ``known`` dimension (height along Y,
-    width along X, depth along Z) has its length in metres; unscaled (reconstruction units) when nothing is known.
+    lowest point on Y = 0; bounding box centred on the Y axis. Scaled by ``metres_per_unit`` when given (a known
+    distance), else so the ``known`` dimension (height along Y, width along X, depth along Z) has its length in
+    metres; unscaled (reconstruction units) when nothing is known.
     """
     y = up / np.linalg.norm(up)
     centre = 0.5 * (vertices.min(0) + vertices.max(0))
@@ -337,7 +366,9 @@ def asset_similarity(vertices: np.ndarray, up: np.ndarray, front_camera: np.ndar
     rotated = vertices @ rotation.T
     extent = rotated.max(0) - rotated.min(0)
     scale = 1.0
-    if known is not None:
+    if metres_per_unit is not None:
+        scale = float(metres_per_unit)
+    elif known is not None:
         axis = {"width": 0, "height": 1, "depth": 2}[known[0]]
         scale = known[1] / 1000.0 / max(float(extent[axis]), 1e-12)
     lo, hi = scale * rotated.min(0), scale * rotated.max(0)
@@ -345,7 +376,7 @@ def asset_similarity(vertices: np.ndarray, up: np.ndarray, front_camera: np.ndar
     transform = np.eye(4)
     transform[:3, :3] = scale * rotation
     transform[:3, 3] = translation
-    size = None if known is None else {k: round(float(v) * scale * 1000.0, 2)
+    size = None if known is None and metres_per_unit is None else {k: round(float(v) * scale * 1000.0, 2)
                                        for k, v in zip(("width", "height", "depth"), extent, strict=True)}
     return transform, size
 
@@ -682,7 +713,8 @@ def check_profile(profile: Profile, facts: FileFacts, size_known: bool) -> list[
     if profile.max_bytes and facts.bytes > profile.max_bytes:
         reasons.append(f"{facts.bytes / 1e6:.1f} MB, over the {profile.max_bytes / 1e6:.0f} MB limit")
     if profile.real_size and not size_known:
-        reasons.append("real size unknown (give a known height, width or depth in millimetres)")
+        reasons.append("real size unknown (give a known height, width or depth in millimetres, or a known distance "
+                       "between two points on a photo)")
     if profile.on_floor_centred:
         extent = np.maximum(facts.hi - facts.lo, 1e-12)
         centre = 0.5 * (facts.lo + facts.hi)
