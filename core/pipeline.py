@@ -209,8 +209,7 @@ def _load_masks(state: RunState, record: StageRecord) -> StageOutput:
                        mask_dir=MASKS_IMAGES.path(state.run_dir).resolve(), photos=photos,
                        confidence={p.working: float(per_photo[p.name]["confidence"]) for p in photos},
                        supplied={p.working for p in photos if per_photo[p.name]["supplied"]},
-                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius,
-                       product_radius=geometry.product_radius, product_height=geometry.product_height)
+                       **geometry.product_frame())
 
 
 def _depth(state: RunState, progress: StageProgress) -> StageOutput:

@@ -207,12 +207,13 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     placed = vertices @ transform[:3, :3].T + transform[:3, 3]
 
     progress(0.5, "writing GLB, USDZ and OBJ")
-    base_color = _texture_image(Path(surface.base_color), config.texture_size)
+    texture_image = _square_texture(Path(surface.base_color), config.texture_size)
+    base_color = _encoded(texture_image, "JPEG")
     normal_png = Path(surface.normal_map).read_bytes() if surface.normal_map else None
     uv = np.asarray(surface.uv, np.float64)
     write_glb(ASSET_GLB.path(run_dir), placed, faces, uv, base_color, normal_png)
     write_usdz(ASSET_USDZ.path(run_dir), placed, faces, uv, base_color, normal_png)
-    ASSET_TEXTURE.path(run_dir).write_bytes(_texture_image(Path(surface.base_color), config.texture_size, "PNG"))
+    ASSET_TEXTURE.path(run_dir).write_bytes(_encoded(texture_image, "PNG"))
     artifacts: list[Artifact] = [ASSET_GLB, ASSET_USDZ, ASSET_OBJ, ASSET_MTL, ASSET_TEXTURE]
     if normal_png is not None:
         ASSET_NORMAL.path(run_dir).write_bytes(normal_png)
@@ -243,7 +244,7 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
                     surface = bake_texture(fewer, scene, masks, png, size)
                 else:
                     surface = bake_vertex_colours(fewer, png, size)
-                colour = _texture_image(Path(surface.base_color), size)
+                colour = _encoded(_square_texture(Path(surface.base_color), size), "JPEG")
             finally:
                 png.unlink(missing_ok=True)
             resurfaced[max_faces, size] = (np.asarray(surface.vertices, np.float64),
@@ -475,16 +476,16 @@ def smooth_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.where(length > 1e-20, per_vertex / np.maximum(length, 1e-20), [0.0, 1.0, 0.0])
 
 
-def _texture_image(path: Path, cap: int, image_format: str = "JPEG") -> bytes:
-    """The base-colour texture as JPEG (GLB, USDZ) or PNG (the OBJ's) bytes, square power of two, at most ``cap``
-    a side."""
+def _square_texture(path: Path, cap: int):
+    """The base-colour texture (PIL image), square power of two, at most ``cap`` a side; encoded JPEG for the GLB
+    and USDZ, PNG for the OBJ (``_encoded``)."""
     from PIL import Image
 
     image = Image.open(path).convert("RGB")
     side = min(cap, 1 << int(np.round(np.log2(max(image.size)))))
     if image.size != (side, side):
         image = image.resize((side, side), Image.LANCZOS)
-    return _encoded(image, image_format)
+    return image
 
 
 def _encoded(image, image_format: str) -> bytes:

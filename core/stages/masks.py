@@ -230,8 +230,7 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
     progress(1.0, "masks ready")
     return MasksResult(metrics=metrics, findings=findings, artifacts=[MASKS_IMAGES], mask_dir=mask_dir.resolve(),
                        photos=photos, confidence=confidence, supplied={photos[i].working for i in given},
-                       plane=geometry.plane, up=geometry.up, focus=geometry.focus, radius=geometry.radius,
-                       product_radius=geometry.product_radius, product_height=geometry.product_height)
+                       **geometry.product_frame())
 
 
 def find_supplied_masks(folder: Path, photos: Sequence[Photo], sources: Sequence[Path]) -> dict[int, Path]:
@@ -327,6 +326,11 @@ class SceneGeometry:
                 return cls(cameras, plane, up, focus, radius, height, product, _neighbours(cameras),
                            min(product_radius, radius), min(product_height, height))
         return cls(cameras, plane, up, focus, radius, height, product, _neighbours(cameras))
+
+    def product_frame(self) -> dict[str, object]:
+        """Where the product stands, as ``MasksResult`` keeps it (for the visual hull and the search region)."""
+        return {"plane": self.plane, "up": self.up, "focus": self.focus, "radius": self.radius,
+                "product_radius": self.product_radius, "product_height": self.product_height}
 
     def hints(self, index: int, images: list[np.ndarray]) -> SegmentationHints:
         camera = self.cameras[index]
