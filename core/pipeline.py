@@ -300,7 +300,7 @@ def _load_fusion(state: RunState, record: StageRecord) -> StageOutput:
     carved = bool(metrics.get("silhouettes"))
     return FusedCloud(points=points, colors=colors, normals=normals, cameras=[m.camera for m in state.depth_prior.maps],
                       voxel_size=float(metrics["voxel_size"]), silhouettes=carved,
-                      support=np.array(metrics["support"]) if carved and metrics.get("support") else None,
+                      support=np.array(metrics["support"]) if metrics.get("support") else None,
                       focus=np.array(metrics["focus"]) if carved and metrics.get("focus") else None)
 
 

@@ -10,12 +10,13 @@ import open3d as o3d
 import pytest
 
 from core.artifacts import ISOLATION_FRAME, ISOLATION_POINTS
-from core.config import IsolationConfig
+from core.config import IsolationConfig, MeshConfig
 from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
 from core.photos import Photo
 from core.scene import SparseScene
 from core.stages.fusion import FusedCloud
 from core.stages.isolation import run_isolation
+from core.stages.mesh import run_mesh
 
 
 def _photos(count: int) -> list[Photo]:
@@ -54,6 +55,18 @@ def tilted_world() -> tuple[np.ndarray, np.ndarray]:
     return R, np.array([0.4, -1.2, 2.0])
 
 
+def _ring_scene(tmp_path: Path, R: np.ndarray, shift: np.ndarray) -> SparseScene:
+    """Twelve cameras on a ring 0.5 m out and 0.3 m up, looking at the box's middle, moved with the world."""
+    K = intrinsics_from_fov(320, 240, 50)
+    cameras = []
+    for a in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+        eye = np.array([0.5 * np.cos(a), 0.5 * np.sin(a), 0.3])
+        Rc, tc = look_at(eye, np.array([0, 0, 0.08]))
+        cameras.append(PinholeCamera(K, Rc @ R.T, tc - Rc @ R.T @ shift, 320, 240))
+    return SparseScene(_photos(12), [tmp_path / f"{i}.jpg" for i in range(12)], cameras,
+                       np.empty((0, 3)), np.empty((0, 3), np.uint8), [np.empty(0, np.int64)] * 12)
+
+
 def test_isolation_removes_table_backdrop_and_floaters(tmp_path: Path, tilted_world) -> None:
     R, shift = tilted_world
     rng = np.random.default_rng(0)
@@ -67,15 +80,8 @@ def test_isolation_removes_table_backdrop_and_floaters(tmp_path: Path, tilted_wo
     points = np.concatenate(parts) @ R.T + shift
     labels = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
 
-    # Twelve cameras on a ring 0.5 m out and 0.3 m up, looking at the box's middle.
-    K = intrinsics_from_fov(320, 240, 50)
-    cameras = []
-    for a in np.linspace(0, 2 * np.pi, 12, endpoint=False):
-        eye = np.array([0.5 * np.cos(a), 0.5 * np.sin(a), 0.3])
-        Rc, tc = look_at(eye, np.array([0, 0, 0.08]))
-        cameras.append(PinholeCamera(K, Rc @ R.T, tc - Rc @ R.T @ shift, 320, 240))  # moved with the world
-    scene = SparseScene(_photos(12), [tmp_path / f"{i}.jpg" for i in range(12)], cameras,
-                        np.empty((0, 3)), np.empty((0, 3), np.uint8), [np.empty(0, np.int64)] * 12)
+    scene = _ring_scene(tmp_path, R, shift)
+    cameras = scene.cameras
     normals = np.tile(R @ np.array([0, 0, 1.0]), (len(points), 1))  # orientation is not what is tested here
     colors = np.full((len(points), 3), 128, np.uint8)
     cloud = FusedCloud(points=points, colors=colors, normals=normals, cameras=cameras, voxel_size=SPACING)
@@ -125,3 +131,32 @@ def test_a_failed_cut_keeps_everything_and_says_so(tmp_path: Path) -> None:
     result = run_isolation(cloud, scene, tmp_path, IsolationConfig())
     assert result.ok and len(result.points) == len(points) and result.metrics["isolated"] == 0
     assert any(f.level == "warning" and "could not be separated" in f.message for f in result.findings)
+
+
+def test_a_cloud_without_its_table_stands_on_the_sparse_plane_and_gets_a_flat_base(tmp_path: Path,
+                                                                                   tilted_world) -> None:
+    """Stereo searched only inside the product masks: no table in the dense cloud. The masks stage's plane (from the
+    sparse points) stands in, so the mesh's base is capped on it instead of left for Poisson to balloon."""
+    R, shift = tilted_world
+    up = R @ np.array([0, 0, 1.0])
+    box = _box_surface(np.array([0.08, 0.06, 0.16]))
+    points = box @ R.T + shift
+    scene = _ring_scene(tmp_path, R, shift)
+    normals = np.zeros_like(box)  # outward box normals, so that Poisson gets a consistent surface
+    sx, sy, top = 0.04, 0.03, 0.16
+    normals[np.isclose(box[:, 1], -sy)] = [0, -1, 0]
+    normals[np.isclose(box[:, 1], sy)] = [0, 1, 0]
+    normals[np.isclose(box[:, 0], -sx)] = [-1, 0, 0]
+    normals[np.isclose(box[:, 0], sx)] = [1, 0, 0]
+    normals[np.isclose(box[:, 2], top)] = [0, 0, 1]
+    support = np.append(up, -up @ shift)
+    cloud = FusedCloud(points=points, colors=np.full((len(points), 3), 128, np.uint8), normals=normals @ R.T,
+                       cameras=scene.cameras, voxel_size=SPACING, support=support)
+
+    result = run_isolation(cloud, scene, tmp_path, IsolationConfig())
+    assert result.ok and result.metrics["support_plane_from_sparse"] == 1
+    assert np.allclose(result.plane, support) and np.allclose(result.up, up)
+    mesh = run_mesh(result, tmp_path, MeshConfig(target_faces=20_000))
+    assert mesh.ok and mesh.metrics["base_capped"] == 1 and mesh.metrics["closed"] == 1
+    heights = np.asarray(mesh.mesh.vertices) @ up + support[3]
+    assert heights.min() > -1e-6 and heights.max() < top + 0.01  # nothing ballooned under the table or over the top

@@ -4,7 +4,8 @@
    parts cancel), refined to the table's normal once the table is found.
 2. The focus is the point nearest, in least squares, to all optical axes: the cameras converge on the product.
 3. The support plane is the largest RANSAC plane whose normal agrees with up, with the cameras above it and the focus
-   not below it; its inliers and everything under it go.
+   not below it; its inliers and everything under it go. When the dense cloud holds no table (stereo searched only
+   inside trusted product masks), the plane the masks stage found in the sparse points stands in.
 4. The background is whatever lies farther from the vertical axis through the focus than the cameras' views allow for
    an object in frame (a cylinder sized from the camera distance and field of view).
 5. What is left is clustered (DBSCAN on a thinned copy); the cluster nearest the focus is the product, together with
@@ -88,6 +89,12 @@ def run_isolation(cloud: FusedCloud, scene: SparseScene, run_dir: Path, config: 
     distance = float(np.median([np.linalg.norm(c.center - focus) for c in cameras]))
     tolerance = max(3.0 * cloud.voxel_size, 0.004 * distance)
     plane = support_plane(pts, cameras, up, focus, tolerance)
+    from_sparse = plane is None and cloud.support is not None
+    if from_sparse:
+        # Stereo searched only inside trusted product masks, so the dense cloud holds no table: the plane the masks
+        # stage found in the sparse points is the table (cracker box, balanced: without it the base was left to
+        # Poisson, which ballooned it, mesh precision at 0.5% 0.82 instead of 0.9+).
+        plane = np.asarray(cloud.support, dtype=np.float64)
     keep = np.ones(n_in, dtype=bool)
     findings: list[Finding] = []
     if plane is not None:
@@ -125,6 +132,7 @@ def run_isolation(cloud: FusedCloud, scene: SparseScene, run_dir: Path, config: 
         "removed_small_clusters": int(small.sum()),
         "points_out": n_out,
         "support_plane_found": int(plane is not None),
+        "support_plane_from_sparse": int(from_sparse),
         "object_radius": radius,
         "isolated": 1,
     }

@@ -64,7 +64,8 @@ class FusedCloud(StageOutput):
     from_hull: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     """(N,) True for points that only the hull gave (no stereo, no completed face near them)."""
     support: np.ndarray | None = None
-    """The support plane the hull stands on (a, b, c, d), (a, b, c) = up; None when there was none."""
+    """The support plane the masks stage found in the sparse points (a, b, c, d), (a, b, c) = up, which the hull
+    stands on; None when there was none (or no masks)."""
     focus: np.ndarray | None = None
     """Where the cameras look (on the plane), when the silhouettes said so."""
 
@@ -149,8 +150,10 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
             pts, nrm, rgb, from_hull = carved.points, carved.normals, carved.colors, carved.from_hull
             metrics.update({k: v for k, v in carved.stats.items()})
             # What isolation and mesh need of the hull, kept in the record so that a resumed run rebuilds it.
-            metrics.update({"silhouettes": 1, "support": None if silhouettes.plane is None else
-                            [float(v) for v in silhouettes.plane], "focus": [float(v) for v in silhouettes.focus]})
+            metrics.update({"silhouettes": 1, "focus": [float(v) for v in silhouettes.focus]})
+    support = silhouettes.plane if silhouettes is not None else None
+    if support is not None:  # kept in the record so that a resumed run rebuilds it
+        metrics["support"] = [float(v) for v in support]
     findings += advice.silhouette_findings(metrics)
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
     cloud.colors = o3d.utility.Vector3dVector(rgb.astype(np.float64) / 255.0)
@@ -164,5 +167,4 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
     return FusedCloud(
         metrics=metrics, findings=findings, artifacts=[FUSION_POINTS], points=pts, colors=rgb, normals=nrm,
         cameras=[v.camera for v in views], voxel_size=voxel, silhouettes=carved is not None, from_hull=from_hull,
-        support=silhouettes.plane if carved is not None and silhouettes is not None else None,
-        focus=silhouettes.focus if carved is not None and silhouettes is not None else None)
+        support=support, focus=silhouettes.focus if carved is not None and silhouettes is not None else None)
