@@ -111,7 +111,8 @@ def run(out: Path, views: int, size: tuple[int, int], planes: int, obj: str = "p
         np.save(prior_dir / f"{Path(name).stem}.npy", simulate_prior(truth, rng, wrong=i == WRONG_VIEW))
     t0 = time.perf_counter()
     shutil.rmtree(out / "merged", ignore_errors=True)
-    merged: DepthMaps = run_depth_prior(scene, stereo, out / "merged", DepthPriorConfig(depth_dir=str(prior_dir)))
+    merged: DepthMaps = run_depth_prior(scene, stereo, out / "merged", DepthPriorConfig(depth_dir=str(prior_dir)),
+                                       supplied_dir=prior_dir)
     timings["prior_s"] = time.perf_counter() - t0
     merged_views = [load_depth_map(r.path) for r in merged.maps]
 

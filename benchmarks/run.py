@@ -548,8 +548,38 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
             if run.get("failure_reason"):
                 lines += ["", f"{run['preset']}: {run['failure_reason']}"]
         lines.append("")
+    lines += growth_table(results["captures"])
     kept = kept_sections(md_path)
     md_path.write_text("\n".join(lines) + ("\n" + "\n\n".join(kept.values()) + "\n" if kept else ""), encoding="utf-8")
+
+
+def growth_table(captures: list[dict[str, Any]]) -> list[str]:
+    """Time and peak memory against the number of photos: each capture ``NAME_<photos>`` beside ``NAME``, per preset
+    (the report's lines; none when no such family was run)."""
+    by_name = {cap["name"]: cap for cap in captures if cap.get("runs")}
+    families: dict[str, list[dict[str, Any]]] = {}
+    for name, cap in by_name.items():
+        base = re.sub(r"_\d+$", "", name)
+        if base != name and base in by_name:
+            families.setdefault(base, [by_name[base]]).append(cap)
+    lines: list[str] = []
+    for base, members in families.items():
+        lines += [f"## Growth with the number of photos ({base})", "",
+                  "| preset | photos | status | wall s | peak MB | sfm s | depth s | seconds per photo | "
+                  "mesh F 0.5%/1% |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        rows = [(run["preset"], cap.get("num_photos", 0), run) for cap in members for run in cap["runs"]]
+        for preset, photos, run in sorted(rows, key=lambda r: (r[0], r[1])):
+            stages, mesh = run.get("stages", {}), run.get("mesh.ply") or {}
+            f = mesh.get("fscore") or [None, None]
+            wall = run.get("wall_s")
+            per_photo = wall / photos if wall and photos else None
+            lines.append(f"| {preset} | {photos} | {run.get('status', '?')} | {_fmt(wall, '.0f')} | "
+                         f"{_fmt(run.get('peak_rss_mb'), '.0f')} | {_fmt(stages.get('sfm'), '.0f')} | "
+                         f"{_fmt(stages.get('depth'), '.0f')} | {_fmt(per_photo, '.1f')} | "
+                         f"{_fmt(f[0], '.2f')} / {_fmt(f[1], '.2f')} |")
+        lines.append("")
+    return lines
 
 
 _SECTION = re.compile(r"<!-- begin: ([\w-]+) -->.*?<!-- end: \1 -->", re.S)
