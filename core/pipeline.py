@@ -204,12 +204,12 @@ def _load_masks(state: RunState, record: StageRecord) -> StageOutput:
         return MasksResult(metrics=record.metrics, findings=record.findings)
     per_photo = record.metrics["per_photo"]
     photos = list(state.scene.photos)
-    geometry = SceneGeometry.from_scene(state.scene)
+    frame = SceneGeometry.from_scene(state.scene).product_frame()
+    frame.update({k: float(record.metrics[k]) for k in ("product_radius", "product_height") if k in record.metrics})
     return MasksResult(metrics=record.metrics, findings=record.findings, artifacts=[MASKS_IMAGES],
                        mask_dir=MASKS_IMAGES.path(state.run_dir).resolve(), photos=photos,
                        confidence={p.working: float(per_photo[p.name]["confidence"]) for p in photos},
-                       supplied={p.working for p in photos if per_photo[p.name]["supplied"]},
-                       **geometry.product_frame())
+                       supplied={p.working for p in photos if per_photo[p.name]["supplied"]}, **frame)
 
 
 def _depth(state: RunState, progress: StageProgress) -> StageOutput:

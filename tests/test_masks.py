@@ -185,3 +185,31 @@ def test_only_trusted_masks_limit_the_dense_search(tmp_path):
     assert all(np.array_equal(m, trusted.mask_for(p)) for m, p in zip(search[:3], photos, strict=False))
     assert MasksResult(ok=False, mask_dir=tmp_path, photos=photos,
                        confidence={p.working: high for p in photos}).search_masks(scene) is None
+
+
+def test_a_plain_product_without_sparse_points_is_bounded_by_its_masks() -> None:
+    """No product points (a plain box on a turntable): the masks' outlines bound the dense search instead. The
+    bound holds the product (its true silhouette inside the bound's image in every photo), is not much larger, and a
+    mask that took the whole plate does not inflate it."""
+    from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
+    from core.stages.masks import PRODUCT_BOUND_PAD, cylinder_region, mask_cylinder
+
+    size = (320, 240)
+    focus, up = np.zeros(3), np.array([0.0, 0.0, 1.0])
+    cameras = []
+    for i in range(12):
+        angle = i * np.pi / 6
+        R, t = look_at(np.array([1.5 * np.cos(angle), 1.5 * np.sin(angle), 0.9]), np.array([0.0, 0.0, 0.2]))
+        cameras.append(PinholeCamera(intrinsics_from_fov(*size, 50.0), R, t, *size))
+    radius, height = 0.12, 0.4  # the product: an upright cylinder standing on z = 0
+    masks = [cylinder_region(c, focus, up, radius, (0.0, height)) for c in cameras]
+    masks[3] = cylinder_region(cameras[3], focus, up, 0.6, (0.0, 0.05)) | masks[3]  # took the plate
+    got_radius, got_height = mask_cylinder(cameras, masks, focus, up)
+    assert radius <= got_radius <= 1.4 * PRODUCT_BOUND_PAD * radius
+    assert height <= got_height <= 1.4 * PRODUCT_BOUND_PAD * height
+    for camera, truth in zip(cameras, [cylinder_region(c, focus, up, radius, (0.0, height)) for c in cameras],
+                             strict=True):
+        bound = cylinder_region(camera, focus, up, got_radius, (0.0, got_height))
+        assert not (truth & ~bound).any()
+        assert bound.sum() < 2.5 * truth.sum()
+    assert mask_cylinder(cameras[:2], masks[:2], focus, up) == (0.0, 0.0)

@@ -222,15 +222,67 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
         if i in segmentations:
             per_photo[photo.name].update({k: round(v, 3) for k, v in segmentations[i].scores.items()})
     values = np.array(list(confidence.values()))
+    frame = geometry.product_frame()
+    bound_from = "sparse points" if geometry.product_radius > 0 else None
+    if bound_from is None and geometry.plane is not None:
+        # A plain product gives SfM no points of its own: the masks bound it instead.
+        usable = [(c, m) for c, m, v in zip(cameras, masks, confidence.values(), strict=True)
+                  if v >= MIN_HULL_CONFIDENCE]
+        radius, height = mask_cylinder([c for c, _ in usable], [m for _, m in usable], geometry.focus, geometry.up)
+        if radius > 0:
+            frame.update(product_radius=min(radius, geometry.radius), product_height=min(height, geometry.height))
+            bound_from = "masks"
     metrics = {"masks": len(photos), "supplied": len(given), "median_confidence": float(np.median(values)),
                "low_confidence": int((values < advice.LOW_MASK_CONFIDENCE).sum()),
                "support_plane_found": int(geometry.plane is not None),
+               # Kept in the record so that a resumed run bounds the dense search the same way.
+               "product_radius": float(frame["product_radius"]), "product_height": float(frame["product_height"]),
+               "product_bound_from": bound_from,
                "seconds": round(time.perf_counter() - started, 2), "per_photo": per_photo}
     findings += advice.masks_findings(per_photo)
     progress(1.0, "masks ready")
     return MasksResult(metrics=metrics, findings=findings, artifacts=[MASKS_IMAGES], mask_dir=mask_dir.resolve(),
-                       photos=photos, confidence=confidence, supplied={photos[i].working for i in given},
-                       **geometry.product_frame())
+                       photos=photos, confidence=confidence, supplied={photos[i].working for i in given}, **frame)
+
+
+MASK_BOUND_QUANTILE = 0.9
+"""The mask-bounded cylinder takes this quantile over the photos of each photo's extent: the product's widest view
+counts (a box seen along its diagonal), a few masks that took the plate or the backdrop do not."""
+
+
+def mask_cylinder(cameras: Sequence[PinholeCamera], masks: Sequence[np.ndarray], focus: np.ndarray,
+                  up: np.ndarray) -> tuple[float, float]:
+    """(radius, height) of an upright cylinder on the support plane around ``focus`` that holds the product as the
+    masks outline it (padded by ``PRODUCT_BOUND_PAD``); (0, 0) with fewer than 3 masks.
+
+    Each mask's outline is cast onto the vertical plane through the axis facing its camera: its 99th-percentile
+    distance from the axis and height above the plane are that photo's extent (rays through the far top rim cross
+    that plane higher than the rim: the bound errs large)."""
+    radii, heights = [], []
+    for camera, mask in zip(cameras, masks, strict=True):
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            continue
+        pixels = np.concatenate(contours).reshape(-1, 2).astype(np.float64) + 0.5
+        toward = camera.center - focus
+        normal = toward - (toward @ up) * up
+        if np.linalg.norm(normal) < 1e-9:  # looking straight down the axis: no side view of the product
+            continue
+        normal /= np.linalg.norm(normal)
+        rays = np.column_stack([pixels, np.ones(len(pixels))]) @ np.linalg.inv(camera.K).T @ camera.R  # world dirs
+        along = rays @ normal
+        ok = np.abs(along) > 1e-9
+        t = ((focus - camera.center) @ normal) / along[ok]
+        hit = camera.center + t[:, None] * rays[ok] - focus
+        height = hit @ up
+        radial = np.linalg.norm(hit - np.outer(height, up), axis=1)
+        if len(radial) and (t > 0).all():
+            radii.append(np.quantile(radial, 0.99))
+            heights.append(np.quantile(height, 0.99))
+    if len(radii) < 3:
+        return 0.0, 0.0
+    return (float(np.quantile(radii, MASK_BOUND_QUANTILE)) * PRODUCT_BOUND_PAD,
+            float(np.quantile(heights, MASK_BOUND_QUANTILE)) * PRODUCT_BOUND_PAD)
 
 
 def find_supplied_masks(folder: Path, photos: Sequence[Photo], sources: Sequence[Path]) -> dict[int, Path]:
