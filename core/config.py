@@ -184,6 +184,8 @@ class TextureConfig:
     """Side of the square atlas in texels (a power of two; grows when the faces would get too few texels)."""
     max_views: int = 0
     """Photos considered per face, spread over the capture (0 = all)."""
+    normal_map: bool = False
+    """Also bake a tangent-space normal map from the dense points onto the final mesh (GLB normalTexture, USDZ)."""
 
 
 @dataclass(frozen=True)
