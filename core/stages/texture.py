@@ -6,7 +6,10 @@ mask; neighbouring faces prefer the same photo, a few ICM passes in the spirit o
 photo's colour gain against the others, and samples the chosen photo, blended with the next best few, bilinearly at
 every texel. Faces no photo sees
 (the capped base) take the mesh's vertex colours; the gutters are filled by dilation so no black shows.
-Writes ``RUN/texture/textured.npz`` (vertices, faces, uv; reconstruction frame) and ``RUN/texture/base_color.png``.
+Writes ``RUN/texture/textured.npz`` (vertices, faces, uv; reconstruction frame) and ``RUN/texture/base_color.png``;
+with ``texture.normal_map`` also ``RUN/texture/normal.png``, a tangent-space normal map baked from the product's
+dense points (``bake_normal_map``; off by default: measured in its config field, it does not beat the mesh's own
+smooth normals on the benchmark captures).
 
 Why a cell atlas and not xatlas: xatlas 0.0.11 took 72.8 s to chart and pack a 100k-face mesh on this 2-core machine
 (81 s with max_iterations=1), above the stage's 60 s budget on its own; the cell atlas is instant and gives every
