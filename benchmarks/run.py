@@ -310,6 +310,8 @@ def evaluate_run(run_dir: Path, truth_cameras: dict[str, PinholeCamera], scale_r
             out[UNCAPPED_MESH] = _uncapped_mesh_score(path, poses.alignment, surface, scale_reference)
     if novel_dir is not None and poses.alignment is not None:
         out["appearance"] = novel_view_appearance(run, poses.alignment, novel_dir)
+        if run.artifact("texture.normal") is not None:
+            out["shading_normals"] = novel_view_normal_error(run, poses.alignment, novel_dir, surface)
     return out
 
 
@@ -382,6 +384,72 @@ def novel_view_appearance(run: Any, alignment: Any, novel_dir: Path) -> dict[str
         mse = float(np.mean(np.concatenate(errors))) if covered else float("nan")
         out[label] = {"psnr_db": round(10 * np.log10(255.0**2 / mse), 2) if covered else None,
                       "coverage": round(covered / max(total, 1), 4)}
+    return out
+
+
+def novel_view_normal_error(run: Any, alignment: Any, novel_dir: Path, surface: GroundTruthSurface
+                            ) -> dict[str, Any]:
+    """Angular error of the textured model's shading normals in the held-out views, without and with its normal map
+    (``shading_normal_error``)."""
+    import cv2
+
+    from benchmarks.synthetic import read_cameras_json
+    from core.stages.texture import load_textured
+
+    textured = load_textured(run.run_dir)
+    vertices = alignment.apply(textured.vertices)  # rotation and scale: the tangent-space map is unchanged by both
+    normal_map = cv2.cvtColor(cv2.imread(str(textured.normal_map)), cv2.COLOR_BGR2RGB)
+    models = {"smooth_normals": (vertices, textured.faces, textured.uv, None),
+              "normal_map": (vertices, textured.faces, textured.uv, normal_map)}
+    return shading_normal_error(models, surface, read_cameras_json(novel_dir / "cameras.json"), novel_dir)
+
+
+def shading_normal_error(models: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
+                         surface: GroundTruthSurface, cameras: dict[str, PinholeCamera], novel_dir: Path
+                         ) -> dict[str, Any]:
+    """Per model (vertices in the ground-truth frame, faces, uv, normal map or None): mean and median angle in
+    degrees between the normal a glTF viewer shades each pixel with (``core.stages.texture.shading_normals``) and
+    the true surface's normal there, over the pixels of the product's true mask that the model and the truth cover."""
+    import cv2
+    import open3d as o3d
+
+    from core.stages.texture import camera_rays, shading_normals
+
+    def scene(vertices: np.ndarray, faces: np.ndarray) -> Any:
+        raycast = o3d.t.geometry.RaycastingScene()
+        raycast.add_triangles(o3d.core.Tensor(np.asarray(vertices, np.float32)),
+                              o3d.core.Tensor(np.asarray(faces, np.uint32)))
+        return raycast
+
+    truth = scene(surface.vertices, surface.triangles)
+    scenes = {label: scene(m[0], m[1]) for label, m in models.items()}
+    angles: dict[str, list[np.ndarray]] = {label: [] for label in models}
+    for name, camera in cameras.items():
+        mask = (cv2.imread(str(novel_dir / "masks" / name), cv2.IMREAD_GRAYSCALE) > 127).ravel()
+        rays = camera_rays(camera)
+        true_hit = truth.cast_rays(o3d.core.Tensor(rays))
+        true_normal = true_hit["primitive_normals"].numpy().astype(np.float64)
+        # The truth's winding is not trusted: a visible surface's normal faces the camera.
+        true_normal *= np.where((true_normal * rays[:, 3:]).sum(1, keepdims=True) > 0, -1.0, 1.0)
+        true_ok = np.isfinite(true_hit["t_hit"].numpy())
+        hits = {label: raycast.cast_rays(o3d.core.Tensor(rays)) for label, raycast in scenes.items()}
+        inside = mask & true_ok
+        for hit in hits.values():  # the same pixels for every model
+            inside &= np.isfinite(hit["t_hit"].numpy())
+        idx = np.flatnonzero(inside)
+        for label, (vertices, faces, uv, normal_map) in models.items():
+            hit = hits[label]
+            b = hit["primitive_uvs"].numpy()[idx].astype(np.float64)
+            bary = np.stack([1 - b[:, 0] - b[:, 1], b[:, 0], b[:, 1]], 1)
+            face = hit["primitive_ids"].numpy()[idx].astype(np.int64)
+            normal = shading_normals(np.asarray(vertices, np.float64), faces, uv, face, bary, normal_map)
+            cos = np.clip((normal * true_normal[idx]).sum(1), -1.0, 1.0)
+            angles[label].append(np.degrees(np.arccos(cos)))
+    out: dict[str, Any] = {"views": len(cameras)}
+    for label, parts in angles.items():
+        a = np.concatenate(parts) if parts else np.zeros(0)
+        out[label] = {"mean_deg": round(float(a.mean()), 2) if len(a) else None,
+                      "median_deg": round(float(np.median(a)), 2) if len(a) else None, "pixels": len(a)}
     return out
 
 

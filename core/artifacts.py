@@ -67,6 +67,8 @@ TEXTURE_MESH = Artifact("texture.mesh", "textured.npz", "file",
                         "the UV-mapped mesh: vertices, faces, uv (glTF v down), reconstruction frame")
 TEXTURE_BASE_COLOR = Artifact("texture.base_color", "base_color.png", "file",
                               "the base-colour atlas baked from the photos (square, power of two)")
+TEXTURE_NORMAL = Artifact("texture.normal", "normal.png", "file",
+                          "the tangent-space normal map baked from the dense surface (the atlas's layout), optional")
 ASSET_GLB = Artifact("asset.glb", "asset.glb", "file",
                      "the shop-ready asset: glTF 2.0 PBR, textured, metres, Y-up on Y = 0, front +Z")
 ASSET_USDZ = Artifact("asset.usdz", "asset.usdz", "file", "the asset as USDZ (UsdPreviewSurface, texture packaged)")
@@ -96,8 +98,9 @@ STICKER_THEME = Artifact("sticker.theme", "theme.json", "file",
 REGISTRY: dict[str, Artifact] = {a.key: a for a in [
     CAPTURE_ORIGINALS, CAPTURE_IMAGES, SFM_MODEL, SFM_MATCHES, SFM_UNDISTORTED, MASKS_IMAGES, DEPTH_MAPS,
     DEPTH_PRIOR_SUPPLIED, DEPTH_PRIOR_MAPS, DEPTH_PRIOR_PRIORS, FUSION_POINTS, ISOLATION_POINTS, ISOLATION_FRAME,
-    MESH_PLY, MESH_GLB, MESH_OBJ, TEXTURE_MESH, TEXTURE_BASE_COLOR, ASSET_GLB, ASSET_USDZ, ASSET_OBJ, ASSET_MTL,
-    ASSET_TEXTURE, ASSET_NORMAL, ASSET_CHECKS, ASSET_VARIANTS, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ, RELIEF_DEPTH,
+    MESH_PLY, MESH_GLB, MESH_OBJ, TEXTURE_MESH, TEXTURE_BASE_COLOR, TEXTURE_NORMAL, ASSET_GLB, ASSET_USDZ, ASSET_OBJ,
+    ASSET_MTL, ASSET_TEXTURE, ASSET_NORMAL, ASSET_CHECKS, ASSET_VARIANTS, RELIEF_PLY, RELIEF_GLB, RELIEF_OBJ,
+    RELIEF_DEPTH,
     STICKER_PNG, STICKER_WEBP, STICKER_GLB, STICKER_PLY, STICKER_CUTOUT, STICKER_THEME,
 ]}
 

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dense depth: PatchMatch (depth + normal per pixel) or the plane sweep "
                              "(overrides the preset)")
     parser.add_argument("--target-faces", type=int, help="face budget of the final mesh (overrides the preset)")
+    parser.add_argument("--normal-map", action="store_true",
+                        help="also bake a tangent-space normal map from the dense points (texture.normal_map)")
     for axis, what in (("height", "height"), ("width", "width (left to right, seen from the first photo)"),
                        ("depth", "depth (front to back, seen from the first photo)")):
         parser.add_argument(f"--{axis}-mm", type=_millimetres, metavar="MM",
@@ -189,6 +191,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         changes["sticker"] = {"theme": args.sticker}
     if args.depth_method:
         changes["depth"]["method"] = args.depth_method
+    if args.normal_map:
+        changes["texture"] = {"normal_map": True}
     if args.target_faces:
         changes["mesh"]["target_faces"] = changes["relief"]["target_faces"] = args.target_faces
     for axis in ("height", "width", "depth"):

@@ -226,29 +226,35 @@ def run_asset(texture: TexturedSurface | None, mesh, isolation, scene, run_dir: 
     variants = ASSET_VARIANTS.path(run_dir)
     variants.mkdir(exist_ok=True)
 
-    resurfaced: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bytes]] = {}
+    resurfaced: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bytes, bytes | None]] = {}
 
-    def resurface(max_faces: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+    def resurface(max_faces: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes, bytes | None]:
         """The mesh stage's mesh decimated to ``max_faces`` and baked again as the asset's surface was, at ``size``:
-        vertices (reconstruction frame), faces, uv and the base-colour image. Once per budget (Shopify and Google
-        often ask for the same one)."""
+        vertices (reconstruction frame), faces, uv, the base-colour image and, when the asset has one, the normal map
+        baked again from the dense points. Once per budget (Shopify and Google often ask for the same one)."""
         from core.stages.mesh import decimate
 
         if (max_faces, size) not in resurfaced:
             fewer, _, _ = decimate(mesh.mesh, max_faces)
             png = variants / f".{max_faces}_{size}_base_color.png"
+            normal_file = variants / f".{max_faces}_{size}_normal.png"
             try:
+                normal = None
                 if source == "texture":
-                    from core.stages.texture import bake_texture
+                    from core.stages.texture import bake_texture, load_dense_surface
 
-                    surface = bake_texture(fewer, scene, masks, png, size)
+                    dense = load_dense_surface(run_dir) if normal_png is not None else None
+                    surface = bake_texture(fewer, scene, masks, png, size, dense=dense, normal_png=normal_file)
+                    if surface.normal_map is not None:
+                        normal = Path(surface.normal_map).read_bytes()
                 else:
                     surface = bake_vertex_colours(fewer, png, size)
                 colour = _encoded(_square_texture(Path(surface.base_color), size), "JPEG")
             finally:
                 png.unlink(missing_ok=True)
+                normal_file.unlink(missing_ok=True)
             resurfaced[max_faces, size] = (np.asarray(surface.vertices, np.float64),
-                                           np.asarray(surface.faces, np.int64), np.asarray(surface.uv), colour)
+                                           np.asarray(surface.faces, np.int64), np.asarray(surface.uv), colour, normal)
         return resurfaced[max_faces, size]
     facts = {"glb": inspect_glb(ASSET_GLB.path(run_dir)), "usdz": inspect_usdz(ASSET_USDZ.path(run_dir))}
     profiles = {}
@@ -745,17 +751,18 @@ def _write_variant(profile: Profile, folder: Path, facts: FileFacts, cell_atlas:
     if max_faces < facts.triangles or (cell_atlas and side < current):
         # A cell atlas cannot be shrunk (its faces' cells would bleed into each other): it is baked again too.
         for _ in range(2):
-            fewer, fewer_faces, fewer_uv, colour = resurface(max_faces, side)
+            fewer, fewer_faces, fewer_uv, colour, normal = resurface(max_faces, side)
             placed = fewer @ transform[:3, :3].T + transform[:3, 3]
             logger.info("asset variant %s: %d faces, %d px texture", profile.name, len(fewer_faces), side)
-            writer(path, placed, fewer_faces, fewer_uv, colour)
+            writer(path, placed, fewer_faces, fewer_uv, colour, normal)
             size = path.stat().st_size
             if not profile.max_bytes or size <= profile.max_bytes:
                 break
             # The plan scaled the texture's bytes with its area; a smaller photo atlas compresses worse per texel
             # (4096 -> 2048 on the soup can: 15.4 MB for a 14.25 MB aim). Once more with the bytes now known.
-            per_face = (size - len(colour)) / max(len(fewer_faces), 1)
-            max_faces = int((_BYTES_ROOM * profile.max_bytes - len(colour)) / per_face)
+            images = len(colour) + len(normal or b"")
+            per_face = (size - images) / max(len(fewer_faces), 1)
+            max_faces = int((_BYTES_ROOM * profile.max_bytes - images) / per_face)
             if max_faces <= 0:
                 break
         return path

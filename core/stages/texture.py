@@ -6,7 +6,10 @@ mask; neighbouring faces prefer the same photo, a few ICM passes in the spirit o
 photo's colour gain against the others, and samples the chosen photo, blended with the next best few, bilinearly at
 every texel. Faces no photo sees
 (the capped base) take the mesh's vertex colours; the gutters are filled by dilation so no black shows.
-Writes ``RUN/texture/textured.npz`` (vertices, faces, uv; reconstruction frame) and ``RUN/texture/base_color.png``.
+Writes ``RUN/texture/textured.npz`` (vertices, faces, uv; reconstruction frame) and ``RUN/texture/base_color.png``;
+with ``texture.normal_map`` also ``RUN/texture/normal.png``, a tangent-space normal map baked from the product's
+dense points (``bake_normal_map``; off by default: measured in its config field, it does not beat the mesh's own
+smooth normals on the benchmark captures).
 
 Why a cell atlas and not xatlas: xatlas 0.0.11 took 72.8 s to chart and pack a 100k-face mesh on this 2-core machine
 (81 s with max_iterations=1), above the stage's 60 s budget on its own; the cell atlas is instant and gives every
@@ -25,7 +28,7 @@ import cv2
 import numpy as np
 
 from core import advice
-from core.artifacts import TEXTURE_BASE_COLOR, TEXTURE_MESH
+from core.artifacts import ISOLATION_POINTS, TEXTURE_BASE_COLOR, TEXTURE_MESH, TEXTURE_NORMAL
 from core.config import TextureConfig
 from core.geometry import PinholeCamera
 from core.progress import StageProgress, no_progress
@@ -56,6 +59,13 @@ Blending averages out the photos' view-dependent shine and the small misregistra
 5 at 0.3 23.10; the rest of the error is the lid's geometry, which no texture fixes)."""
 _GAIN_CLIP = (0.6, 1.6)
 """Per-photo colour gains outside this are not trusted (a wrong match, not exposure)."""
+_NORMAL_NEIGHBOURS = 8
+"""Dense points whose normals are averaged at a texel of the normal map (one point's normal is noisy)."""
+_NORMAL_REACH = 4.0
+"""A texel takes the dense normals only when its nearest dense point is within this many of the cloud's median
+point spacings; farther (the capped base, a hole the mesh bridged) it keeps the mesh's own normal (flat texel)."""
+FLAT_NORMAL = (128, 128, 255)
+"""The tangent-space normal (0, 0, 1) as 8-bit RGB: the mesh's own shading normal."""
 
 
 @dataclass
@@ -71,6 +81,30 @@ class TextureResult(StageOutput):
     base_color: Path | None = None
     """The atlas PNG (square, power of two)."""
     normal_map: Path | None = None
+    """The tangent-space normal map baked from the dense surface (PNG, the atlas's size), when asked for."""
+
+
+@dataclass
+class DenseSurface:
+    """The dense surface a normal map is baked from: oriented points, in the reconstruction frame."""
+
+    points: np.ndarray
+    """(P, 3) float."""
+    normals: np.ndarray
+    """(P, 3) unit."""
+
+
+def load_dense_surface(run_dir: Path) -> DenseSurface | None:
+    """The product's fused points with their normals (``RUN/isolation/points.ply``), None without them."""
+    import open3d as o3d
+
+    path = ISOLATION_POINTS.path(run_dir)
+    if not path.is_file():
+        return None
+    cloud = o3d.io.read_point_cloud(str(path))
+    if not cloud.has_normals() or len(cloud.points) < _NORMAL_NEIGHBOURS:
+        return None
+    return DenseSurface(np.asarray(cloud.points, np.float64), np.asarray(cloud.normals, np.float64))
 
 
 def run_texture(mesh, scene: SparseScene, masks, run_dir: Path, config: TextureConfig,
@@ -80,20 +114,25 @@ def run_texture(mesh, scene: SparseScene, masks, run_dir: Path, config: TextureC
         return TextureResult(metrics={"textured": 0})
     if mesh is None or mesh.mesh is None or len(mesh.mesh.triangles) == 0:
         return TextureResult(ok=False, failure=advice.TEXTURE_NO_MESH)
+    dense = load_dense_surface(run_dir) if config.normal_map else None
+    if config.normal_map and dense is None:
+        logger.warning("texture: no dense points with normals in %s, no normal map", ISOLATION_POINTS.run_path)
     result = bake_texture(mesh.mesh, scene, masks, TEXTURE_BASE_COLOR.path(run_dir), config.size, config.max_views,
-                          progress)
+                          progress, dense=dense, normal_png=TEXTURE_NORMAL.path(run_dir))
     np.savez_compressed(TEXTURE_MESH.path(run_dir), vertices=result.vertices, faces=result.faces, uv=result.uv)
-    result.artifacts = [TEXTURE_MESH, TEXTURE_BASE_COLOR]
+    result.artifacts = [TEXTURE_MESH, TEXTURE_BASE_COLOR, *([TEXTURE_NORMAL] if result.normal_map else [])]
     result.findings = advice.texture_findings(result.metrics)
     progress(1.0, "texture ready")
     return result
 
 
 def bake_texture(o3d_mesh, scene: SparseScene, masks, png: Path, size: int, max_views: int = 0,
-                 progress: StageProgress = no_progress) -> TextureResult:
+                 progress: StageProgress = no_progress, *, dense: DenseSurface | None = None,
+                 normal_png: Path | None = None) -> TextureResult:
     """Lay out the cell atlas of ``o3d_mesh`` (an Open3D mesh in the reconstruction frame, vertex colours for the
     faces no photo sees) and bake its base colour from the scene's photos into ``png`` (``size`` a side, grown when
-    the faces would get too few texels). The texture stage's bake; the asset stage re-bakes decimated variants."""
+    the faces would get too few texels); with ``dense`` and ``normal_png``, also a tangent-space normal map
+    (``bake_normal_map``). The texture stage's bake; the asset stage re-bakes decimated variants."""
     start = time.perf_counter()
     V = np.asarray(o3d_mesh.vertices, dtype=np.float64)
     F = np.asarray(o3d_mesh.triangles, dtype=np.int64)
@@ -154,6 +193,11 @@ def bake_texture(o3d_mesh, scene: SparseScene, masks, png: Path, size: int, max_
     faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
     if not cv2.imwrite(str(png), cv2.cvtColor(atlas, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {png}")
+    normal_metrics: dict = {}
+    if dense is not None and normal_png is not None:
+        progress(0.95, "baking the normal map")
+        normal_metrics = bake_normal_map(vertices, faces, uv, size, cell, dense, normal_png, flat_faces=~seen,
+                                         texels=(texel_face, texel_bary, texel_rc))
     metrics = {
         "textured": 1,
         "texture_size": size,
@@ -164,11 +208,131 @@ def bake_texture(o3d_mesh, scene: SparseScene, masks, png: Path, size: int, max_
         "unseen_share": round(float((~seen).mean()), 4),
         "gain_min": round(float(gains.min()), 3),
         "gain_max": round(float(gains.max()), 3),
+        **normal_metrics,
         "seconds": round(time.perf_counter() - start, 2),
     }
     logger.info("texture: %d² atlas, %d faces, %d unseen, %.1f s", size, len(F), metrics["unseen_faces"],
                 metrics["seconds"])
-    return TextureResult(metrics=metrics, vertices=vertices, faces=faces, uv=uv, base_color=png.resolve())
+    return TextureResult(metrics=metrics, vertices=vertices, faces=faces, uv=uv, base_color=png.resolve(),
+                         normal_map=normal_png.resolve() if normal_metrics else None)
+
+
+def bake_normal_map(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int, cell: int,
+                    dense: DenseSurface, png: Path, *, flat_faces: np.ndarray | None = None,
+                    texels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
+    """Bake the dense surface's normals into a tangent-space normal map ``png`` for a cell-atlas mesh (``vertices``,
+    ``faces``, ``uv`` as ``bake_texture`` returns them: one vertex per face corner), and return its metrics.
+
+    Each texel takes the mean normal of the dense points nearest its point on the face, written in the frame a glTF
+    viewer shades that point with (``tangent_frames``): x along +u, y up the image (-v, glTF's "+Y is up"), z the
+    interpolated smooth vertex normal; RGB = (n + 1) / 2. ``flat_faces`` (the faces no photo sees: the capped base)
+    and texels with no dense point near stay flat; the gutters are filled by dilation like the base colour's.
+    """
+    start = time.perf_counter()
+    if texels is None:
+        _, texel_face, texel_bary, texel_rc = _cell_atlas(len(faces), size, cell)
+    else:
+        texel_face, texel_bary, texel_rc = texels
+    T, B, N = tangent_frames(vertices, faces, uv, texel_face, texel_bary)
+    points = np.einsum("nk,nkd->nd", texel_bary, vertices[faces[texel_face]])
+    dense_normal, reached = _dense_normals(dense, points, N)
+    if flat_faces is not None:
+        reached &= ~flat_faces[texel_face]
+    local = np.tile([0.0, 0.0, 1.0], (len(points), 1))
+    d = dense_normal[reached]
+    local[reached] = np.stack([(d * T[reached]).sum(1), (d * B[reached]).sum(1), (d * N[reached]).sum(1)], 1)
+    local /= np.maximum(np.linalg.norm(local, axis=1, keepdims=True), 1e-12)
+    image = np.zeros((size, size, 3), np.uint8)
+    image[texel_rc[:, 0], texel_rc[:, 1]] = np.clip(np.floor((local + 1.0) * 127.5 + 0.5), 0, 255)
+    filled = np.zeros((size, size), bool)
+    filled[texel_rc[:, 0], texel_rc[:, 1]] = True
+    image = _dilate_fill(image, filled, iterations=cell)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(png), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {png}")
+    angle = np.degrees(np.arccos(np.clip(local[reached, 2], -1, 1)))
+    metrics = {
+        "normal_map": 1,
+        "normal_reached_share": round(float(reached.mean()), 4),
+        "normal_mean_tilt_deg": round(float(angle.mean()), 2) if len(angle) else 0.0,
+        "normal_seconds": round(time.perf_counter() - start, 2),
+    }
+    logger.info("normal map: %d² texels, %.1f %% from the dense surface, mean tilt %.1f°, %.1f s", size,
+                100 * metrics["normal_reached_share"], metrics["normal_mean_tilt_deg"], metrics["normal_seconds"])
+    return metrics
+
+
+def tangent_frames(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, face: np.ndarray, bary: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, B, N), each (n, 3) unit, at points ``bary`` of faces ``face``: the tangent frame a glTF viewer shades with
+    when the file has no TANGENT attribute. N: the interpolated vertex normal the asset writes
+    (``core.stages.asset.smooth_normals``); T: the face's dP/du made orthogonal to N; B = N x T, which on the cell
+    atlas's unmirrored charts points up the image (-v, glTF's uv origin being the top-left)."""
+    from core.stages.asset import smooth_normals
+
+    vn = smooth_normals(vertices, faces)
+    N = np.einsum("nk,nkd->nd", bary, vn[faces[face]])
+    N /= np.maximum(np.linalg.norm(N, axis=1, keepdims=True), 1e-12)
+    tri, tri_uv = vertices[faces], uv[faces]
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    d1, d2 = tri_uv[:, 1] - tri_uv[:, 0], tri_uv[:, 2] - tri_uv[:, 0]
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+    safe = np.where(np.abs(det) > 1e-20, det, 1e-20)
+    dp_du = (d2[:, 1, None] * e1 - d1[:, 1, None] * e2) / safe[:, None]
+    T = dp_du[face]
+    T = T - N * (T * N).sum(1, keepdims=True)
+    T /= np.maximum(np.linalg.norm(T, axis=1, keepdims=True), 1e-12)
+    return T, np.cross(N, T), N
+
+
+def shading_normals(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, face: np.ndarray, bary: np.ndarray,
+                    normal_map: np.ndarray | None = None) -> np.ndarray:
+    """(n, 3) unit normals a glTF viewer shades the points ``bary`` of faces ``face`` with: the interpolated vertex
+    normal, tilted by ``normal_map`` (an RGB uint8 tangent-space map, sampled bilinearly at the points' uv) if given."""
+    T, B, N = tangent_frames(vertices, faces, uv, face, bary)
+    if normal_map is None:
+        return N
+    t = np.einsum("nk,nkd->nd", bary, uv[faces[face]])
+    side_y, side_x = normal_map.shape[:2]
+    local = _bilinear(normal_map, t[:, 0] * side_x - 0.5, t[:, 1] * side_y - 0.5) / 127.5 - 1.0
+    out = local[:, :1] * T + local[:, 1:2] * B + local[:, 2:] * N
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def cell_atlas_mesh(V: np.ndarray, F: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """The cell-atlas layout of a mesh without baking: vertices (one per face corner), faces, uv, atlas side and
+    cell side, as ``bake_texture`` lays them out (``bake_normal_map`` takes them)."""
+    size, cell = atlas_layout(len(F), size)
+    uv = _cell_atlas(len(F), size, cell)[0]
+    vertices = np.asarray(V, np.float64)[np.asarray(F)].reshape(-1, 3)
+    return vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3), uv, size, cell
+
+
+def _dense_normals(dense: DenseSurface, points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) mean normal of the ``_NORMAL_NEIGHBOURS`` dense points nearest each of ``points`` (each point's normal
+    turned to the side of ``reference``, the mesh's normal there: fused normals can be flipped), and whether the
+    nearest dense point is within ``_NORMAL_REACH`` point spacings."""
+    import open3d as o3d
+
+    tensor = o3d.core.Tensor(np.asarray(dense.points, np.float32))
+    search = o3d.core.nns.NearestNeighborSearch(tensor)
+    search.knn_index()
+    spacing_index, spacing_d2 = search.knn_search(tensor, 2)
+    spacing = float(np.median(np.sqrt(spacing_d2.numpy()[:, 1])))
+    normals = np.asarray(dense.normals, np.float64)
+    out = np.empty_like(reference)
+    reached = np.empty(len(points), bool)
+    chunk = 1 << 20
+    for begin in range(0, len(points), chunk):
+        end = min(begin + chunk, len(points))
+        index, d2 = search.knn_search(o3d.core.Tensor(points[begin:end].astype(np.float32)), _NORMAL_NEIGHBOURS)
+        near = normals[index.numpy()]
+        ref = reference[begin:end]
+        near *= np.where((near * ref[:, None]).sum(2, keepdims=True) < 0, -1.0, 1.0)
+        mean = near.sum(1)
+        out[begin:end] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        reached[begin:end] = np.sqrt(d2.numpy()[:, 0]) <= _NORMAL_REACH * spacing
+    return out, reached
 
 
 
@@ -177,8 +341,10 @@ def load_textured(run_dir: Path) -> TextureResult:
     """The textured mesh a finished texture stage wrote into ``run_dir``."""
     with np.load(TEXTURE_MESH.path(run_dir)) as data:
         vertices, faces, uv = data["vertices"], data["faces"], data["uv"]
-    return TextureResult(artifacts=[TEXTURE_MESH, TEXTURE_BASE_COLOR], vertices=vertices, faces=faces, uv=uv,
-                         base_color=TEXTURE_BASE_COLOR.path(run_dir).resolve())
+    normal = TEXTURE_NORMAL.path(run_dir)
+    return TextureResult(artifacts=[TEXTURE_MESH, TEXTURE_BASE_COLOR, *([TEXTURE_NORMAL] if normal.is_file() else [])],
+                         vertices=vertices, faces=faces, uv=uv, base_color=TEXTURE_BASE_COLOR.path(run_dir).resolve(),
+                         normal_map=normal.resolve() if normal.is_file() else None)
 
 
 # --- atlas -----------------------------------------------------------------------------------------------------
@@ -203,8 +369,11 @@ def atlas_capacity(size: int) -> int:
 def _cell_triangles(cell: int) -> np.ndarray:
     """(2, 3, 2) texel-space corners (x, y) of the two triangles of a cell, each a gutter away from the other."""
     g, s = _GUTTER, cell
-    lower = [(g, g), (s - 2 * g, g), (g, s - 2 * g)]
-    upper = [(s - g, s - g), (2 * g, s - g), (s - g, 2 * g)]
+    # Corners in the order that runs counter-clockwise with v up (as the face runs about its outward normal): the
+    # charts are not mirrored, so every glTF viewer's tangent frame (MikkTSpace, or the UV-gradient tangent with
+    # bitangent = normal x tangent) agrees on the normal map's green = up in the image (bake_normal_map).
+    lower = [(g, g), (g, s - 2 * g), (s - 2 * g, g)]
+    upper = [(s - g, s - g), (s - g, 2 * g), (2 * g, s - g)]
     return np.array([lower, upper], np.float64)
 
 
@@ -407,6 +576,14 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out.reshape(-1, 3)[:n]
 
 
+def camera_rays(camera: PinholeCamera) -> np.ndarray:
+    """(H * W, 6) float32 rays (origin, direction) through every pixel centre of ``camera``, row by row."""
+    u, v = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
+    K = camera.K
+    d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3) @ camera.R
+    return np.concatenate([np.broadcast_to(camera.center, d.shape), d], 1).astype(np.float32)
+
+
 def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: PinholeCamera, *, uv: np.ndarray | None = None,
                 texture: np.ndarray | None = None, vertex_colors: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -419,10 +596,7 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: PinholeCamera, 
     raycast = o3d.t.geometry.RaycastingScene()
     raycast.add_triangles(o3d.core.Tensor(np.asarray(vertices, np.float32)),
                           o3d.core.Tensor(np.asarray(faces, np.uint32)))
-    u, v = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
-    K = camera.K
-    d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3) @ camera.R
-    rays = np.concatenate([np.broadcast_to(camera.center, d.shape), d], 1).astype(np.float32)
+    rays = camera_rays(camera)
     hit = raycast.cast_rays(o3d.core.Tensor(rays))
     prim = hit["primitive_ids"].numpy().astype(np.int64)
     ok = np.isfinite(hit["t_hit"].numpy())
