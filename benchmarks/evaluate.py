@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.geometry import PinholeCamera, Similarity, compare_poses
+from core.geometry import PinholeCamera, Similarity, compare_poses, mesh_silhouettes, silhouette_iou  # noqa: F401 (re-exported)
 
 DEFAULT_TAUS: tuple[float, ...] = (0.005, 0.01)
 """Distance thresholds as fractions of the ground-truth bounding-box diagonal."""
@@ -248,31 +248,6 @@ class GroundTruthSurface:
             subset = pts[np.random.default_rng(seed).choice(len(pts), max_points, replace=False)]
         rec_to_gt = point_to_mesh_distance(subset, self.vertices, self.triangles)
         return surface_metrics(pts, self.samples, rec_to_gt, [t * self.diagonal for t in taus])
-
-
-def mesh_silhouettes(vertices: np.ndarray, triangles: np.ndarray, cameras: list[PinholeCamera]) -> list[np.ndarray]:
-    """Per camera, the pixels whose centre ray hits the mesh."""
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
-    out = []
-    for cam in cameras:
-        u, v = np.meshgrid(np.arange(cam.width) + 0.5, np.arange(cam.height) + 0.5)
-        d = np.stack([(u - cam.K[0, 2]) / cam.K[0, 0], (v - cam.K[1, 2]) / cam.K[1, 1], np.ones_like(u)], -1) @ cam.R
-        rays = np.concatenate([np.broadcast_to(cam.center, d.shape), d], -1).astype(np.float32)
-        out.append(np.isfinite(scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()))
-    return out
-
-
-def silhouette_iou(vertices: np.ndarray, triangles: np.ndarray, cameras: list[PinholeCamera],
-                   masks: list[np.ndarray]) -> dict[str, float]:
-    """Mean and lowest IoU of a mesh's silhouettes (ground-truth frame) with the true product masks."""
-    ious = []
-    for silhouette, mask in zip(mesh_silhouettes(vertices, triangles, cameras), masks, strict=True):
-        union = np.logical_or(silhouette, mask).sum()
-        ious.append(float(np.logical_and(silhouette, mask).sum() / union) if union else 1.0)
-    return {"mean": float(np.mean(ious)), "min": float(np.min(ious))} if ious else {"mean": 0.0, "min": 0.0}
 
 
 def load_points(path: Path, mesh_samples: int = 500_000, seed: int = 0) -> tuple[np.ndarray, int]:

@@ -390,3 +390,31 @@ def support_plane(points: np.ndarray, cameras: list[PinholeCamera], up: np.ndarr
 
     plane = find_plane(points, tolerance, is_table, candidates=PLANE_CANDIDATES, min_share=MIN_PLANE_SHARE)
     return None if plane is None else oriented(plane)
+
+
+def mesh_silhouettes(vertices: np.ndarray, triangles: np.ndarray, cameras: list[PinholeCamera],
+                     step: int = 1) -> list[np.ndarray]:
+    """Per camera, the pixels whose centre ray hits the mesh (every ``step``-th pixel in each direction)."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
+    out = []
+    for cam in cameras:
+        u, v = np.meshgrid(np.arange(0, cam.width, step) + 0.5, np.arange(0, cam.height, step) + 0.5)
+        d = np.stack([(u - cam.K[0, 2]) / cam.K[0, 0], (v - cam.K[1, 2]) / cam.K[1, 1], np.ones_like(u)], -1) @ cam.R
+        rays = np.concatenate([np.broadcast_to(cam.center, d.shape), d], -1).astype(np.float32)
+        out.append(np.isfinite(scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()))
+    return out
+
+
+def silhouette_iou(vertices: np.ndarray, triangles: np.ndarray, cameras: list[PinholeCamera],
+                   masks: list[np.ndarray], step: int = 1) -> dict[str, float]:
+    """Mean and lowest IoU of a mesh's silhouettes with product masks seen by the same cameras (on every
+    ``step``-th pixel in each direction)."""
+    ious = []
+    for silhouette, mask in zip(mesh_silhouettes(vertices, triangles, cameras, step), masks, strict=True):
+        mask = mask[::step, ::step]
+        union = np.logical_or(silhouette, mask).sum()
+        ious.append(float(np.logical_and(silhouette, mask).sum() / union) if union else 1.0)
+    return {"mean": float(np.mean(ious)), "min": float(np.min(ious))} if ious else {"mean": 0.0, "min": 0.0}

@@ -329,8 +329,9 @@ def _load_isolation(state: RunState, record: StageRecord) -> StageOutput:
 def _mesh(state: RunState, progress: StageProgress) -> StageOutput:
     from core.stages.mesh import run_mesh
 
-    assert state.isolation is not None
-    return run_mesh(state.isolation, state.run_dir, state.config.mesh, progress)
+    assert state.isolation is not None and state.scene is not None
+    trusted = state.masks.trusted_masks(state.scene) if state.masks is not None and state.masks.ok else None
+    return run_mesh(state.isolation, state.run_dir, state.config.mesh, progress, trusted)
 
 
 def _load_mesh(state: RunState, record: StageRecord) -> StageOutput:

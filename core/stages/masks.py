@@ -148,6 +148,16 @@ class MasksResult(StageOutput):
             regions.append(bound)
         return regions if any(r is not None for r in regions) else None
 
+    def trusted_masks(self, scene: SparseScene) -> tuple[list[PinholeCamera], list[np.ndarray]]:
+        """The cameras and masks of the photos whose mask is trusted (``trusted``), for checking the mesh."""
+        cameras, masks = [], []
+        for photo, camera in zip(scene.photos, scene.cameras, strict=True):
+            mask = self.mask_for(photo) if self.trusted(photo) else None
+            if mask is not None and mask.shape == (camera.height, camera.width):
+                cameras.append(camera)
+                masks.append(mask)
+        return cameras, masks
+
     def product_bound(self, camera: PinholeCamera) -> np.ndarray | None:
         """The image of the product cylinder in ``camera`` (None when the cylinder is not known)."""
         if self.plane is None or self.product_radius <= 0 or self.product_height <= 0:

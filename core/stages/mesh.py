@@ -21,7 +21,14 @@ import open3d as o3d
 from core import advice
 from core.artifacts import MESH_GLB, MESH_OBJ, MESH_PLY, Artifact
 from core.config import MeshConfig
-from core.geometry import boundary_cycles, boundary_edges, boundary_loops, triangulate_polygon
+from core.geometry import (
+    PinholeCamera,
+    boundary_cycles,
+    boundary_edges,
+    boundary_loops,
+    silhouette_iou,
+    triangulate_polygon,
+)
 from core.progress import StageProgress, no_progress
 from core.stages import StageOutput
 from core.stages.isolation import IsolatedCloud
@@ -47,9 +54,14 @@ class MeshResult(StageOutput):
     """The final mesh in world coordinates (None when meshing failed)."""
 
 
-def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
-             progress: StageProgress = no_progress) -> MeshResult:
-    """Mesh the product's cloud and export it as ``RUN/mesh/mesh.{ply,glb,obj}``."""
+def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig, progress: StageProgress = no_progress,
+             trusted_masks: tuple[list[PinholeCamera], list[np.ndarray]] | None = None) -> MeshResult:
+    """Mesh the product's cloud and export it as ``RUN/mesh/mesh.{ply,glb,obj}``.
+
+    With ``trusted_masks`` (cameras and the product masks the masks stage trusts), the mesh's silhouettes are
+    compared with them: a mesh that disagrees (``advice.MESH_MIN_MASK_AGREEMENT``) is reported as an error, not as
+    a good model.
+    """
     start = time.perf_counter()
     if not cloud.ok or len(cloud.points) < 100:
         return MeshResult(ok=False, failure=cloud.failure or advice.MESH_TOO_FEW_POINTS)
@@ -135,6 +147,12 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
         "base_area_share": round(_area_share(np.asarray(mesh.vertices), np.asarray(mesh.triangles), base_faces), 4),
         "seconds": round(time.perf_counter() - start, 2),
     }
+    if trusted_masks is not None and len(trusted_masks[0]) >= MIN_CHECK_MASKS:
+        progress(0.95, "checking the mesh against the product masks")
+        agreement = silhouette_iou(np.asarray(mesh.vertices), np.asarray(mesh.triangles), *trusted_masks,
+                                   step=MASK_CHECK_STEP)
+        metrics.update({"mask_agreement_mean": round(agreement["mean"], 4),
+                        "mask_agreement_min": round(agreement["min"], 4), "masks_checked": len(trusted_masks[0])})
     findings = advice.mesh_findings(metrics)
     logger.info("mesh: %d faces, %d holes, watertight=%s, %.1f s", metrics["faces"], loops, watertight,
                 metrics["seconds"])
@@ -142,6 +160,11 @@ def run_mesh(cloud: IsolatedCloud, run_dir: Path, config: MeshConfig,
     return MeshResult(metrics=metrics, findings=findings, artifacts=artifacts, mesh=mesh)
 
 
+MIN_CHECK_MASKS = 3
+"""Trusted masks needed before the mesh is checked against them."""
+MASK_CHECK_STEP = 4
+"""The check casts every 4th pixel's ray in each direction: cracker box, balanced, mean IoU 0.9273 against 0.9271 on
+every pixel, the mesh stage 15.7 s against 24.8 s (24 photos, loaded machine; 7.4 s without the check)."""
 BASE_TOLERANCE_SPACINGS = 2.0
 """Faces within this many point spacings of the support plane (or 1 % of the mesh's size, whichever is more:
 Poisson's octree is coarser than the spacing on small photos), facing down, are the base cap."""
