@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.evaluate import GroundTruthSurface, sample_mesh, silhouette_iou
+from benchmarks.evaluate import GroundTruthSurface, sample_mesh
 from benchmarks.synthetic import ground_truth_scene, load_ground_truth
 from core.config import preset_config
-from core.geometry import boundary_loops
+from core.geometry import boundary_loops, silhouette_iou
 from core.segmentation import mask_iou
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.geometry import PinholeCamera, Similarity, compare_poses, mesh_silhouettes, silhouette_iou  # noqa: F401 (re-exported)
+from core.geometry import PinholeCamera, Similarity, compare_poses
 
 DEFAULT_TAUS: tuple[float, ...] = (0.005, 0.01)
 """Distance thresholds as fractions of the ground-truth bounding-box diagonal."""

@@ -44,11 +44,10 @@ from benchmarks.evaluate import (
     read_middlebury_par,
     read_strecha_folder,
     sample_mesh,
-    silhouette_iou,
 )
 from benchmarks.synthetic import CaptureSpec, load_ground_truth, render_capture
 from benchmarks.synthetic.renderer import NOVEL_DIR, render_novel_views
-from core.geometry import PinholeCamera
+from core.geometry import PinholeCamera, silhouette_iou
 from core.report.runs import RunView, open_run
 from core.scene import cameras_from_model
 
@@ -413,7 +412,8 @@ def shading_normal_error(models: dict[str, tuple[np.ndarray, np.ndarray, np.ndar
     import cv2
     import open3d as o3d
 
-    from core.stages.texture import camera_rays, shading_normals
+    from core.geometry import camera_rays
+    from core.stages.texture import shading_normals
 
     def scene(vertices: np.ndarray, faces: np.ndarray) -> Any:
         raycast = o3d.t.geometry.RaycastingScene()

@@ -392,6 +392,15 @@ def support_plane(points: np.ndarray, cameras: list[PinholeCamera], up: np.ndarr
     return None if plane is None else oriented(plane)
 
 
+def camera_rays(camera: PinholeCamera, step: int = 1) -> np.ndarray:
+    """(n, 6) float32 rays (origin, direction) through the pixel centres of ``camera``, row by row (every
+    ``step``-th pixel in each direction)."""
+    u, v = np.meshgrid(np.arange(0, camera.width, step) + 0.5, np.arange(0, camera.height, step) + 0.5)
+    K = camera.K
+    d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3) @ camera.R
+    return np.concatenate([np.broadcast_to(camera.center, d.shape), d], 1).astype(np.float32)
+
+
 def mesh_silhouettes(vertices: np.ndarray, triangles: np.ndarray, cameras: list[PinholeCamera],
                      step: int = 1) -> list[np.ndarray]:
     """Per camera, the pixels whose centre ray hits the mesh (every ``step``-th pixel in each direction)."""
@@ -401,10 +410,9 @@ def mesh_silhouettes(vertices: np.ndarray, triangles: np.ndarray, cameras: list[
     scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
     out = []
     for cam in cameras:
-        u, v = np.meshgrid(np.arange(0, cam.width, step) + 0.5, np.arange(0, cam.height, step) + 0.5)
-        d = np.stack([(u - cam.K[0, 2]) / cam.K[0, 0], (v - cam.K[1, 2]) / cam.K[1, 1], np.ones_like(u)], -1) @ cam.R
-        rays = np.concatenate([np.broadcast_to(cam.center, d.shape), d], -1).astype(np.float32)
-        out.append(np.isfinite(scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()))
+        shape = (len(range(0, cam.height, step)), len(range(0, cam.width, step)))
+        hit = scene.cast_rays(o3d.core.Tensor(camera_rays(cam, step)))["t_hit"].numpy()
+        out.append(np.isfinite(hit).reshape(shape))
     return out
 
 

@@ -150,13 +150,20 @@ class MasksResult(StageOutput):
 
     def trusted_masks(self, scene: SparseScene) -> tuple[list[PinholeCamera], list[np.ndarray]]:
         """The cameras and masks of the photos whose mask is trusted (``trusted``), for checking the mesh."""
-        cameras, masks = [], []
+        _, cameras, masks = self._masks_where(scene, self.trusted)
+        same = [(c, m) for c, m in zip(cameras, masks, strict=True) if m.shape == (c.height, c.width)]
+        return [c for c, _ in same], [m for _, m in same]
+
+    def _masks_where(self, scene: SparseScene, keep) -> tuple[list[str], list[PinholeCamera], list[np.ndarray]]:
+        """Working names, cameras and masks of the scene's photos that have a mask and pass ``keep(photo)``."""
+        workings, cameras, masks = [], [], []
         for photo, camera in zip(scene.photos, scene.cameras, strict=True):
-            mask = self.mask_for(photo) if self.trusted(photo) else None
-            if mask is not None and mask.shape == (camera.height, camera.width):
+            mask = self.mask_for(photo) if keep(photo) else None
+            if mask is not None:
+                workings.append(photo.working)
                 cameras.append(camera)
                 masks.append(mask)
-        return cameras, masks
+        return workings, cameras, masks
 
     def product_bound(self, camera: PinholeCamera) -> np.ndarray | None:
         """The image of the product cylinder in ``camera`` (None when the cylinder is not known)."""
@@ -168,13 +175,8 @@ class MasksResult(StageOutput):
         """The trusted masks with their cameras and the product's frame, for fusion's visual hull (None: no masks)."""
         if not self.ok or self.mask_dir is None:
             return None
-        workings, cameras, masks = [], [], []
-        for photo, camera in zip(scene.photos, scene.cameras, strict=True):
-            mask = self.mask_for(photo)
-            if mask is not None and self.confidence_for(photo) >= MIN_HULL_CONFIDENCE:
-                workings.append(photo.working)
-                cameras.append(camera)
-                masks.append(mask)
+        workings, cameras, masks = self._masks_where(
+            scene, lambda photo: self.confidence_for(photo) >= MIN_HULL_CONFIDENCE)
         return Silhouettes(workings, cameras, masks, self.plane, self.focus, self.up, self.radius)
 
 
@@ -236,8 +238,8 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
     bound_from = "sparse points" if geometry.product_radius > 0 else None
     if bound_from is None and geometry.plane is not None:
         # A plain product gives SfM no points of its own: the masks bound it instead.
-        usable = [(c, m) for c, m, v in zip(cameras, masks, confidence.values(), strict=True)
-                  if v >= MIN_HULL_CONFIDENCE]
+        usable = [(c, m) for c, m, photo in zip(cameras, masks, photos, strict=True)
+                  if confidence[photo.working] >= MIN_HULL_CONFIDENCE]
         radius, height = mask_cylinder([c for c, _ in usable], [m for _, m in usable], geometry.focus, geometry.up)
         if radius > 0:
             frame.update(product_radius=min(radius, geometry.radius), product_height=min(height, geometry.height))

@@ -30,7 +30,7 @@ import numpy as np
 from core import advice
 from core.artifacts import ISOLATION_POINTS, TEXTURE_BASE_COLOR, TEXTURE_MESH, TEXTURE_NORMAL
 from core.config import TextureConfig
-from core.geometry import PinholeCamera
+from core.geometry import PinholeCamera, camera_rays
 from core.progress import StageProgress, no_progress
 from core.scene import SparseScene
 from core.stages import StageOutput
@@ -574,14 +574,6 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     my = np.pad(y.astype(np.float32), (0, pad)).reshape(rows, cols)
     out = cv2.remap(image.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(-1, 3)[:n]
-
-
-def camera_rays(camera: PinholeCamera) -> np.ndarray:
-    """(H * W, 6) float32 rays (origin, direction) through every pixel centre of ``camera``, row by row."""
-    u, v = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
-    K = camera.K
-    d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3) @ camera.R
-    return np.concatenate([np.broadcast_to(camera.center, d.shape), d], 1).astype(np.float32)
 
 
 def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: PinholeCamera, *, uv: np.ndarray | None = None,
