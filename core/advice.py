@@ -465,6 +465,13 @@ def silhouette_findings(metrics: Mapping[str, Any]) -> list[Finding]:
     findings = [Finding("info", f"The product's outline in {metrics.get('masks_used', 0)} photos carved its visual "
                                 f"hull; {completed:.0%} of the surface came from plain faces completed between "
                                 f"confident edges and {hull:.0%} from the hull alone.")]
+    if metrics.get("plain_stereo_dropped"):
+        findings.append(Finding(
+            "info", f"Stereo on the product's plain surfaces matched their shading, which turned with the camera "
+                    f"({metrics.get('plain_stereo_deep_in_hull', 0.0):.0%} of it lay deep inside the silhouettes): "
+                    "those surfaces come from the outline instead.",
+            "Lights that stand with the camera (a turntable in a lightbox) move the shading over a plain product; "
+            "a printed or textured product is not affected."))
     if hull > HULL_SHARE_WARNING:
         findings.append(Finding(
             "warning", f"{hull:.0%} of the surface is only the silhouettes' hull: hollows and flat faces seen at a "

@@ -157,8 +157,8 @@ def _load_sfm(state: RunState, record: StageRecord) -> StageOutput:
     model_dir = SFM_MODEL.path(state.run_dir)
     model = pycolmap.Reconstruction(str(model_dir))
     placed = {model.images[i].name for i in model.reg_image_ids()}
-    result = SfmResult(model_dir=model_dir, undistorted_dir=SFM_UNDISTORTED.path(state.run_dir), photos=photos,
-                       registered=[p for p in photos if p.working in placed])
+    result = SfmResult(metrics=record.metrics, model_dir=model_dir, undistorted_dir=SFM_UNDISTORTED.path(state.run_dir),
+                       photos=photos, registered=[p for p in photos if p.working in placed])
     _place_photos(state, result)
     return result
 

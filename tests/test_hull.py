@@ -8,10 +8,13 @@ import pytest
 
 from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
 from core.stages.fusion.hull import (
+    DEEP_SHARE,
     MAX_STEREO_CUT,
     Silhouettes,
     carve_hull,
+    depth_below_sides,
     fuse_with_hull,
+    shading_follows_camera,
     signed_distance_px,
     stereo_votes,
 )
@@ -25,8 +28,9 @@ def _corners() -> np.ndarray:
     return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
 
 
-def _orbit(count: int, elevations: tuple[float, ...] = (25.0, 40.0)) -> list[PinholeCamera]:
-    K = intrinsics_from_fov(320, 240, 50.0)
+def _orbit(count: int, elevations: tuple[float, ...] = (25.0, 40.0), size: tuple[int, int] = (320, 240)
+           ) -> list[PinholeCamera]:
+    K = intrinsics_from_fov(*size, 50.0)
     cameras = []
     for ring, elevation in enumerate(elevations):
         for k in range(count // len(elevations)):
@@ -34,7 +38,7 @@ def _orbit(count: int, elevations: tuple[float, ...] = (25.0, 40.0)) -> list[Pin
             el = np.radians(elevation)
             eye = 0.6 * np.array([np.cos(el) * np.cos(azimuth), np.cos(el) * np.sin(azimuth), np.sin(el)])
             R, t = look_at(eye, np.array([0.0, 0.0, BOX[2] / 2]))
-            cameras.append(PinholeCamera(K, R, t, 320, 240))
+            cameras.append(PinholeCamera(K, R, t, *size))
     return cameras
 
 
@@ -145,3 +149,55 @@ def test_a_mask_that_cuts_off_confirmed_stereo_does_not_carve() -> None:
     assert not allowed[points[:, 2] < 0.002].any()  # ...but what touches the table is table
     assert cuts[5] > MAX_STEREO_CUT
     assert np.delete(cuts, 5).max() < 0.25 * MAX_STEREO_CUT  # exact masks cut nothing (outline tolerance)
+
+
+def _side_points(count: int, rng: np.random.Generator) -> np.ndarray:
+    """Points on the box's four vertical faces (between 10 % and 90 % of its height)."""
+    face = rng.integers(0, 4, count)
+    along, up = rng.random(count) - 0.5, 0.1 + 0.8 * rng.random(count)
+    x = np.where(face < 2, np.where(face == 0, -0.5, 0.5), along) * BOX[0]
+    y = np.where(face < 2, along, np.where(face == 2, -0.5, 0.5)) * BOX[1]
+    return np.stack([x, y, up * BOX[2]], axis=1)
+
+
+@pytest.fixture(scope="module")
+def fine_silhouettes() -> Silhouettes:
+    """The box's exact masks from 24 photos of 640 x 480 (a pixel is 0.8 mm on the box, as in the benchmark's)."""
+    cameras = _orbit(24, size=(640, 480))
+    return Silhouettes([f"{k}.png" for k in range(24)], cameras, [_silhouette(c) for c in cameras],
+                       np.array([0.0, 0.0, 1.0, 0.0]), np.zeros(3), np.array([0.0, 0.0, 1.0]), 0.15)
+
+
+def test_depth_below_the_sides_says_where_the_hull_is_exact(fine_silhouettes: Silhouettes) -> None:
+    """The ring's photos graze a box's vertical faces: the hull hugs them, so a point there lies at ~0 depth below
+    a side, a point on the box's axis deep below one; under the top (a roof in the hull) nothing is judged."""
+    up = np.array([0.0, 0.0, 1.0])
+    s = fine_silhouettes
+    hull = carve_hull(s.cameras, s.masks, np.array([-0.2, -0.2, -0.05]), np.array([0.2, 0.2, 0.3]), 96, s.plane)
+    sides = depth_below_sides(_side_points(500, np.random.default_rng(1)), hull, up)
+    judged = np.isfinite(sides)
+    assert judged.mean() > 0.6 and np.median(sides[judged]) < DEEP_SHARE
+    # Off the axis of symmetry, where the field's gradient points to one side (on it the two sides cancel).
+    axis = depth_below_sides(np.array([[0.0, 0.01, z] for z in np.linspace(0.3, 0.7, 5) * BOX[2]]), hull, up)
+    assert np.all(axis > 4 * DEEP_SHARE)
+    under_top = depth_below_sides(np.array([[0.0, 0.0, BOX[2] - 0.005]]), hull, up)
+    assert np.isnan(under_top[0])
+
+
+def test_stereo_of_shading_that_turns_with_the_camera_is_found(fine_silhouettes: Silhouettes) -> None:
+    """Plain stereo near the turntable's axis (shading that stayed put in the frame) is flagged, with each deep
+    point; plain stereo on the product's sides (shading attached to the product) is not."""
+    silhouettes = fine_silhouettes
+    rng = np.random.default_rng(2)
+    on_sides = _side_points(3000, rng)
+    plain = np.ones(len(on_sides), bool)
+    attached = shading_follows_camera(on_sides, plain, silhouettes)
+    assert not attached.follows and attached.deep_share < 0.1
+    near_axis = rng.normal(0, 0.01, (3000, 3)) * np.array([1, 1, 0]) + np.array([0, 0.01, 0]) + np.array([0, 0, 1]) * (
+        BOX[2] * (0.2 + 0.6 * rng.random(3000)))[:, None]
+    mixed = np.concatenate([on_sides[:1000], near_axis])
+    turned = shading_follows_camera(mixed, np.ones(len(mixed), bool), silhouettes)
+    assert turned.follows and turned.deep_share > 0.6
+    assert turned.deep[1000:].mean() > 0.9 and turned.deep[:1000].mean() < 0.1
+    # Detail (print) is never the measure: the same points, none of them plain, are not judged.
+    assert not shading_follows_camera(mixed, np.zeros(len(mixed), bool), silhouettes).follows

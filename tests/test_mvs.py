@@ -146,3 +146,20 @@ def test_a_per_pixel_depth_range_narrows_the_search(capture: CaptureGroundTruth)
     on_product = np.isfinite(truth) & (truth < np.nanmedian(truth))
     # The true surface is outside the range: at most stray matches, never the bulk of the near surface.
     assert np.isfinite(off[on_product]).mean() < 0.1 * max(found[on_product].mean(), 1e-6) + 0.02
+
+
+def test_shading_is_no_detail_print_is() -> None:
+    """On a turntable only detail that turns with the product gets a depth (patchmatch.detailed): a shading ramp
+    and a soft highlight with sensor noise do not pass, a print does."""
+    from core.stages.depth.patchmatch import detailed
+
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[0:240, 0:320].astype(np.float32)
+    shading = 0.3 + 0.5 * u / 320 + 0.3 * np.exp(-((u - 200) ** 2 + (v - 100) ** 2) / (2 * 30.0**2))
+    noisy = (shading + rng.normal(0, 0.002, shading.shape)).astype(np.float32)
+    assert detailed(noisy).mean() < 0.01
+    printed = noisy.copy()
+    printed[60:180, 80:240] += 0.15 * (((u[60:180, 80:240] // 6) + (v[60:180, 80:240] // 6)) % 2)
+    detail = detailed(printed)
+    assert detail[70:170, 90:230].mean() > 0.95 and detail[:40].mean() < 0.01
+

@@ -451,6 +451,33 @@ def textured(grey: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq - mean * mean, 0)) > MIN_TEXTURE_STD
 
 
+MIN_DETAIL_RMS = 0.004
+"""``detailed``: a window holds fine detail when its high-pass RMS exceeds this (images in [0, 1])... Measured on
+the balanced renders at 640 px, share of the product's pixels above it: plain bottle turntable 0.08, plain box
+turntable 0.10 (their edges and rims), soup-can turntable 0.90, FUZE turntable 0.84 (labels); render noise is
+0.0017."""
+DETAIL_NOISE_FACTOR = 2.5
+"""...or this many times the photo's noise floor (the 5th percentile of the windows' RMS), for grainier photos."""
+DETAIL_SIGMA = 1.0
+"""The high-pass is the grey image minus its Gaussian blur of this sigma (pixels): print, edges and relief pass,
+shading ramps and soft highlights do not."""
+
+
+def detailed(grey: np.ndarray) -> np.ndarray:
+    """Pixels whose matching window (9 x 9) holds fine detail, not just shading.
+
+    On a turntable the lights stand with the camera while the product turns, so shading and highlights stay put in
+    the frame: stereo matches them as a surface that turns with the camera (near the turntable's axis, deep inside
+    the product; plain bottle: 47 % of the fused points over 1.1 mm inside). Only detail that turns with the
+    product (print, edges, relief) locates its surface there.
+    """
+    high = grey - cv2.GaussianBlur(grey, (0, 0), DETAIL_SIGMA)
+    rms = np.sqrt(np.maximum(cv2.boxFilter(high * high, -1, (2 * _SAMPLES - 1,) * 2, borderType=cv2.BORDER_REFLECT),
+                             0))
+    floor = float(np.quantile(rms, 0.05))
+    return rms > max(MIN_DETAIL_RMS, DETAIL_NOISE_FACTOR * floor)
+
+
 def finish(plane_map: PlaneMap, textured: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(depth with NaN, normal with NaN, confidence) of a photo: good, textured matches only."""
     good = np.isfinite(plane_map.depth) & (plane_map.cost < MAX_COST) & textured

@@ -8,6 +8,11 @@ confirm anyone else's. Surviving depths are averaged with the agreeing ones, bac
 about one pixel's footprint, and given normals that face the cameras (what screened Poisson needs): PatchMatch's
 stereo normals where the maps have them (then neighbours must agree on the normal too), else from the depth
 gradient. The checks and the point arithmetic are in ``consistency.py``.
+
+With trusted product masks the stereo of the product's plain pixels (no fine detail) is first checked against the
+silhouettes (``hull.shading_follows_camera``): under lights that turn with the camera (a turntable in a lightbox)
+it matched shading that stayed put in the frame and lies deep inside the hull's sides; it is then dropped and the
+hull, exact around curved sides, gives those surfaces.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import open3d as o3d
 
@@ -27,6 +33,7 @@ from core.geometry import PinholeCamera
 from core.progress import StageProgress, no_progress
 from core.stages import StageOutput
 from core.stages.depth import DepthMaps, load_depth_map
+from core.stages.depth.patchmatch import detailed
 from core.stages.fusion.consistency import (
     MIN_CONFIDENCE,
     backproject,
@@ -40,6 +47,7 @@ from core.stages.fusion.hull import (
     MAX_STEREO_COVERAGE,
     Silhouettes,
     masks_at_views,
+    shading_follows_camera,
     silhouette_fusion,
     stereo_coverage,
 )
@@ -96,7 +104,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
     needed = min(config.min_consistent_views, len(views) - 1)
     nearest = neighbours([v.camera for v in views])
 
-    points, colors, normals, confirmed = [], [], [], []
+    points, colors, normals, confirmed, plain = [], [], [], [], []
     counts = {"depths": 0, "low_confidence": 0, "inconsistent": 0, "kept": 0}
     per_photo_kept: dict[str, float] = {}
     for i, view in enumerate(views):
@@ -111,6 +119,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         counts["kept"] += int(keep.sum())
         per_photo_kept[view.photo.name] = round(float(keep.sum()) / max(n_valid, 1), 4)
         confirmed.append(keep)
+        plain.append(~detailed(cv2.cvtColor(view.image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0))
         if keep.any():
             points.append(backproject(view.camera, fused, keep))
             colors.append(view.image[keep])
@@ -126,13 +135,29 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         metrics["seconds"] = round(time.perf_counter() - start, 2)
         return FusedCloud(ok=False, metrics=metrics, findings=findings, failure=advice.FUSION_NOTHING)
 
+    use_hull = silhouettes is not None and config.silhouettes != "off"
+    shading_follows = False
+    points, colors, normals = np.concatenate(points), np.concatenate(colors), np.concatenate(normals)
+    if silhouettes is not None and use_hull:
+        progress(0.8, "checking the plain surfaces' stereo against the silhouettes")
+        from_plain = np.concatenate([p[k] for p, k in zip(plain, confirmed, strict=True)])
+        shading = shading_follows_camera(points, from_plain, silhouettes)
+        shading_follows = shading.follows
+        metrics["plain_stereo_deep_in_hull"] = round(shading.deep_share, 4)
+        metrics["detail_stereo_deep_in_hull"] = round(shading.detail_share, 4)
+        if shading.follows:  # that stereo is the lights' doing: the hull says where those surfaces are
+            drop = from_plain | shading.deep
+            metrics["plain_stereo_dropped"] = int(drop.sum())
+            counts_per_view = np.cumsum([int(k.sum()) for k in confirmed])[:-1]
+            for keep, dropped in zip(confirmed, np.split(drop, counts_per_view), strict=True):
+                keep[keep] = ~dropped
+            points, colors, normals = points[~drop], colors[~drop], normals[~drop]
     progress(0.8, "merging points")
     voxel = voxel_size(views)
-    pts, rgb, nrm = voxel_merge(np.concatenate(points), np.concatenate(colors), np.concatenate(normals), voxel)
+    pts, rgb, nrm = voxel_merge(points, colors, normals, voxel)
     rgb = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
     from_hull = np.zeros(len(pts), bool)
     carved = None
-    use_hull = silhouettes is not None and config.silhouettes != "off"
     if silhouettes is not None and use_hull:
         coverage = stereo_coverage(confirmed, masks_at_views(silhouettes, views))
         metrics["stereo_coverage"] = round(coverage, 4)
@@ -143,7 +168,8 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
                                       f"enough on its own (the hull fills in below {MAX_STEREO_COVERAGE:.0%})")
     if silhouettes is not None and use_hull:
         progress(0.85, "carving the visual hull")
-        carved = silhouette_fusion(pts, nrm, rgb, voxel, silhouettes, views, config.hull_resolution, confirmed)
+        carved = silhouette_fusion(pts, nrm, rgb, voxel, silhouettes, views, config.hull_resolution, confirmed,
+                                   complete_planes=not shading_follows)
         if carved is None:
             metrics["hull_reason"] = "fewer than 3 photos have a product mask that agrees with the stereo"
         else:

@@ -459,13 +459,106 @@ def stereo_votes(points: np.ndarray, silhouettes: Silhouettes, spacing: float) -
     return product, cuts
 
 
+SHADING_HULL_RESOLUTION = 96
+"""``shading_follows_camera`` carves its own coarse hull (its distance field is finer than the voxels; 1-2 s)."""
+DEEP_SHARE = 0.02
+"""A stereo point lies deep inside the hull's sides when the field there exceeds this share of the hull's diagonal.
+The strict coarse hull of a box's vertical faces bulges past them by 1 % (median; 1 % of the face points beyond 2 %,
+24 exact masks of 640 px, tests/test_hull.py); a 1 % threshold flagged a box's true faces, and dropping stereo and
+completed faces beyond it cost the plain box turntable mesh F@1% 0.85 -> 0.69."""
+SIDE_MAX_UP_COS = 0.5
+"""Only points whose nearest hull surface faces sideways (|cos| to up below this) are judged: the ring's photos
+graze those sides, so the hull is tight there; over a top the hull is a roof and stereo rightly lies under it."""
+MAX_DEEP_PLAIN = 0.2
+"""Plain stereo lying deep inside the hull's sides in more than this share is shading matched as texture.
+Measured, balanced: plain bottle turntable (lights turning with the camera) 0.31; plain box turntable 0.00 (flat
+faces shade evenly: there is no ramp to match); exact box faces 0.01 (tests/test_hull.py)."""
+DEEPER_THAN_DETAIL = 3.0
+"""...and more than this many times the share of the stereo on detailed pixels (print, edges), which lies as deep
+as the hull is loose: plain bottle turntable 0.31 plain against 0.03 detail; a printed box from 10 photos of 320 px
+(tests/test_masks.py) 0.41 against 0.44 (a loose hull, not shading)."""
+MIN_JUDGED = 100
+"""Fewer stereo points than this below the hull's sides say nothing."""
+
+
+def hull_box(silhouettes: Silhouettes) -> tuple[np.ndarray, np.ndarray]:
+    """The world box the product's hull is carved in (its cylinder, up to twice its radius above the plane)."""
+    radius, focus, up = silhouettes.radius, silhouettes.focus, silhouettes.up
+    lo = focus - radius
+    hi = focus + radius + (radius * up if silhouettes.plane is not None else 0.0)
+    return np.minimum(lo, hi), np.maximum(lo, hi)
+
+
+def depth_below_sides(points: np.ndarray, hull: VisualHull, up: np.ndarray) -> np.ndarray:
+    """(N,) how deep inside the hull each point lies, as a share of the hull's diagonal, for points below a side of
+    it (the nearest hull surface, along the field's gradient, faces sideways: ``SIDE_MAX_UP_COS``); NaN for the
+    others (outside, or below a top or a bottom)."""
+    out = np.full(len(points), np.nan)
+    if len(points) == 0 or not hull.occupied.any():
+        return out
+    occupied = np.argwhere(hull.occupied)
+    diagonal = float(np.linalg.norm((occupied.max(0) - occupied.min(0)) * hull.voxel))
+    value = hull.sample(points)
+    step = 0.5 * hull.voxel
+    gradient = np.stack([(hull.sample(points + step * e) - hull.sample(points - step * e)) / (2 * step)
+                         for e in np.eye(3)], axis=1)
+    length = np.linalg.norm(gradient, axis=1)
+    side = (value > 0) & (length > 1e-6) & (np.abs(gradient @ up) < SIDE_MAX_UP_COS * length)
+    out[side] = value[side] / diagonal
+    return out
+
+
+@dataclass
+class ShadingCheck:
+    """``shading_follows_camera``'s verdict on the stereo of a capture."""
+
+    follows: bool
+    """The plain pixels' stereo matched shading that turned with the camera: drop it, the hull knows better."""
+    deep_share: float
+    """Share of the plain stereo points on the hull's sides that lie deep inside it (the measure)."""
+    deep: np.ndarray
+    """(N,) bool: the point lies deep inside the hull's sides."""
+    detail_share: float = 0.0
+    """The same share for the stereo of pixels with fine detail (the hull's own looseness)."""
+
+
+def shading_follows_camera(points: np.ndarray, plain: np.ndarray, silhouettes: Silhouettes) -> ShadingCheck:
+    """Whether the stereo on the product's ``plain`` pixels (no fine detail) matched shading, not the product.
+
+    Under lights that turn with the camera (a turntable in a lightbox) shading and highlights stay put in the frame:
+    stereo matches them as a surface that turns with the camera, near the turntable's axis, deep inside the
+    product; the hull's sides, which every photo of a ring grazes, say where the surface really is. Under lights
+    fixed to the room, shading is attached to the product and its stereo lies on the hull's sides.
+    """
+    deep = np.zeros(len(points), bool)
+    if plain.sum() < MIN_JUDGED or len(silhouettes.cameras) < MIN_HULL_MASKS:
+        return ShadingCheck(False, 0.0, deep)
+    lo, hi = hull_box(silhouettes)
+    # Strict (every mask carves): a wrong mask can only dent the hull, which hides deep points, never invents them.
+    hull = carve_hull(silhouettes.cameras, silhouettes.masks, lo, hi, SHADING_HULL_RESOLUTION, silhouettes.plane)
+    if not hull.occupied.any():
+        return ShadingCheck(False, 0.0, deep)
+    depth = depth_below_sides(points, hull, silhouettes.up)
+    deep = depth > DEEP_SHARE  # NaN compares False
+    judged = np.isfinite(depth)
+    if (judged & plain).sum() < MIN_JUDGED:
+        return ShadingCheck(False, 0.0, deep)
+    share = float(deep[judged & plain].mean())
+    # Detail is attached to the product under any light: how deep it lies is how loose the hull is (few photos).
+    detail_share = float(deep[judged & ~plain].mean()) if (judged & ~plain).sum() >= MIN_JUDGED else 0.0
+    return ShadingCheck(share > MAX_DEEP_PLAIN and share > DEEPER_THAN_DETAIL * detail_share, share, deep,
+                        detail_share)
+
+
 def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarray, voxel_size: float,
                       silhouettes: Silhouettes, depth_maps: list, resolution: int,
-                      confirmed: list[np.ndarray] | None = None) -> HullFusion | None:
+                      confirmed: list[np.ndarray] | None = None, complete_planes: bool = True) -> HullFusion | None:
     """Stereo points checked against the hull, plain faces completed, the rest filled from the hull.
 
     ``depth_maps`` are the fused ``DepthMap``s (their cameras, stereo depth and images drive the completion);
     ``confirmed`` their pixels whose depth other photos confirmed (the hull fills only where stereo has none).
+    ``complete_planes``: complete plain faces as planes between confident points (``fill.py``; not where the plain
+    surfaces are curved: ``shading_follows_camera``).
     Masks that cut off confirmed product stereo do not carve (``stereo_votes``). None when there are too few
     trusted masks to carve a hull.
     """
@@ -484,11 +577,9 @@ def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarra
                           silhouettes.up, silhouettes.radius)
     if len(trusted.cameras) < MIN_HULL_MASKS:
         return None
-    radius, focus, up = trusted.radius, trusted.focus, trusted.up
-    lo = focus - radius
-    hi = focus + radius + (radius * up if trusted.plane is not None else 0.0)
-    hull = carve_hull(trusted.cameras, trusted.masks, np.minimum(lo, hi), np.maximum(lo, hi), resolution,
-                      trusted.plane, one_may_dissent=len(trusted.cameras) >= MIN_MASKS_TO_DISSENT)
+    lo, hi = hull_box(trusted)
+    hull = carve_hull(trusted.cameras, trusted.masks, lo, hi, resolution, trusted.plane,
+                      one_may_dissent=len(trusted.cameras) >= MIN_MASKS_TO_DISSENT)
     if not hull.occupied.any():
         return None
     views, images = [], []
@@ -498,8 +589,11 @@ def silhouette_fusion(points: np.ndarray, normals: np.ndarray, colors: np.ndarra
         views.append(CompletionView(depth_map.camera, depth, mask, depth_map.image))
         images.append(depth_map.image)
     # Only the product's own confident points outline its faces (not the table or the room around it).
-    extra_pts, extra_nrm, extra_rgb, completion = planar_completion(
-        views, points, normals, hull, neighbours([v.camera for v in views]))
+    if complete_planes:
+        extra_pts, extra_nrm, extra_rgb, completion = planar_completion(
+            views, points, normals, hull, neighbours([v.camera for v in views]))
+    else:
+        extra_pts, extra_nrm, extra_rgb, completion = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), {}
     n_completed = len(extra_pts)
     if n_completed:
         # Every photo completes the same faces: merge the copies on fusion's grid (Poisson's cost follows the count).
