@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from core import advice
 from core.artifacts import MASKS_IMAGES
-from core.config import MasksConfig
+from core.config import MasksConfig, cpu_budget
 from core.geometry import PinholeCamera, cameras_focus, cameras_up, narrowest_half_view, support_plane
 from core.manifest import Finding
 from core.photos import Photo
@@ -196,15 +197,11 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
     given, findings = read_supplied_masks(supplied or {}, photos, [(c.width, c.height) for c in cameras])
     geometry = SceneGeometry.from_scene(scene)
     progress(0.02, "reading the support plane")
-    segmentations: dict[int, Segmentation] = {}
-    hints: list[SegmentationHints] = []
-    for i in range(len(cameras)):
-        hints.append(geometry.hints(i, images))
-        if i in given:
-            continue
-        segmentations[i] = segment_product(images[i], hints[i], max_side=config.max_side,
-                                           iterations=config.iterations)
-        progress(0.05 + 0.45 * (i + 1) / len(cameras), f"segmented {i + 1}/{len(cameras)}")
+    hints: list[SegmentationHints] = [geometry.hints(i, images) for i in range(len(cameras))]
+    todo = [i for i in range(len(cameras)) if i not in given]
+    segmentations = _segment_all(images, {i: hints[i] for i in todo}, config,
+                                 lambda done: progress(0.05 + 0.45 * done / max(len(todo), 1),
+                                                       f"segmented {done}/{len(todo)}"))
     masks = [given[i] if i in given else segmentations[i].mask for i in range(len(cameras))]
     own = np.array([1.0 if i in given else segmentations[i].confidence for i in range(len(cameras))])
 
@@ -212,13 +209,12 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
     if len(cameras) >= 3:
         agreement, others = leave_one_out(cameras, masks, own, geometry)
         if config.refine:
-            for done, i in enumerate(sorted(segmentations), start=1):
-                refined = _with_others(hints[i], others[i], images[i].shape[:2])
-                segmentations[i] = segment_product(images[i], refined, max_side=config.max_side,
-                                                   iterations=config.iterations)
-                masks[i] = segmentations[i].mask
-                own[i] = segmentations[i].confidence
-                progress(0.55 + 0.4 * done / max(len(segmentations), 1), f"refined {done}/{len(segmentations)}")
+            refined = {i: _with_others(hints[i], others[i], images[i].shape[:2]) for i in sorted(segmentations)}
+            segmentations = _segment_all(images, refined, config,
+                                         lambda done: progress(0.55 + 0.4 * done / max(len(refined), 1),
+                                                               f"refined {done}/{len(refined)}"))
+            for i, segmentation in segmentations.items():
+                masks[i], own[i] = segmentation.mask, segmentation.confidence
             agreement, _ = leave_one_out(cameras, masks, own, geometry)
 
     confidence: dict[str, float] = {}
@@ -255,6 +251,20 @@ def run_masks(scene: SparseScene, run_dir: Path, config: MasksConfig, progress: 
     progress(1.0, "masks ready")
     return MasksResult(metrics=metrics, findings=findings, artifacts=[MASKS_IMAGES], mask_dir=mask_dir.resolve(),
                        photos=photos, confidence=confidence, supplied={photos[i].working for i in given}, **frame)
+
+
+def _segment_all(images: Sequence[np.ndarray], hints: Mapping[int, SegmentationHints], config: MasksConfig,
+                 on_done: Callable[[int], None]) -> dict[int, Segmentation]:
+    """``segment_product`` on the photos of ``hints``, on the run's cores (GrabCut releases the GIL)."""
+    def one(i: int) -> Segmentation:
+        return segment_product(images[i], hints[i], max_side=config.max_side, iterations=config.iterations)
+
+    out: dict[int, Segmentation] = {}
+    with ThreadPoolExecutor(max_workers=max(1, cpu_budget())) as pool:
+        for done, (i, segmentation) in enumerate(zip(hints, pool.map(one, hints), strict=True), start=1):
+            out[i] = segmentation
+            on_done(done)
+    return out
 
 
 MASK_BOUND_QUANTILE = 0.9
