@@ -106,3 +106,15 @@ def test_the_capture_routine_is_written_once() -> None:
     mentions = [p.relative_to(ROOT).as_posix() for p in sources if "15-20" in p.read_text(encoding="utf-8")]
     assert mentions == ["core/advice.py"]
     assert advice.ROUTINE in advice.CAPTURE_GUIDE
+
+
+def test_silhouette_findings_say_when_shading_stereo_was_dropped() -> None:
+    """A turntable's plain product whose stereo matched the moving shading: the finding says so and why; a capture
+    whose stereo was kept says nothing of it."""
+    from core.advice import silhouette_findings
+
+    carved = {"hull": 1, "masks_used": 24, "hull_share": 0.57, "completion_share": 0.0}
+    dropped = silhouette_findings({**carved, "plain_stereo_dropped": 62127, "plain_stereo_deep_in_hull": 0.31})
+    shading = [f for f in dropped if "turned with the camera" in f.message]
+    assert len(shading) == 1 and "31%" in shading[0].message and "lightbox" in shading[0].hint
+    assert not [f for f in silhouette_findings(carved) if "turned with the camera" in f.message]
