@@ -331,6 +331,9 @@ def mask_scores(run: RunView, truth_masks: dict[str, np.ndarray]) -> dict[str, A
         mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
         if mask is None or truth is None:
             continue
+        if truth.shape[1] > mask.shape[1] + 4:  # a smaller working size (preview): the truth at that size first
+            size = (mask.shape[1] + 2, mask.shape[0] + 2)
+            truth = cv2.resize(truth.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
         dh, dw = truth.shape[0] - mask.shape[0], truth.shape[1] - mask.shape[1]
         if dh < 0 or dw < 0 or dh % 2 or dw % 2:
             continue
