@@ -360,13 +360,13 @@ def _migrate_sections(data: dict[str, Any]) -> dict[str, Any]:
 # Working resolution, dense effort and face budget per preset, in the spirit of Object Capture detail levels.
 _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
     "preview": {
-        # 640 px photos, 2048 SIFT features (with the trust check's 100 RANSAC trials and masks on both cores): soup-can
-        # orbit 86 -> 52 s, mesh F@0.5%/1% 0.76/0.91 both, rotation error 0.010 -> 0.018°; plain box orbit and plain
-        # bottle turntable 24/24 photos placed within 0.1° (benchmarks/RESULTS.md).
-        "capture": {"working_max_side": 640},
+        # 800 px photos, 4096 SIFT features. 640 px and 2048 features took the soup-can orbit preview to 52 s (from 86 s)
+        # at the same mesh F, but on the bundled sample the mesh then disagreed with the masks (overlap 0.862 with 640
+        # px, 0.875 with 2048 features, 0.893 with neither; the check fails under 0.88): kept.
+        "capture": {"working_max_side": 800},
         "masks": {"max_side": 400, "iterations": 3},
         "fusion": {"hull_resolution": 128},
-        "sfm": {"max_num_features": 2048},
+        "sfm": {"max_num_features": 4096},
         # The sweep: PatchMatch at 400 px would take ~40 s of the preview's 60 s (~6 s a photo at 640 px, x0.4).
         "depth": {"max_side": 400, "num_source_views": 3, "num_depth_planes": 64, "method": "sweep"},
         "depth_prior": {"input_size": 364},
