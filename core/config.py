@@ -360,9 +360,9 @@ def _migrate_sections(data: dict[str, Any]) -> dict[str, Any]:
 # Working resolution, dense effort and face budget per preset, in the spirit of Object Capture detail levels.
 _PRESET_CHANGES: dict[PresetName, dict[str, dict[str, Any]]] = {
     "preview": {
-        # 800 px photos, 4096 SIFT features. 640 px and 2048 features took the soup-can orbit preview to 52 s (from 86 s)
-        # at the same mesh F, but on the bundled sample the mesh then disagreed with the masks (overlap 0.862 with 640
-        # px, 0.875 with 2048 features, 0.893 with neither; the check fails under 0.88): kept.
+        # 800 px photos, 4096 SIFT features. 640 px and 2048 features took the soup-can orbit preview to 52 s (from
+        # 86 s) at the same mesh F, but on the bundled sample the mesh then disagreed with the masks (overlap 0.862
+        # with 640 px, 0.875 with 2048 features, 0.893 with neither; the check fails under 0.88): kept.
         "capture": {"working_max_side": 800},
         "masks": {"max_side": 400, "iterations": 3},
         "fusion": {"hull_resolution": 128},
