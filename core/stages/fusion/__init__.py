@@ -104,7 +104,7 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
     needed = min(config.min_consistent_views, len(views) - 1)
     nearest = neighbours([v.camera for v in views])
 
-    points, colors, normals, confirmed, plain = [], [], [], [], []
+    points, colors, normals, confirmed = [], [], [], []
     counts = {"depths": 0, "low_confidence": 0, "inconsistent": 0, "kept": 0}
     per_photo_kept: dict[str, float] = {}
     for i, view in enumerate(views):
@@ -119,7 +119,6 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
         counts["kept"] += int(keep.sum())
         per_photo_kept[view.photo.name] = round(float(keep.sum()) / max(n_valid, 1), 4)
         confirmed.append(keep)
-        plain.append(~detailed(cv2.cvtColor(view.image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0))
         if keep.any():
             points.append(backproject(view.camera, fused, keep))
             colors.append(view.image[keep])
@@ -140,7 +139,8 @@ def run_fusion(depth_maps: DepthMaps, run_dir: Path, config: FusionConfig,
     points, colors, normals = np.concatenate(points), np.concatenate(colors), np.concatenate(normals)
     if silhouettes is not None and use_hull:
         progress(0.8, "checking the plain surfaces' stereo against the silhouettes")
-        from_plain = np.concatenate([p[k] for p, k in zip(plain, confirmed, strict=True)])
+        from_plain = np.concatenate([~detailed(cv2.cvtColor(v.image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)[k]
+                                     for v, k in zip(views, confirmed, strict=True)])
         shading = shading_follows_camera(points, from_plain, silhouettes)
         shading_follows = shading.follows
         metrics["plain_stereo_deep_in_hull"] = round(shading.deep_share, 4)

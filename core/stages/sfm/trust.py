@@ -253,16 +253,24 @@ def placed_pairs(model, database: Path, min_inliers: int, seed: int = 0, max_mat
         db.close()
 
 
+def _ransac(max_error_px: float, seed: int):
+    """The RANSAC options of the pair re-estimates (``TWO_VIEW_MIN_TRIALS``, seeded)."""
+    import pycolmap
+
+    ransac = pycolmap.RANSACOptions()
+    ransac.max_error = max_error_px
+    ransac.random_seed = seed
+    ransac.min_num_trials = TWO_VIEW_MIN_TRIALS
+    return ransac
+
+
 def pair_matches(model, database: Path, min_inliers: int, seed: int = 0
                  ) -> list[tuple[str, str, np.ndarray, np.ndarray, int]]:
     """(name1, name2, keypoints1, keypoints2 of the verified matches, how many the pair's own best essential
     matrix explains within EXPLAINED_PX) for the pairs of placed photos with ``min_inliers`` matches."""
     import pycolmap
 
-    ransac = pycolmap.RANSACOptions()
-    ransac.max_error = EXPLAINED_PX
-    ransac.random_seed = seed
-    ransac.min_num_trials = TWO_VIEW_MIN_TRIALS
+    ransac = _ransac(EXPLAINED_PX, seed)
     results = []
     for name1, name2, image1, image2, points1, points2 in placed_pairs(model, database, min_inliers, seed):
         estimate = pycolmap.estimate_essential_matrix(points1, points2, image1.camera, image2.camera, ransac)
@@ -315,10 +323,7 @@ def relative_rotations(model, database: Path, min_inliers: int, seed: int = 0,
     for the pairs of placed photos."""
     import pycolmap
 
-    ransac = pycolmap.RANSACOptions()
-    ransac.max_error = 2.0  # px; matched SIFT keypoints of a sharp capture agree within ~1 px
-    ransac.random_seed = seed
-    ransac.min_num_trials = TWO_VIEW_MIN_TRIALS
+    ransac = _ransac(2.0, seed)  # px; matched SIFT keypoints of a sharp capture agree within ~1 px
     results = []
     for name1, name2, image1, image2, points1, points2 in placed_pairs(model, database, min_inliers, seed,
                                                                        max_matches):
