@@ -163,3 +163,34 @@ def test_atlas_grows_when_faces_would_get_too_few_texels() -> None:
     assert atlas_layout(100_000, 2048) == (2048, 9)
     size, cell = atlas_layout(400_000, 1024)
     assert size == 4096 and cell >= 6
+
+
+def test_faces_well_inside_the_mesh_outline_take_a_photo_that_a_wrong_mask_would_deny(tmp_path: Path) -> None:
+    import open3d as o3d
+
+    from core.geometry import PinholeCamera, look_at
+    from core.stages.texture import _OUTLINE_MARGIN, _face_scores
+
+    sphere = o3d.geometry.TriangleMesh.create_sphere(radius=0.1, resolution=30)
+    V, F = np.asarray(sphere.vertices), np.asarray(sphere.triangles)
+    R, t = look_at(np.array([0.0, -0.5, 0.0]), np.zeros(3))
+    camera = PinholeCamera(K=np.array([[400.0, 0, 160], [0, 400.0, 120], [0, 0, 1]]), R=R, t=t, width=320, height=240)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((240, 320, 3), 128, np.uint8))
+    pix, _ = camera.project(V[F].mean(1))
+    from_centre = np.hypot(pix[:, 0] - 160, pix[:, 1] - 120)
+    outline_px = 400 * 0.1 / np.sqrt(0.5**2 - 0.1**2)  # the sphere's silhouette radius in pixels
+    margin_px = _OUTLINE_MARGIN * np.hypot(320, 240)
+    facing = -(np.cross(V[F][:, 1] - V[F][:, 0], V[F][:, 2] - V[F][:, 0]) @ camera.viewing_direction) > 0
+
+    # A mask that lost the whole product (as an untrusted mask may): the faces well inside the outline still
+    # take the photo, the rim (where a bulging mesh meets the backdrop) does not.
+    scores, _ = _face_scores(V, F, [camera], [photo], [np.zeros((240, 320), bool)])
+    inner = facing & (from_centre < outline_px - 2 * margin_px)
+    rim = facing & (from_centre > outline_px - 0.5 * margin_px)
+    assert inner.sum() > 50 and rim.sum() > 10
+    assert (scores[inner, 0] > 0).mean() > 0.95
+    assert (scores[rim, 0] > 0).mean() < 0.05
+    # A right mask gives the rim back (those not seen too obliquely: measured 20 % of this 2-pixel band).
+    scores, _ = _face_scores(V, F, [camera], [photo], [np.ones((240, 320), bool)])
+    assert (scores[rim, 0] > 0).mean() > 0.15
