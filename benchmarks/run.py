@@ -389,6 +389,70 @@ def novel_view_appearance(run: Any, alignment: Any, novel_dir: Path) -> dict[str
     return out
 
 
+STATIC_TEXTURE_CEILING = "static_texture_ceiling.json"
+"""Cached in the capture's novel-view folder: it depends on the capture only."""
+
+
+def static_texture_ceiling(gt: Any, novel_dir: Path) -> dict[str, Any]:
+    """Novel-view PSNR of the best a *static* texture can do from these photos: on the true surface, each novel pixel
+    takes the photos' colours of its surface point, weighted by how large and frontal the point is in each (what the
+    texture stage's blend approximates); and, for comparison, the photo nearest the novel camera (a view-dependent
+    texture). Under lights that turn with the product (a turntable in front of fixed lights) the two part: no
+    static texture can follow the shading, so the target "textured + 4 dB over vertex colours" is bounded there.
+    Cached in ``novel_dir / STATIC_TEXTURE_CEILING``."""
+    import cv2
+    import open3d as o3d
+
+    from benchmarks.synthetic import read_cameras_json
+    from core.geometry import camera_rays, sample_image
+
+    cache = novel_dir / STATIC_TEXTURE_CEILING
+    if cache.exists():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    mesh = o3d.io.read_triangle_mesh(str(gt.mesh_path))
+    mesh.compute_triangle_normals()
+    V, F = np.asarray(mesh.vertices, np.float32), np.asarray(mesh.triangles, np.uint32)
+    normals = np.asarray(mesh.triangle_normals)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(V), o3d.core.Tensor(F))
+    photos = {n: cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB).astype(np.float32)
+              for n, p in gt.image_paths.items()}
+    errors: dict[str, list[np.ndarray]] = {"blended": [], "nearest": []}
+    for name, camera in read_cameras_json(novel_dir / "cameras.json").items():
+        truth = cv2.cvtColor(cv2.imread(str(novel_dir / "images" / name)), cv2.COLOR_BGR2RGB).astype(np.float32)
+        mask = cv2.imread(str(novel_dir / "masks" / name), cv2.IMREAD_GRAYSCALE).ravel() > 127
+        rays = camera_rays(camera)
+        hit = scene.cast_rays(o3d.core.Tensor(rays))
+        t = hit["t_hit"].numpy()
+        idx = np.flatnonzero(np.isfinite(t) & mask)
+        points = rays[idx, :3] + t[idx, None] * rays[idx, 3:]
+        normal = normals[hit["primitive_ids"].numpy()[idx]]
+        colours, weights, distance = [], [], []
+        for photo_name, photo_camera in gt.cameras.items():
+            ray = points - photo_camera.center
+            dist = np.linalg.norm(ray, axis=1)
+            cos = -(normal * ray).sum(1) / dist
+            pix, _ = photo_camera.project(points)
+            back = np.concatenate([np.broadcast_to(photo_camera.center, ray.shape), ray], 1).astype(np.float32)
+            seen = (scene.cast_rays(o3d.core.Tensor(back))["t_hit"].numpy() > 0.999) & (cos > 0.1)
+            seen &= (pix[:, 0] > 1) & (pix[:, 1] > 1) & (pix[:, 0] < photo_camera.width - 2)
+            seen &= pix[:, 1] < photo_camera.height - 2
+            colours.append(sample_image(photos[photo_name], pix[:, 0], pix[:, 1]))
+            weights.append(np.where(seen, cos / dist**2, 0.0))  # the point's area in the photo, as the bake's score
+            distance.append(np.where(seen, np.linalg.norm(photo_camera.center - camera.center), np.inf))
+        colours_a, weights_a = np.stack(colours, 1).astype(np.float32), np.stack(weights, 1)
+        have = weights_a.sum(1) > 0
+        blended = (colours_a * weights_a[..., None]).sum(1) / np.maximum(weights_a.sum(1), 1e-12)[:, None]
+        nearest = colours_a[np.arange(len(idx)), np.stack(distance, 1).argmin(1)]
+        target = truth.reshape(-1, 3)[idx]
+        errors["blended"].append(((blended - target)[have] ** 2).ravel())
+        errors["nearest"].append(((nearest - target)[have] ** 2).ravel())
+    out = {f"{k}_psnr_db": round(float(10 * np.log10(255.0**2 / np.mean(np.concatenate(v)))), 2)
+           for k, v in errors.items()}
+    cache.write_text(json.dumps(out), encoding="utf-8")
+    return out
+
+
 def novel_view_normal_error(run: Any, alignment: Any, novel_dir: Path, surface: GroundTruthSurface
                             ) -> dict[str, Any]:
     """Angular error of the textured model's shading normals in the held-out views, without and with its normal map
@@ -615,6 +679,11 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
                       "true mask's covered pixels):", "",
                       "| preset | views | PSNR vertex colours dB | PSNR textured dB | coverage vertex | "
                       "coverage textured |", "|---|---|---|---|---|---|", *look_rows]
+            if ceiling := cap.get("static_texture_ceiling"):
+                lines += ["", f"On the true surface, the photos blended as the bake does reach "
+                          f"{ceiling['blended_psnr_db']:.2f} dB in these views (the best a static texture can do "
+                          f"from them), the photo nearest each view {ceiling['nearest_psnr_db']:.2f} dB (where the "
+                          "two part, the lights turn with the product and no static texture follows the shading)."]
         for run in cap["runs"]:
             if run.get("failure_reason"):
                 lines += ["", f"{run['preset']}: {run['failure_reason']}"]
@@ -722,6 +791,8 @@ def bench_synthetic(capture: SyntheticCapture, presets: list[str], quick: bool, 
     novel = cap_dir / NOVEL_DIR
     if rerender or not (novel / "cameras.json").exists():  # held-out views for the appearance measure
         render_novel_views(spec, cap_dir)
+        (novel / STATIC_TEXTURE_CEILING).unlink(missing_ok=True)
+    result["static_texture_ceiling"] = static_texture_ceiling(gt, novel)
     for preset, (label, extra) in [(p, v) for p in presets for v in variants]:
         name = preset + (f"+{label}" if label else "")
         run_dir = out_root / "runs" / f"{cap_dir.name}_{name}"

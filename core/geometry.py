@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -390,6 +391,20 @@ def support_plane(points: np.ndarray, cameras: list[PinholeCamera], up: np.ndarr
 
     plane = find_plane(points, tolerance, is_table, candidates=PLANE_CANDIDATES, min_share=MIN_PLANE_SHARE)
     return None if plane is None else oriented(plane)
+
+
+def sample_image(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear values of a float32 image (H, W) or (H, W, C) at continuous pixel coordinates (u, v): (N,) or (N, C);
+    the edge value beyond it."""
+    n = len(u)
+    cols = 4096  # cv2.remap's maps must stay under 32767 on a side
+    rows = max(1, -(-n // cols))
+    pad = rows * cols - n
+    # cv2.remap samples pixel centres at integer coordinates: continuous coordinate - 0.5.
+    map_x = np.pad((u - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
+    map_y = np.pad((v - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
+    out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(rows * cols, *image.shape[2:])[:n]
 
 
 def camera_rays(camera: PinholeCamera, step: int = 1) -> np.ndarray:

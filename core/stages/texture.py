@@ -30,7 +30,7 @@ import numpy as np
 from core import advice
 from core.artifacts import ISOLATION_POINTS, TEXTURE_BASE_COLOR, TEXTURE_MESH, TEXTURE_NORMAL
 from core.config import TextureConfig
-from core.geometry import PinholeCamera, camera_rays, mesh_silhouettes
+from core.geometry import PinholeCamera, camera_rays, mesh_silhouettes, sample_image
 from core.progress import StageProgress, no_progress
 from core.scene import SparseScene
 from core.stages import StageOutput
@@ -587,16 +587,9 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(N, 3) float32 bilinear samples at float pixel coordinates (integer = pixel centre), clamped at borders."""
-    n = len(x)
-    if n == 0:
+    if len(x) == 0:
         return np.zeros((0, 3), np.float32)
-    cols = 4096  # cv2.remap wants 2-D maps with sides below 32767
-    rows = -(-n // cols)
-    pad = rows * cols - n
-    mx = np.pad(x.astype(np.float32), (0, pad)).reshape(rows, cols)
-    my = np.pad(y.astype(np.float32), (0, pad)).reshape(rows, cols)
-    out = cv2.remap(image.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(-1, 3)[:n]
+    return sample_image(image.astype(np.float32), x + 0.5, y + 0.5)
 
 
 def render_mesh(vertices: np.ndarray, faces: np.ndarray, camera: PinholeCamera, *, uv: np.ndarray | None = None,

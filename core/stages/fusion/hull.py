@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.geometry import PinholeCamera
+from core.geometry import PinholeCamera, sample_image
 
 logger = logging.getLogger(__name__)
 
@@ -134,18 +134,6 @@ def signed_distance_px(mask: np.ndarray) -> np.ndarray:
     inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)
     outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)
     return (inside - outside + np.where(m > 0, -0.5, 0.5)).astype(np.float32)  # outline between pixel centres
-
-
-def sample_image(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear values of a float32 image at continuous pixel coordinates (u, v); the edge value beyond it."""
-    n = len(u)
-    cols = 4096  # cv2.remap's maps must stay under 32767 on a side
-    rows = max(1, -(-n // cols))
-    pad = rows * cols - n
-    # cv2.remap samples pixel centres at integer coordinates: continuous coordinate - 0.5.
-    map_x = np.pad((u - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
-    map_y = np.pad((v - 0.5).astype(np.float32), (0, pad)).reshape(rows, cols)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n]
 
 
 @dataclass
