@@ -213,3 +213,26 @@ def test_a_plain_product_without_sparse_points_is_bounded_by_its_masks() -> None
         assert not (truth & ~bound).any()
         assert bound.sum() < 2.5 * truth.sum()
     assert mask_cylinder(cameras[:2], masks[:2], focus, up) == (0.0, 0.0)
+
+
+def test_an_empty_mask_earns_no_agreement() -> None:
+    """An empty mask (segmentation found nothing) agrees with an empty hull only vacuously: it gets agreement 0,
+    so no confidence, while right masks agree with the hull the others carve."""
+    from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
+    from core.stages.masks import SceneGeometry, cylinder_region, leave_one_out
+
+    size = (320, 240)
+    focus, up = np.zeros(3), np.array([0.0, 0.0, 1.0])
+    cameras = []
+    for i in range(8):
+        angle = i * np.pi / 4
+        R, t = look_at(np.array([1.5 * np.cos(angle), 1.5 * np.sin(angle), 0.9]), np.array([0.0, 0.0, 0.2]))
+        cameras.append(PinholeCamera(intrinsics_from_fov(*size, 50.0), R, t, *size))
+    geometry = SceneGeometry(cameras=cameras, plane=np.array([0.0, 0.0, 1.0, 0.0]), up=up, focus=focus, radius=0.6,
+                             height=0.8, product_points=np.zeros((0, 3)), neighbours=[[] for _ in cameras])
+    right = [cylinder_region(c, focus, up, 0.12, (0.0, 0.4)) for c in cameras]
+    empty = [np.zeros((240, 320), bool) for _ in cameras]
+    agreement, _ = leave_one_out(cameras, empty, np.full(len(cameras), 0.5), geometry)
+    assert (agreement == 0).all()
+    agreement, _ = leave_one_out(cameras, right, np.full(len(cameras), 0.9), geometry)
+    assert (agreement > 0.8).all()

@@ -498,7 +498,9 @@ def leave_one_out(cameras: list[PinholeCamera], masks: list[np.ndarray], confide
         field_without = folded.without(trusted.index(i)) if i in trusted else folded.smallest
         projected = coarse.project(camera, field_without)
         others.append(projected)
-        agreement[i] = mask_iou(masks[i], projected)
+        # An empty mask agrees with an empty hull and says nothing (seen: every mask of a preview empty, each given
+        # agreement 1 and so confidence 0.5, enough to carve).
+        agreement[i] = mask_iou(masks[i], projected) if masks[i].any() else 0.0
     return agreement, others
 
 
