@@ -187,20 +187,26 @@ def test_only_trusted_masks_limit_the_dense_search(tmp_path):
                        confidence={p.working: high for p in photos}).search_masks(scene) is None
 
 
+def _ring_cameras(count: int) -> list:
+    """``count`` cameras of 320x240 on a ring 1.5 up-and-away from the z axis, looking at (0, 0, 0.2)."""
+    from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
+
+    cameras = []
+    for i in range(count):
+        angle = 2 * np.pi * i / count
+        R, t = look_at(np.array([1.5 * np.cos(angle), 1.5 * np.sin(angle), 0.9]), np.array([0.0, 0.0, 0.2]))
+        cameras.append(PinholeCamera(intrinsics_from_fov(320, 240, 50.0), R, t, 320, 240))
+    return cameras
+
+
 def test_a_plain_product_without_sparse_points_is_bounded_by_its_masks() -> None:
     """No product points (a plain box on a turntable): the masks' outlines bound the dense search instead. The
     bound holds the product (its true silhouette inside the bound's image in every photo), is not much larger, and a
     mask that took the whole plate does not inflate it."""
-    from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
     from core.stages.masks import PRODUCT_BOUND_PAD, cylinder_region, mask_cylinder
 
-    size = (320, 240)
     focus, up = np.zeros(3), np.array([0.0, 0.0, 1.0])
-    cameras = []
-    for i in range(12):
-        angle = i * np.pi / 6
-        R, t = look_at(np.array([1.5 * np.cos(angle), 1.5 * np.sin(angle), 0.9]), np.array([0.0, 0.0, 0.2]))
-        cameras.append(PinholeCamera(intrinsics_from_fov(*size, 50.0), R, t, *size))
+    cameras = _ring_cameras(12)
     radius, height = 0.12, 0.4  # the product: an upright cylinder standing on z = 0
     masks = [cylinder_region(c, focus, up, radius, (0.0, height)) for c in cameras]
     masks[3] = cylinder_region(cameras[3], focus, up, 0.6, (0.0, 0.05)) | masks[3]  # took the plate
@@ -218,16 +224,10 @@ def test_a_plain_product_without_sparse_points_is_bounded_by_its_masks() -> None
 def test_an_empty_mask_earns_no_agreement() -> None:
     """An empty mask (segmentation found nothing) agrees with an empty hull only vacuously: it gets agreement 0,
     so no confidence, while right masks agree with the hull the others carve."""
-    from core.geometry import PinholeCamera, intrinsics_from_fov, look_at
     from core.stages.masks import SceneGeometry, cylinder_region, leave_one_out
 
-    size = (320, 240)
     focus, up = np.zeros(3), np.array([0.0, 0.0, 1.0])
-    cameras = []
-    for i in range(8):
-        angle = i * np.pi / 4
-        R, t = look_at(np.array([1.5 * np.cos(angle), 1.5 * np.sin(angle), 0.9]), np.array([0.0, 0.0, 0.2]))
-        cameras.append(PinholeCamera(intrinsics_from_fov(*size, 50.0), R, t, *size))
+    cameras = _ring_cameras(8)
     geometry = SceneGeometry(cameras=cameras, plane=np.array([0.0, 0.0, 1.0, 0.0]), up=up, focus=focus, radius=0.6,
                              height=0.8, product_points=np.zeros((0, 3)), neighbours=[[] for _ in cameras])
     right = [cylinder_region(c, focus, up, 0.12, (0.0, 0.4)) for c in cameras]
