@@ -394,12 +394,12 @@ STATIC_TEXTURE_CEILING = "static_texture_ceiling.json"
 
 
 def static_texture_ceiling(gt: Any, novel_dir: Path) -> dict[str, Any]:
-    """Novel-view PSNR of the best a *static* texture can do from these photos: on the true surface, each novel pixel
-    takes the photos' colours of its surface point, weighted by how large and frontal the point is in each (what the
-    texture stage's blend approximates); and, for comparison, the photo nearest the novel camera (a view-dependent
-    texture). Under lights that turn with the product (a turntable in front of fixed lights) the two part: no
-    static texture can follow the shading, so the target "textured + 4 dB over vertex colours" is bounded there.
-    Cached in ``novel_dir / STATIC_TEXTURE_CEILING``."""
+    """Novel-view PSNR of a *static* texture made from these photos without the mesh's error (a reference, not a
+    strict bound): on the true surface, each novel pixel takes the photos' colours of its surface point, weighted by
+    how large and frontal the point is in each (what the texture stage's blend approximates); and, for comparison,
+    the photo nearest the novel camera (a view-dependent texture). Under lights that turn with the product (a
+    turntable in front of fixed lights) the two part: no static texture can follow the shading, so the target
+    "textured + 4 dB over vertex colours" is out of reach there. Cached in ``novel_dir / STATIC_TEXTURE_CEILING``."""
     import cv2
     import open3d as o3d
 
@@ -680,10 +680,10 @@ def write_report(results: dict[str, Any], md_path: Path, json_path: Path) -> Non
                       "| preset | views | PSNR vertex colours dB | PSNR textured dB | coverage vertex | "
                       "coverage textured |", "|---|---|---|---|---|---|", *look_rows]
             if ceiling := cap.get("static_texture_ceiling"):
-                lines += ["", f"On the true surface, the photos blended as the bake does reach "
-                          f"{ceiling['blended_psnr_db']:.2f} dB in these views (the best a static texture can do "
-                          f"from them), the photo nearest each view {ceiling['nearest_psnr_db']:.2f} dB (where the "
-                          "two part, the lights turn with the product and no static texture follows the shading)."]
+                lines += ["", f"On the true surface, the photos blended as the bake blends them reach "
+                          f"{ceiling['blended_psnr_db']:.2f} dB in these views (a static texture without the mesh's "
+                          f"error), the photo nearest each view {ceiling['nearest_psnr_db']:.2f} dB (where the two "
+                          "part, the lights turn with the product and no static texture follows the shading)."]
         for run in cap["runs"]:
             if run.get("failure_reason"):
                 lines += ["", f"{run['preset']}: {run['failure_reason']}"]
