@@ -37,7 +37,7 @@ import numpy as np
 from core import advice
 from core.artifacts import MASKS_IMAGES
 from core.config import MasksConfig, cpu_budget
-from core.geometry import PinholeCamera, camera_rays, cameras_focus, cameras_up, narrowest_half_view, support_plane
+from core.geometry import PinholeCamera, cameras_focus, cameras_up, narrowest_half_view, support_plane
 from core.manifest import Finding
 from core.photos import Photo
 from core.progress import StageProgress, no_progress
@@ -435,15 +435,9 @@ class SceneGeometry:
         return SegmentationHints(background=background, product=product, possible=possible)
 
     def _over_support(self, camera: PinholeCamera) -> np.ndarray:
-        """Pixels whose ray meets the support plane within ``radius`` of the axis (in front of the mat or plate)."""
-        rays = camera_rays(camera)[:, 3:].astype(np.float64)
-        up, d = self.plane[:3], self.plane[3]  # type: ignore[index]
-        along = rays @ up
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # rays parallel to the plane: never near
-            t = -(camera.center @ up + d) / along
-            hit = camera.center + t[:, None] * rays - self.focus
-            near = (t > 0) & (np.linalg.norm(hit, axis=1) < self.radius)
-        return near.reshape(camera.height, camera.width)
+        """Pixels whose ray meets the support plane within ``radius`` of the axis (in front of the mat or plate): the
+        image of that disc."""
+        return cylinder_region(camera, self.focus, self.up, self.radius, (0.0, 0.0))
 
     def _possible(self, camera: PinholeCamera) -> np.ndarray:
         """Pixels whose ray passes through the cylinder (radius, height) standing on the plane around the axis."""
